@@ -1,0 +1,1 @@
+"""binance_sim package."""

@@ -1,0 +1,1 @@
+"""klinelake: the shared core (row model, message contract, lake writer, storage backends)."""

@@ -1,0 +1,144 @@
+"""Parsing of Binance WebSocket market-stream frames (pure: text in, events out)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from klinelake.errors import InvalidData, InvalidRow
+from klinelake.intervals import NOMINAL_MS
+from klinelake.row import Kline, to_millis
+
+_STREAM = re.compile(r"(?P<symbol>[^@/\s]+)@kline_(?P<interval>[0-9]+[smhdwM])(?:@\+08:00)?")
+
+
+@dataclass(frozen=True, slots=True)
+class KlineEvent:
+    """A kline update; `closed` is Binance's `k.x` (only closed klines reach the lake)."""
+
+    stream: str | None
+    event_time: int
+    kline: Kline
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """Reply to SUBSCRIBE & co.: `{"result":null,"id":1}` or `{"error":{...},"id":2}`."""
+
+    id: Any
+    result: Any
+    error_code: int | None = None
+    error_msg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """`{"e":"serverShutdown","E":...}`: reconnect at once (added 2026-05-08)."""
+
+    event_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEvent:
+    """A well-formed event of another type (trade, depth...): ignored by the streamer."""
+
+    stream: str | None
+    event_type: str
+
+
+WsMessage = KlineEvent | ControlReply | ServerShutdown | OtherEvent
+
+
+def stream_name(symbol: str, interval: str) -> str:
+    """`btcusdt@kline_1m`: lowercase symbol, case-sensitive interval."""
+    return f"{symbol.lower()}@kline_{interval}"
+
+
+def parse_stream_name(name: str) -> tuple[str, str] | None:
+    m = _STREAM.fullmatch(name)
+    if not m or m["interval"] not in NOMINAL_MS:
+        return None
+    return m["symbol"], m["interval"]
+
+
+def parse_kline_payload(data: dict[str, Any], stream: str | None = None) -> KlineEvent:
+    """The raw kline event:
+
+    {"e":"kline","E":1617566591776,"s":"ETHUSDT","k":{"t":1617566580000,"T":1617566639999,
+     "s":"ETHUSDT","i":"1m","f":346711017,"L":346711087,"o":"2063.88000000","c":"2064.73000000",
+     "h":"2065.00000000","l":"2063.88000000","v":"70.86425000","n":71,"x":false,
+     "q":"146321.71560700","V":"46.98201000","Q":"97009.77617410","B":"0"}}
+    """
+    k = data.get("k")
+    if not isinstance(k, dict):
+        raise InvalidRow("k", k, "kline event without a 'k' object", where="ws frame")
+    where = f"ws frame {stream or data.get('s')}"
+    for key in ("t", "T", "s", "i", "o", "h", "l", "c", "v", "n", "x", "q", "V", "Q"):
+        if key not in k:
+            raise InvalidRow(f"k.{key}", None, "missing", where=where)
+    if data.get("s") is not None and data.get("s") != k["s"]:
+        raise InvalidRow("s", data.get("s"), f"differs from k.s {k['s']!r}", where=where)
+    if type(k["x"]) is not bool:
+        raise InvalidRow("k.x", k["x"], "must be a boolean", where=where)
+    event_time = data.get("E")
+    if type(event_time) is not int:
+        raise InvalidRow("E", event_time, "must be an integer", where=where)
+    if not isinstance(k["s"], str) or not isinstance(k["i"], str):
+        raise InvalidRow("k.s", k["s"], "symbol and interval must be strings", where=where)
+    if stream is not None:
+        parsed = parse_stream_name(stream)
+        if parsed is None or parsed != (k["s"].lower(), k["i"]):
+            raise InvalidRow("stream", stream, f"does not match {k['s']}@{k['i']}", where=where)
+    try:
+        kline = Kline(
+            open_time=to_millis(k["t"], "k.t", where),
+            close_time=to_millis(k["T"], "k.T", where),
+            symbol=k["s"],
+            interval=k["i"],
+            open=k["o"],
+            high=k["h"],
+            low=k["l"],
+            close=k["c"],
+            volume=k["v"],
+            quote_volume=k["q"],
+            trades=k["n"],
+            taker_buy_base_volume=k["V"],
+            taker_buy_quote_volume=k["Q"],
+        )
+    except InvalidRow as exc:
+        names = {"open_time": "k.t", "close_time": "k.T", "trades": "k.n", "open": "k.o"}
+        raise InvalidRow(names.get(exc.field, exc.field), exc.value, exc.reason, where=where) from None
+    return KlineEvent(stream, to_millis(event_time, "E", where), kline, k["x"])
+
+
+def parse_ws_frame(frame: str | bytes) -> WsMessage:
+    """Any text frame of a raw (`/ws`) or combined (`/stream`) market-stream connection."""
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidData(f"ws frame is not JSON: {exc}: {bytes(frame[:80])!r}") from None
+    if not isinstance(obj, dict):
+        raise InvalidData(f"ws frame is not a JSON object: {str(obj)[:80]}")
+    if "id" in obj and ("result" in obj or "error" in obj):
+        err = obj.get("error")
+        if isinstance(err, dict):
+            return ControlReply(obj["id"], None, err.get("code"), err.get("msg"))
+        return ControlReply(obj["id"], obj.get("result"))
+    stream: str | None = None
+    data: Any = obj
+    if "stream" in obj and "data" in obj:
+        stream, data = obj["stream"], obj["data"]
+        if not isinstance(stream, str) or not isinstance(data, dict):
+            raise InvalidData(f"malformed combined-stream frame: {str(obj)[:80]}")
+    event_type = data.get("e")
+    if event_type == "kline":
+        return parse_kline_payload(data, stream)
+    if event_type == "serverShutdown":
+        return ServerShutdown(int(data.get("E") or 0))
+    if isinstance(event_type, str):
+        return OtherEvent(stream, event_type)
+    raise InvalidData(f"ws frame has no event type: {str(obj)[:80]}")

@@ -1,0 +1,253 @@
+"""The lake row (DESIGN.md, contract 1) and its parsers from every shape Binance produces.
+
+A `Kline` is validated when built, so an invalid row cannot exist as an object. Parsers take
+values or bytes and return `Kline`s; they never do I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from klinelake.errors import InvalidData, InvalidRow
+from klinelake.intervals import NOMINAL_MS, is_aligned, next_open_time
+from klinelake.symbols import validate_symbol
+
+# Binance sends fixed-decimal strings ("46216.93000000"); we keep them byte for byte.
+_DECIMAL = re.compile(r"\d{1,30}(?:\.\d{1,30})?")
+# ms timestamps stay below 10**14 until the year 5138; µs timestamps (16 digits) are above.
+_MICROS_THRESHOLD = 10**14
+# Reject absurd times early: before 2009 nothing traded on Binance, after 2100 is a typo.
+_MIN_MS = 1_230_768_000_000  # 2009-01-01
+_MAX_MS = 4_102_444_800_000  # 2100-01-01
+
+FIELDS: tuple[str, ...] = (
+    "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close",
+    "volume", "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume",
+)  # fmt: skip
+_DECIMAL_FIELDS = (
+    "open", "high", "low", "close", "volume", "quote_volume",
+    "taker_buy_base_volume", "taker_buy_quote_volume",
+)  # fmt: skip
+_LINE_PREFIX = b'{"open_time":'
+
+
+@dataclass(frozen=True, slots=True)
+class Kline:
+    """One closed (or, from REST, possibly forming) candle, exactly as the lake stores it."""
+
+    open_time: int
+    close_time: int
+    symbol: str
+    interval: str
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    taker_buy_base_volume: str
+    taker_buy_quote_volume: str
+
+    def __post_init__(self) -> None:
+        validate_kline(self)
+
+    def to_line(self) -> bytes:
+        """Canonical serialisation: compact JSON, keys in contract order, then `\\n`."""
+        return orjson.dumps(self.to_dict()) + b"\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "open_time": self.open_time,
+            "close_time": self.close_time,
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "quote_volume": self.quote_volume,
+            "trades": self.trades,
+            "taker_buy_base_volume": self.taker_buy_base_volume,
+            "taker_buy_quote_volume": self.taker_buy_quote_volume,
+        }
+
+
+def validate_kline(k: Kline, where: str = "") -> None:
+    for name in ("open_time", "close_time", "trades"):
+        v = getattr(k, name)
+        if type(v) is not int:
+            raise InvalidRow(name, v, "must be an integer", where=where)
+    if not (_MIN_MS <= k.open_time < _MAX_MS):
+        raise InvalidRow("open_time", k.open_time, "not a plausible epoch time in ms", where=where)
+    if k.trades < 0:
+        raise InvalidRow("trades", k.trades, "must not be negative", where=where)
+    if k.interval not in NOMINAL_MS:
+        raise InvalidRow("interval", k.interval, "not a Binance interval", where=where)
+    try:
+        validate_symbol(k.symbol)
+    except InvalidData as exc:
+        raise InvalidRow("symbol", k.symbol, str(exc), where=where) from None
+    for name in _DECIMAL_FIELDS:
+        v = getattr(k, name)
+        if type(v) is not str or not _DECIMAL.fullmatch(v):
+            raise InvalidRow(name, v, "must be a decimal string such as '1.50000000'", where=where)
+    if k.close_time < k.open_time:
+        raise InvalidRow("close_time", k.close_time, f"before open_time {k.open_time}", where=where)
+    # 3d: Binance does not document its anchor, so we accept what it sends (DESIGN.md).
+    if k.interval != "3d" and not is_aligned(k.open_time, k.interval):
+        raise InvalidRow(
+            "open_time", k.open_time, f"not aligned to the {k.interval} interval", where=where
+        )
+    # Halted candles close early (allowed); none closes after the next one opens.
+    if k.close_time >= next_open_time(k.open_time, k.interval):
+        raise InvalidRow(
+            "close_time", k.close_time, f"after the end of the {k.interval} kline", where=where
+        )
+
+
+def to_millis(value: object, field: str, where: str = "") -> int:
+    """An integer epoch time in ms; 16-digit µs values (dumps since 2025, µs mode) are converted."""
+    if type(value) is not int:
+        raise InvalidRow(field, value, "must be an integer epoch time", where=where)
+    if value >= _MICROS_THRESHOLD:
+        return value // 1000
+    return value
+
+
+def _int_field(value: object, field: str, where: str) -> int:
+    if type(value) is not int:
+        raise InvalidRow(field, value, "must be an integer", where=where)
+    return value
+
+
+def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> Kline:
+    """From the 12 Binance columns (REST/CSV order) with typed values."""
+    try:
+        return Kline(
+            open_time=to_millis(values[0], "open_time", where),
+            close_time=to_millis(values[6], "close_time", where),
+            symbol=symbol,
+            interval=interval,
+            open=values[1],  # type: ignore[arg-type]  # validated in __post_init__
+            high=values[2],  # type: ignore[arg-type]
+            low=values[3],  # type: ignore[arg-type]
+            close=values[4],  # type: ignore[arg-type]
+            volume=values[5],  # type: ignore[arg-type]
+            quote_volume=values[7],  # type: ignore[arg-type]
+            trades=_int_field(values[8], "trades", where),
+            taker_buy_base_volume=values[9],  # type: ignore[arg-type]
+            taker_buy_quote_volume=values[10],  # type: ignore[arg-type]
+        )
+    except InvalidRow as exc:
+        if where and not exc.where:
+            raise InvalidRow(exc.field, exc.value, exc.reason, where=where) from None
+        raise
+
+
+# --- REST /api/v3/klines -------------------------------------------------------------------
+
+
+def parse_rest_row(row: object, symbol: str, interval: str, where: str = "") -> Kline:
+    """One element of a `/api/v3/klines` response:
+
+    [1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",
+     1499644799999,"2434.19055334",308,"1756.87402397","28.46694368","0"]
+    """
+    if not isinstance(row, list) or len(row) != 12:
+        n = len(row) if isinstance(row, list) else type(row).__name__
+        raise InvalidRow("row", row, f"expected a 12-element array, got {n}", where=where)
+    return _build(row, symbol, interval, where)
+
+
+def parse_rest_page(body: bytes | str, symbol: str, interval: str) -> list[Kline]:
+    """A whole `/api/v3/klines` response body; rows must ascend by open_time."""
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidData(f"klines response is not JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise InvalidData(f"klines response must be a JSON array, got {type(rows).__name__}")
+    out = [parse_rest_row(r, symbol, interval, where=f"row {i}") for i, r in enumerate(rows)]
+    for i in range(1, len(out)):
+        if out[i].open_time <= out[i - 1].open_time:
+            raise InvalidRow("open_time", out[i].open_time, "not ascending", where=f"row {i}")
+    return out
+
+
+# --- data.binance.vision CSV ---------------------------------------------------------------
+
+
+def parse_csv_line(line: str, symbol: str, interval: str, where: str = "") -> Kline:
+    """One headerless dump line (ms before 2025, µs since):
+
+    1640995200000,46216.93000000,46731.39000000,46208.37000000,46656.13000000,1503.33095000,
+    1640998799999,69879986.39049930,38608,806.06536000,37462156.91764400,0
+    """
+    parts = line.rstrip("\r\n").split(",")
+    if len(parts) != 12:
+        raise InvalidRow("row", line[:80], f"expected 12 columns, got {len(parts)}", where=where)
+    values: list[object] = list(parts)
+    for idx, name in ((0, "open_time"), (6, "close_time"), (8, "trades")):
+        text = parts[idx].strip()
+        if not text.isascii() or not text.isdigit():
+            raise InvalidRow(name, parts[idx], "must be an integer", where=where)
+        values[idx] = int(text)
+    return _build(values, symbol, interval, where)
+
+
+def iter_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> Iterator[Kline]:
+    """Rows of a dump file: optional header line, LF or CRLF, ms or µs timestamps."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8-sig")
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if n == 1 and not line.lstrip("\ufeff")[:1].isdigit():
+            continue  # a header line ("open_time,open,..." or "Opentime,Open,...")
+        yield parse_csv_line(line, symbol, interval, where=f"{source} line {n}")
+
+
+def parse_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> list[Kline]:
+    return list(iter_csv(text, symbol, interval, source))
+
+
+# --- lake rows and message rows (JSON objects) ---------------------------------------------
+
+
+def kline_from_dict(obj: object, where: str = "") -> Kline:
+    """A row in the lake schema (from the lake or a Pub/Sub message); unknown keys are refused."""
+    if not isinstance(obj, Mapping):
+        raise InvalidRow("row", obj, "must be a JSON object", where=where)
+    missing = [f for f in FIELDS if f not in obj]
+    if missing:
+        raise InvalidRow(missing[0], None, "missing", where=where)
+    extra = [k for k in obj if k not in FIELDS]
+    if extra:
+        raise InvalidRow(str(extra[0]), obj[extra[0]], "unknown field", where=where)
+    try:
+        return Kline(**{f: obj[f] for f in FIELDS})
+    except InvalidRow as exc:
+        raise InvalidRow(exc.field, exc.value, exc.reason, where=where) from None
+
+
+def parse_lake_line(line: bytes, where: str = "") -> Kline:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRow("row", line[:80], f"not JSON: {exc}", where=where) from None
+    return kline_from_dict(obj, where)
+
+
+def open_time_of_line(line: bytes) -> int:
+    """open_time of a canonical lake line without parsing the JSON (hot path of merges)."""
+    if not line.startswith(_LINE_PREFIX):
+        raise InvalidRow("row", line[:80], "not a canonical lake row")
+    end = line.index(b",", len(_LINE_PREFIX))
+    return int(line[len(_LINE_PREFIX) : end])
