@@ -111,7 +111,9 @@ def parse_kline_payload(data: dict[str, Any], stream: str | None = None) -> Klin
         )
     except InvalidRow as exc:
         names = {"open_time": "k.t", "close_time": "k.T", "trades": "k.n", "open": "k.o"}
-        raise InvalidRow(names.get(exc.field, exc.field), exc.value, exc.reason, where=where) from None
+        raise InvalidRow(
+            names.get(exc.field, exc.field), exc.value, exc.reason, where=where
+        ) from None
     return KlineEvent(stream, to_millis(event_time, "E", where), kline, k["x"])
 
 
@@ -120,7 +122,7 @@ def parse_ws_frame(frame: str | bytes) -> WsMessage:
     try:
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
-        raise InvalidData(f"ws frame is not JSON: {exc}: {bytes(frame[:80])!r}") from None
+        raise InvalidData(f"ws frame is not JSON: {exc}: {frame[:80]!r}") from None
     if not isinstance(obj, dict):
         raise InvalidData(f"ws frame is not a JSON object: {str(obj)[:80]}")
     if "id" in obj and ("result" in obj or "error" in obj):
