@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from klinelake.contract import (
+    KlineBatch,
+    ReceivedMessage,
+    decode_message,
+    decode_received,
+    encode_batch,
+    make_batches,
+    unwrap_pubsub_event,
+)
+from klinelake.errors import InvalidData, InvalidMessage, InvalidSymbol
+from klinelake.row import Kline
+from klinelake.symbols import object_name, parse_object_name, stream_id, validate_symbol
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text())
+
+
+def test_encode_decode_roundtrip(jan2022: list[Kline]) -> None:
+    batch = KlineBatch("BTCUSDT", "1h", tuple(jan2022[:3]))
+    msg = encode_batch(batch, "ws")
+    assert msg.ordering_key == "BTCUSDT@1h"
+    assert msg.attributes == {
+        "symbol": "BTCUSDT", "interval": "1h", "open_time": "1640995200000",
+        "count": "3", "source": "ws", "schema": "1",
+    }  # fmt: skip
+    assert decode_message(msg.data, msg.attributes) == batch
+    jsonschema.validate(orjson.loads(msg.data), SCHEMA)
+
+
+def test_hand_typed_replay_without_attributes_is_canonicalised(jan2022: list[Kline]) -> None:
+    rows = [jan2022[0].to_dict()]
+    typed = json.dumps({"klines": rows, "interval": "1h", "symbol": "BTCUSDT"}, indent=2)
+    batch = decode_message(typed.encode(), {})
+    assert batch.rows[0].to_line() == jan2022[0].to_line()
+
+
+def test_make_batches_splits_at_5000_sorted_unique(jan2022: list[Kline]) -> None:
+    rows = list(reversed(jan2022)) + jan2022[:10]
+    batches = list(make_batches(rows, max_rows=300))
+    assert [len(b.rows) for b in batches] == [300, 300, 144]
+    flat = [r for b in batches for r in b.rows]
+    assert flat == jan2022
+
+
+@pytest.mark.parametrize(
+    ("data", "attrs", "why"),
+    [
+        (b"", {}, "empty"),
+        (b"not json", {}, "not UTF-8 JSON"),
+        (b"\xff\xfe", {}, "not UTF-8 JSON"),
+        (b"[]", {}, "JSON object"),
+        (b'{"symbol":"BTCUSDT","interval":"1h","klines":[]}', {}, "1 to 5000"),
+        (b'{"symbol":"BTCUSDT","interval":"1h"}', {}, "klines"),
+        (b'{"symbol":"BTCUSDT","interval":"1h","klines":[{}],"x":1}', {}, "unknown keys"),
+        (b'{"symbol":"../x","interval":"1h","klines":[{}]}', {}, "'..'"),
+        (b'{"symbol":"BTCUSDT","interval":"1H","klines":[{}]}', {}, "open_time"),
+    ],
+)
+def test_poison_messages(data: bytes, attrs: dict[str, str], why: str) -> None:
+    with pytest.raises(InvalidData, match=why):
+        decode_message(data, attrs)
+
+
+def test_contradicting_attributes_and_wrong_stream_rows(jan2022: list[Kline]) -> None:
+    msg = encode_batch(KlineBatch("BTCUSDT", "1h", tuple(jan2022[:2])), "rest")
+    for key, value in [("symbol", "ETHUSDT"), ("count", "3"), ("open_time", "1"), ("schema", "2")]:
+        with pytest.raises(InvalidMessage, match=f"attribute {key}"):
+            decode_message(msg.data, {**msg.attributes, key: value})
+    with pytest.raises(InvalidMessage, match="source"):
+        decode_message(msg.data, {**msg.attributes, "source": "manual"})
+    doc = orjson.loads(msg.data)
+    doc["symbol"] = "ETHUSDT"
+    with pytest.raises(InvalidMessage, match="row 0 is BTCUSDT@1h"):
+        decode_message(orjson.dumps(doc))
+    doc = orjson.loads(msg.data)
+    doc["klines"].reverse()
+    with pytest.raises(InvalidMessage, match="ascending"):
+        decode_message(orjson.dumps(doc))
+    doc = orjson.loads(msg.data)
+    doc["symbol"] = "btcusdt"
+    with pytest.raises(InvalidMessage, match="uppercase"):
+        decode_message(orjson.dumps(doc))
+
+
+def test_oversized_data_is_refused_before_parsing() -> None:
+    with pytest.raises(InvalidMessage, match="over"):
+        decode_message(b"x" * 10_000_001)
+
+
+def test_cloudevent_unwrap(jan2022: list[Kline]) -> None:
+    msg = encode_batch(KlineBatch("BTCUSDT", "1h", (jan2022[0],)), "ws")
+    event = {
+        "message": {
+            "data": base64.b64encode(msg.data).decode(),
+            "attributes": msg.attributes,
+            "messageId": "42",
+            "publishTime": "2026-11-24T00:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/s",
+    }
+    received = unwrap_pubsub_event(event)
+    assert received == ReceivedMessage("42", msg.data, msg.attributes, "2026-11-24T00:00:00Z")
+    assert decode_received(received).rows == (jan2022[0],)
+    bad = unwrap_pubsub_event({"message": {"data": "***", "messageId": "7"}})
+    with pytest.raises(InvalidMessage, match="base64"):
+        decode_received(bad)
+    with pytest.raises(InvalidMessage, match="no Pub/Sub"):
+        unwrap_pubsub_event({"foo": 1})
+
+
+@pytest.mark.parametrize(
+    "symbol", ["BTCUSDC", "1000SATSUSDT", "币安人生USDT", "ÆØÅUSDT", "BTC-USD_T.X"]
+)
+def test_unicode_symbols_allowed(symbol: str) -> None:
+    assert validate_symbol(symbol) == symbol
+    name = object_name(symbol, "1h")
+    assert name == f"raw/binance_{symbol.lower()}_1h.jsonl"
+    assert parse_object_name(name) == (symbol.lower(), "1h")
+
+
+@pytest.mark.parametrize(
+    "symbol",
+    ["", "../x", "a/b", "a\\b", "BTC USDT", "BTC\tUSDT", "BTC\x00", "BTC\u200dUSDT", "..", ".BTC",
+     "A" * 41, "BTC\nUSDT", "BTC..USDT"],
+)  # fmt: skip
+def test_hostile_symbols_refused(symbol: str) -> None:
+    with pytest.raises(InvalidSymbol):
+        validate_symbol(symbol)
+
+
+def test_names() -> None:
+    assert object_name("BTCUSDC", "1h") == "raw/binance_btcusdc_1h.jsonl"
+    assert stream_id("BTCUSDC", "1h") == "BTCUSDC@1h"
+    assert object_name("BTCUSDC", "1m") != object_name("BTCUSDC", "1M")
