@@ -38,3 +38,15 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .stack .demo lake state .mypy_cache .ruff_cache .pytest_cache
+
+# --- local cloud stack ---
+# `make stack-up` starts fake-gcs-server, the Pub/Sub emulator and the ingest function in the
+# background (state, logs and data in .stack/); `make stack-down` stops what it started.
+STACK_DIR ?= .stack
+.PHONY: stack-up stack-down
+stack-up: $(STAMP)
+	$(PY) -m localcloud up --dir $(STACK_DIR) > /dev/null
+	@echo "local stack running; in your shell run:  source $(STACK_DIR)/env"
+
+stack-down:
+	$(PY) -m localcloud down --dir $(STACK_DIR)
