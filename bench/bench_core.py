@@ -1,0 +1,147 @@
+"""Benchmarks of the core (issue 3). Run by hand: `.venv/bin/python bench/bench_core.py`.
+
+- canonical serialisation and parsing throughput (rows/s), on the real fixture rows;
+- merging 30 days of 1m rows (43,200) into a 2-year 1m object (~1.05M rows) on the local
+  backend: wall time and peak RSS of a fresh process doing only that merge;
+- append (compose) cost flat in object size: appending 1 row to the 2-year object vs to a
+  1-row object, medians over repeated runs, side by side in one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from klinelake.contract import decode_message, encode_batch, make_batches  # noqa: E402
+from klinelake.local_store import LocalStore  # noqa: E402
+from klinelake.row import Kline, parse_csv, parse_lake_line  # noqa: E402
+from klinelake.symbols import object_name  # noqa: E402
+from klinelake.writer import LakeWriter  # noqa: E402
+
+MIN = 60_000
+T0 = 1_640_995_200_000  # 2022-01-01
+TWO_YEARS = 2 * 365 * 1440  # 1,051,200 rows
+
+
+def synth(k: int) -> Kline:
+    p = f"{40000 + (k % 5000)}.{k % 100:02d}000000"
+    return Kline(T0 + k * MIN, T0 + k * MIN + MIN - 1, "BTCUSDT", "1m", p, p, p, p,
+                 "1.50000000", "60000.00000000", k % 997, "0.70000000", "28000.00000000")  # fmt: skip
+
+
+def throughput() -> None:
+    text = (ROOT / "tests/data/BTCUSDT-1h-2022-01.csv").read_bytes()
+    rows = parse_csv(text, "BTCUSDT", "1h")
+    n = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        parse_csv(text, "BTCUSDT", "1h")
+        n += len(rows)
+    csv_rate = n / (time.perf_counter() - t)
+    lines = [r.to_line() for r in rows]
+    n = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        for r in rows:
+            r.to_line()
+        n += len(rows)
+    ser_rate = n / (time.perf_counter() - t)
+    n = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        for ln in lines:
+            parse_lake_line(ln)
+        n += len(rows)
+    lake_rate = n / (time.perf_counter() - t)
+    batch = next(make_batches(rows))
+    msg = encode_batch(batch, "rest")
+    n = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        decode_message(msg.data, msg.attributes)
+        n += len(rows)
+    msg_rate = n / (time.perf_counter() - t)
+    print(f"parse CSV (validated):        {csv_rate:>12,.0f} rows/s")
+    print(f"serialise canonical row:      {ser_rate:>12,.0f} rows/s")
+    print(f"parse lake row (validated):   {lake_rate:>12,.0f} rows/s")
+    print(f"decode+validate message:      {msg_rate:>12,.0f} rows/s")
+
+
+def build_object(root: str, n: int) -> None:
+    store = LocalStore(root)
+    name = object_name("BTCUSDT", "1m")
+    chunks = (b"".join(synth(k).to_line() for k in range(i, min(n, i + 50_000)))
+              for i in range(0, n, 50_000))  # fmt: skip
+    store.write(name, chunks, if_generation_match=0)
+
+
+MERGE_CHILD = """
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from bench.bench_core import synth
+from klinelake.local_store import LocalStore
+from klinelake.writer import LakeWriter
+start = {start}
+rows = [synth(k) for k in range(start, start + 43_200)]
+rows = [r.__class__(**{{**r.to_dict(), "close": "1.00000000"}}) if i % 2 else r
+        for i, r in enumerate(rows)]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+res = LakeWriter(LocalStore({lake!r})).write_rows("BTCUSDT", "1m", rows)
+wall = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(res.action, res.rows_replaced, f"{{wall:.2f}}", peak // 1024, base // 1024)
+"""
+
+
+def merge_bench(lake: str) -> None:
+    size = sum(p.stat().st_size for p in Path(lake).rglob("*.jsonl"))
+    # a backfill of 30 days in the middle of the object: every other row changes
+    code = MERGE_CHILD.format(root=str(ROOT), start=TWO_YEARS // 2, lake=lake)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()  # fmt: skip
+    print(f"merge 43,200 rows into {TWO_YEARS:,}-row object ({size / 1e6:.0f} MB): action="
+          f"{out[0]} replaced={out[1]} wall={out[2]} s peak RSS={out[3]} MB "
+          f"(of which {out[4]} MB before the merge: interpreter + the batch)")
+
+
+def append_bench(big: str, small: str, repeats: int = 15) -> None:
+    res = {}
+    for label, root, start in (("1-row", small, 1), ("2-year", big, TWO_YEARS)):
+        w = LakeWriter(LocalStore(root))
+        times = []
+        for i in range(repeats):
+            row = synth(start + i)
+            t = time.perf_counter()
+            r = w.write_rows("BTCUSDT", "1m", [row])
+            times.append(time.perf_counter() - t)
+            assert r.action == "append", r
+        res[label] = statistics.median(times)
+    ratio = res["2-year"] / res["1-row"]
+    print(f"append 1 row: median {res['1-row'] * 1e3:.2f} ms on a 1-row object, "
+          f"{res['2-year'] * 1e3:.2f} ms on the 2-year object: ratio {ratio:.2f}x (target <= 1.5x)")
+
+
+def main() -> None:
+    print(f"python {sys.version.split()[0]}")
+    throughput()
+    with tempfile.TemporaryDirectory() as big, tempfile.TemporaryDirectory() as small:
+        t = time.perf_counter()
+        build_object(big, TWO_YEARS)
+        build_object(small, 1)
+        print(f"built the 2-year object in {time.perf_counter() - t:.1f} s")
+        append_bench(big, small)
+        merge_bench(big)
+        _ = dataclasses
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from klinelake.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Lake inspection (pure over lines): per-object statistics and invariant violations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from klinelake.errors import InvalidData
+from klinelake.intervals import Gap, count_between, next_open_time, prev_open_time
+from klinelake.row import parse_lake_line
+
+MAX_LISTED = 20
+
+
+@dataclass
+class StreamReport:
+    object_name: str
+    symbol: str
+    interval: str
+    size: int
+    generation: int
+    rows: int = 0
+    first_open_time: int | None = None
+    last_open_time: int | None = None
+    last_close_time: int | None = None
+    duplicates: int = 0
+    ordering_violations: int = 0
+    invalid_rows: int = 0
+    non_canonical_rows: int = 0
+    collector_gaps: list[Gap] = field(default_factory=list)
+    exchange_gaps: list[Gap] = field(default_factory=list)
+    missing_klines: int = 0
+    freshness_lag_ms: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _overlaps(gap: Gap, confirmed: Sequence[Gap]) -> bool:
+    return any(a <= gap[0] and gap[1] <= b for a, b in confirmed)
+
+
+def inspect_lines(
+    report: StreamReport,
+    lines: Iterable[bytes],
+    confirmed_empty: Sequence[Gap] = (),
+    now_ms: int | None = None,
+) -> StreamReport:
+    """Stream the object once: counts, gaps (collector vs confirmed exchange halts), violations."""
+    prev: int | None = None
+    for n, line in enumerate(lines, start=1):
+        try:
+            row = parse_lake_line(line, where=f"line {n}")
+        except InvalidData as exc:
+            report.invalid_rows += 1
+            if report.invalid_rows <= MAX_LISTED:
+                report.problems.append(f"invalid row: {exc}")
+            continue
+        if row.to_line() != line:
+            report.non_canonical_rows += 1
+        if (row.symbol.lower(), row.interval) != (report.symbol, report.interval):
+            report.problems.append(f"line {n}: row of {row.symbol}@{row.interval} in this object")
+        t = row.open_time
+        report.rows += 1
+        if report.first_open_time is None:
+            report.first_open_time = t
+        if prev is not None:
+            if t == prev:
+                report.duplicates += 1
+            elif t < prev:
+                report.ordering_violations += 1
+            else:
+                expected = next_open_time(prev, report.interval)
+                if t > expected and report.interval != "3d":
+                    gap = (expected, prev_open_time(t, report.interval))
+                    target = (
+                        report.exchange_gaps
+                        if _overlaps(gap, confirmed_empty)
+                        else report.collector_gaps
+                    )
+                    target.append(gap)
+                    if target is report.collector_gaps:
+                        report.missing_klines += count_between(gap[0], gap[1], report.interval)
+        if prev is None or t > prev:
+            prev = t
+            report.last_open_time = t
+            report.last_close_time = row.close_time
+    if now_ms is not None and report.last_close_time is not None:
+        report.freshness_lag_ms = max(0, now_ms - report.last_close_time)
+    if report.duplicates:
+        report.problems.append(f"{report.duplicates} duplicate open_time(s)")
+    if report.ordering_violations:
+        report.problems.append(f"{report.ordering_violations} row(s) out of open_time order")
+    if report.non_canonical_rows:
+        report.problems.append(f"{report.non_canonical_rows} row(s) not canonically serialised")
+    if report.collector_gaps:
+        shown = ", ".join(f"{a}..{b}" for a, b in report.collector_gaps[:5])
+        report.problems.append(
+            f"{len(report.collector_gaps)} collector gap(s), {report.missing_klines} kline(s) "
+            f"missing: {shown}"
+        )
+    return report
