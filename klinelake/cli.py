@@ -131,3 +131,62 @@ def verify(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> Non
                    err=True)  # fmt: skip
         sys.exit(1)
     click.echo(f"verify: {len(reports)} stream(s) OK", err=True)
+
+
+@main.group()
+def deadletters() -> None:
+    """List and redrive dead-lettered Pub/Sub messages."""
+
+
+_dl_sub = click.option(
+    "--subscription", envvar="DEAD_LETTER_SUBSCRIPTION", required=True,
+    help="projects/P/subscriptions/S of the dead-letter topic",
+)  # fmt: skip
+
+
+@deadletters.command("list")
+@_dl_sub
+@click.option("--max", "max_messages", default=100, show_default=True)
+@_json
+def list_dead_letters(subscription: str, max_messages: int, as_json: bool) -> None:
+    """Show dead letters (id, original id, stream, size, reason); they stay dead-lettered."""
+    from google.cloud import pubsub_v1
+
+    from klinelake.deadletter import pull_dead_letters, release
+
+    client = pubsub_v1.SubscriberClient()
+    letters = pull_dead_letters(subscription, max_messages, client=client)
+    release(subscription, letters, client)
+    if as_json:
+        rows = [
+            {"message_id": d.message_id, "original_message_id": d.original_message_id,
+             "stream": d.stream, "size": d.size, "reason": d.reason}
+            for d in letters
+        ]  # fmt: skip
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+        return
+    for d in letters:
+        click.echo(f"{d.message_id}\toriginal={d.original_message_id or '-'}\t"
+                   f"{d.stream or '-'}\t{d.size} B\t{d.reason}")  # fmt: skip
+    click.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@deadletters.command("redrive")
+@_dl_sub
+@click.option("--topic", envvar="KLINES_TOPIC", required=True, help="the main klines topic")
+@click.option("--id", "ids", multiple=True, help="message id or original message id (repeat)")
+@click.option("--all", "all_", is_flag=True, help="redrive every dead letter")
+@click.option("--dry-run", is_flag=True)
+def redrive_dead_letters(
+    subscription: str, topic: str, ids: tuple[str, ...], all_: bool, dry_run: bool
+) -> None:
+    """Re-publish the selected dead letters to the main topic (after fixing their cause)."""
+    from klinelake.deadletter import redrive
+
+    if not ids and not all_:
+        raise click.UsageError("name messages with --id, or pass --all")
+    done, kept = redrive(subscription, topic, None if all_ else set(ids), dry_run=dry_run)
+    verb = "would redrive" if dry_run else "redriven"
+    for d in done:
+        click.echo(f"{verb}: {d.message_id} ({d.stream or '-'}, was: {d.reason})")
+    click.echo(f"{len(done)} {verb}, {len(kept)} kept dead-lettered", err=True)
