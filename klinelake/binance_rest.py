@@ -1,0 +1,308 @@
+"""Async client for Binance's public REST market data (klines, exchangeInfo, time).
+
+Every request goes through a shared `WeightBudget` (klinelake.weight): weight is reserved before
+sending and the server's `X-MBX-USED-WEIGHT-1M` is learned from every response. Errors are
+translated here, at the edge, into the project's tree (binance-spot-api.md §8, §9):
+
+    BinanceError (klinelake.errors)
+    ├── BinanceAPIError(status, code, msg)   4xx: our request is wrong; never retried
+    │   ├── UnknownSymbol                    -1121 Invalid symbol
+    │   └── BadInterval                      -1120 Invalid interval
+    ├── RateLimited(retry_after_s)           429: everyone waits Retry-After, then retries
+    ├── IPBanned(retry_after_s, until_ms)    418: nothing is sent until the ban ends
+    └── ServerError(status)                  5xx: outcome unknown; retried (also a TransientError)
+    TransientError (klinelake.errors)        network failures and timeouts; retried
+
+Bad rows raise `InvalidData` naming the field (klinelake.row.parse_rest_page).
+Retries (5xx, network) use exponential backoff with jitter (tenacity); a 429 waits the
+`Retry-After` the server asked for; a 418 is never retried and later calls raise `IPBanned`
+at once, without touching the network, until the ban ends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from klinelake.errors import BinanceError, TransientError
+from klinelake.intervals import check_interval
+from klinelake.row import Kline, parse_rest_page
+from klinelake.symbols import validate_symbol
+from klinelake.weight import (
+    WEIGHT_EXCHANGE_INFO,
+    WEIGHT_KLINES,
+    WEIGHT_TIME,
+    Banned,
+    WeightBudget,
+)
+
+DEFAULT_REST_URL = "https://api.binance.com"
+MAX_LIMIT = 1000
+USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
+_BANNED_UNTIL = re.compile(r"banned until (\d{12,16})")
+
+
+class BinanceAPIError(BinanceError):
+    """A 4xx answer with Binance's `{"code": ..., "msg": ...}` body: the request is wrong."""
+
+    def __init__(self, status: int, code: int | None, msg: str) -> None:
+        self.status = status
+        self.code = code
+        self.msg = msg
+        super().__init__(f"HTTP {status} code {code}: {msg}")
+
+
+class UnknownSymbol(BinanceAPIError):
+    """-1121 Invalid symbol."""
+
+
+class BadInterval(BinanceAPIError):
+    """-1120 Invalid interval."""
+
+
+class RateLimited(BinanceError):
+    """429 -1003: over the weight limit; wait `retry_after_s` or be banned."""
+
+    def __init__(self, retry_after_s: float, msg: str = "") -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"rate limited (429), Retry-After {retry_after_s:g} s: {msg}")
+
+
+class IPBanned(BinanceError):
+    """418: the IP is banned until `until_ms`; no request may be sent before then."""
+
+    def __init__(self, retry_after_s: float, until_ms: int) -> None:
+        self.retry_after_s = retry_after_s
+        self.until_ms = until_ms
+        super().__init__(f"IP banned by Binance for {retry_after_s:g} s (until {until_ms} ms)")
+
+
+class ServerError(BinanceError, TransientError):
+    """5xx: Binance's problem, and the request's outcome is unknown (never 'failed')."""
+
+    def __init__(self, status: int, msg: str = "") -> None:
+        self.status = status
+        super().__init__(f"HTTP {status} from Binance: {msg[:200]}")
+
+
+_CODE_ERRORS: dict[int, type[BinanceAPIError]] = {-1121: UnknownSymbol, -1120: BadInterval}
+
+
+@dataclass
+class RestCounters:
+    requests: int = 0  # HTTP requests sent (every attempt)
+    retries: int = 0  # attempts after the first (5xx, network, 429)
+    rate_limited: int = 0  # 429s received
+    weight_charged: int = 0  # sum of the weights of requests sent
+    last_used_weight: int = 0  # the latest X-MBX-USED-WEIGHT-1M
+    max_used_weight: int = 0  # the highest seen
+
+
+def _retry_after_s(response: httpx.Response, default: float) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return default
+
+
+def _error_body(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None, response.text[:200]
+    if isinstance(body, dict):
+        code = body.get("code")
+        return (code if isinstance(code, int) else None), str(body.get("msg", ""))
+    return None, response.text[:200]
+
+
+class BinanceRest:
+    """`async with BinanceRest(url) as rest: await rest.klines("BTCUSDT", "1h", a, b)`.
+
+    `transport` replaces httpx's network transport (tests pass `httpx.MockTransport`).
+    `on_used_weight` is called with every `X-MBX-USED-WEIGHT-1M` value received.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_REST_URL,
+        *,
+        budget: WeightBudget | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+        max_attempts: int = 6,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        max_rate_limited: int = 10,
+        on_used_weight: Callable[[int], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.budget = budget if budget is not None else WeightBudget()
+        self.counters = RestCounters()
+        self.max_attempts = max_attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_rate_limited = max_rate_limited
+        self.on_used_weight = on_used_weight
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=timeout_s,
+            headers={"Accept": "application/json"},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    async def __aenter__(self) -> BinanceRest:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    async def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
+    ) -> list[Kline]:
+        """Klines with `start_ms <= open_time <= end_ms`, at most `limit` (≤ 1000), ascending.
+
+        The still-forming kline comes back too if the range reaches it (binance-spot-api.md §6);
+        callers that want closed klines only bound `end_ms` by the server's time.
+        """
+        validate_symbol(symbol)
+        check_interval(interval)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        params = {
+            "symbol": symbol,
+            "interval": interval,
+            "startTime": str(start_ms),
+            "endTime": str(end_ms),
+            "limit": str(limit),
+        }
+        body = await self._get("/api/v3/klines", params, WEIGHT_KLINES)
+        return parse_rest_page(body, symbol, interval)
+
+    async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
+        """`GET /api/v3/exchangeInfo`, for the given symbols (one request; -1121 if any is
+        unknown) or for all."""
+        params: dict[str, str] = {}
+        if symbols:
+            for s in symbols:
+                validate_symbol(s)
+            params["symbols"] = orjson.dumps(symbols).decode()
+        body = await self._get("/api/v3/exchangeInfo", params, WEIGHT_EXCHANGE_INFO)
+        info = orjson.loads(body)
+        if not isinstance(info, dict):
+            raise BinanceError("exchangeInfo: expected a JSON object")
+        return info
+
+    async def server_time(self) -> int:
+        """`GET /api/v3/time` → `{"serverTime": 1499827319559}`."""
+        body = await self._get("/api/v3/time", {}, WEIGHT_TIME)
+        obj = orjson.loads(body)
+        value = obj.get("serverTime") if isinstance(obj, dict) else None
+        if type(value) is not int:
+            raise BinanceError(f"time: unexpected body {body[:100]!r}")
+        return value
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            return 0.0  # the budget holds every request until Retry-After has passed
+        return float(wait_exponential_jitter(self.backoff_initial_s, self.backoff_max_s)(state))
+
+    async def _get(self, path: str, params: dict[str, str], weight: int) -> bytes:
+        failures = 0
+        rate_limited = 0
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal failures, rate_limited
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RateLimited):
+                rate_limited += 1
+                return rate_limited > self.max_rate_limited
+            failures += 1
+            return failures >= self.max_attempts
+
+        def count_retry(state: RetryCallState) -> None:
+            self.counters.retries += 1
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((TransientError, RateLimited)),
+            stop=stop,
+            wait=self._wait,
+            before_sleep=count_retry,
+            reraise=True,
+        )
+        body: bytes = await retrying(self._once, path, params, weight)
+        return body
+
+    async def _once(self, path: str, params: dict[str, str], weight: int) -> bytes:
+        try:
+            await self.budget.acquire(weight)
+        except Banned as exc:
+            now = self.budget.clock()
+            raise IPBanned(max(0, exc.until_ms - now) / 1000, exc.until_ms) from None
+        self.counters.requests += 1
+        self.counters.weight_charged += weight
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            await self.budget.release(weight, None)
+            raise TransientError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        used = self._used_weight(response)
+        await self.budget.release(weight, used)
+        status = response.status_code
+        if status == 200:
+            return response.content
+        if status == 429:
+            self.counters.rate_limited += 1
+            retry_after = _retry_after_s(response, 60.0)
+            await self.budget.rate_limited(retry_after)
+            raise RateLimited(retry_after, _error_body(response)[1])
+        if status == 418:
+            # Retry-After (seconds) is relative, so it does not depend on the server's clock;
+            # the "IP banned until <ms>" in the message is the fallback.
+            now = self.budget.clock()
+            match = _BANNED_UNTIL.search(_error_body(response)[1])
+            if "retry-after" in response.headers or not match:
+                until = now + int(_retry_after_s(response, 120.0) * 1000)
+            else:
+                until = int(match.group(1))
+            await self.budget.banned(until)
+            raise IPBanned(max(0, until - now) / 1000, until)
+        if status >= 500:
+            raise ServerError(status, response.text)
+        code, msg = _error_body(response)
+        cls = _CODE_ERRORS.get(code, BinanceAPIError) if code is not None else BinanceAPIError
+        raise cls(status, code, msg)
+
+    def _used_weight(self, response: httpx.Response) -> int | None:
+        raw = response.headers.get(USED_WEIGHT_HEADER) or response.headers.get("x-mbx-used-weight")
+        if raw is None:
+            return None
+        try:
+            used = int(raw)
+        except ValueError:
+            return None
+        self.counters.last_used_weight = used
+        self.counters.max_used_weight = max(self.counters.max_used_weight, used)
+        if self.on_used_weight is not None:
+            self.on_used_weight(used)
+        return used
