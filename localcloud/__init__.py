@@ -9,5 +9,6 @@ or from Python: `with Stack(tmpdir) as stack: stack.publish(...)`.
 
 from localcloud.procs import StackError
 from localcloud.stack import Stack, SubscriptionSpec
+from localcloud.waiting import WaitTimeout, wait_for
 
-__all__ = ["Stack", "StackError", "SubscriptionSpec"]
+__all__ = ["Stack", "StackError", "SubscriptionSpec", "WaitTimeout", "wait_for"]

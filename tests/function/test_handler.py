@@ -1,0 +1,254 @@
+"""The ingest handler without servers: routing over a LocalStore, poison, logs, the fault hook."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ingest_function.handler import (
+    DEAD_LETTER_MAX_DATA,
+    FailFirstN,
+    IngestConfig,
+    IngestHandler,
+    InjectedFailure,
+    dead_letter_copy,
+)
+from klinelake.errors import TransientError
+from klinelake.lake import read_object
+from klinelake.local_store import LocalStore
+from klinelake.logs import JsonFormatter
+from klinelake.storage import ObjectStore
+from klinelake.symbols import object_name
+from tests.function.helpers import klines, lines, message, push_event
+
+Sent = list[tuple[bytes, dict[str, str]]]
+
+
+class Harness:
+    def __init__(self, root: Path, dead_letter: bool = True) -> None:
+        self.store = LocalStore(str(root / "lake"))
+        self.sent: Sent = []
+        self.stream = io.StringIO()
+        self.log = logging.getLogger(f"ingest.test.{id(self)}")
+        self.log.propagate = False
+        self.log.setLevel(logging.DEBUG)
+        handler = logging.StreamHandler(self.stream)
+        handler.setFormatter(JsonFormatter())
+        self.log.addHandler(handler)
+        self.handler = IngestHandler(
+            self.store,
+            (lambda d, a: self.sent.append((d, a))) if dead_letter else None,
+            log=self.log,
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def lake(self) -> dict[str, bytes]:
+        return {o.name: read_object(self.store, o.name) for o in self.store.list("")}
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def deliver(h: Harness, rows: list[Any], message_id: str = "m1") -> Any:
+    data, attrs, _ = message(rows)
+    return h.handler.handle(push_event(data, attrs, message_id))
+
+
+def test_live_rows_are_appended_by_compose_without_download(h: Harness) -> None:
+    rows = klines("LIVE", 6)
+    for i, row in enumerate(rows):
+        deliver(h, [row], f"m{i}")
+    name = object_name("LIVE", "1h")
+    assert read_object(h.store, name) == lines(rows)
+    recs = h.records()
+    assert [r["action"] for r in recs] == ["create"] + ["append"] * 5
+    for r in recs:
+        assert r["severity"] == "INFO"
+        assert r["stream"] == "LIVE@1h"
+        assert "open_lines" not in r["storage_calls"]
+        assert r["latency_ms"] >= 0
+    assert recs[1]["storage_calls"]["compose"] == 1
+    assert recs[1]["rows_appended"] == 1
+    assert recs[1]["generation_before"] == recs[0]["generation_after"]
+
+
+def test_overlapping_batch_merges_batch_wins_and_redelivery_is_a_noop(h: Harness) -> None:
+    rows = klines("MERGE", 30)
+    deliver(h, rows[:20], "a")
+    corrected = [
+        type(r)(**{**r.to_dict(), "close": "1.00000000"}) if 10 <= i < 15 else r
+        for i, r in enumerate(rows[10:30], start=10)
+    ]
+    result = deliver(h, corrected, "b")
+    assert result.action == "merge"
+    assert (result.rows_added, result.rows_replaced, result.rows_unchanged) == (10, 5, 5)
+    expected = rows[:10] + corrected
+    assert read_object(h.store, object_name("MERGE", "1h")) == lines(expected)
+    again = deliver(h, corrected, "b")
+    assert again.action == "noop"
+    assert again.generation_after == again.generation_before == result.generation_after
+    assert h.records()[-1]["rows_ignored"] == 20
+
+
+POISON: dict[str, tuple[bytes | str, dict[str, str]]] = {
+    "not_json": (b"this is not json {", {}),
+    "wrong_schema": (b'{"symbol":"BTCUSDC","interval":"1h","rows":[]}', {}),
+    "bad_symbol": (
+        orjson.dumps({"symbol": "../x", "interval": "1h", "klines": [klines("X", 1)[0].to_dict()]}),
+        {},
+    ),
+    "contradicting_attributes": (message(klines("GOOD", 2))[0], {"symbol": "ETHUSDC"}),
+    "empty": (b"", {}),
+    "not_base64": ("@@@not base64@@@", {"source": "replay"}),
+    "too_many_rows": (
+        orjson.dumps({"symbol": "BIG", "interval": "1h", "klines": [{}] * 5001}),
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POISON))
+def test_poison_is_dead_lettered_acked_and_the_lake_untouched(h: Harness, case: str) -> None:
+    deliver(h, klines("GOOD", 3), "seed")
+    before = h.lake()
+    data, attrs = POISON[case]
+    assert h.handler.handle(push_event(data, {**attrs, "case": case}, f"p-{case}")) is None
+    assert h.lake() == before
+    assert len(h.sent) == 1
+    dl_data, dl_attrs = h.sent[0]
+    assert dl_data == (data.encode() if isinstance(data, str) else data)
+    assert dl_attrs["case"] == case
+    assert dl_attrs["original_message_id"] == f"p-{case}"
+    assert dl_attrs["dead_letter_reason"]
+    warning = h.records()[-1]
+    assert warning["severity"] == "WARNING"
+    assert warning["message_id"] == f"p-{case}"
+    assert warning["reason"] == dl_attrs["dead_letter_reason"]
+
+
+def test_event_without_a_message_is_poison(h: Harness) -> None:
+    assert h.handler.handle({"unexpected": True}) is None
+    dl_data, dl_attrs = h.sent[0]
+    assert orjson.loads(dl_data) == {"unexpected": True}
+    assert dl_attrs["original_message_id"] == "unknown"
+    assert "InvalidMessage" in dl_attrs["dead_letter_reason"]
+
+
+@pytest.mark.parametrize("size", [9_900_000, 10_000_001])
+def test_oversized_junk_is_truncated_in_the_dead_letter_copy(h: Harness, size: int) -> None:
+    junk = b"\xff" * size
+    assert h.handler.handle(push_event(junk, {}, "junk")) is None
+    dl_data, dl_attrs = h.sent[0]
+    assert len(dl_data) == DEAD_LETTER_MAX_DATA
+    assert dl_data == junk[:DEAD_LETTER_MAX_DATA]
+    assert dl_attrs["dead_letter_truncated"] == str(size)
+
+
+def test_dead_letter_copy_clips_long_reasons_and_replaces_stale_dl_attributes() -> None:
+    data, attrs = dead_letter_copy(b"x", {"dead_letter_reason": "old", "a": "1"}, "r" * 5000, "m")
+    assert data == b"x"
+    assert attrs["a"] == "1"
+    assert len(attrs["dead_letter_reason"].encode()) <= 1024
+    assert attrs["dead_letter_reason"].startswith("rrr")
+
+
+def test_without_a_dead_letter_topic_poison_is_only_logged(tmp_path: Path) -> None:
+    h = Harness(tmp_path, dead_letter=False)
+    assert h.handler.handle(push_event(b"nope", {}, "p1")) is None
+    rec = h.records()[-1]
+    assert rec["severity"] == "WARNING"
+    assert rec["dead_letter_topic_set"] is False
+
+
+def test_a_failed_dead_letter_publish_raises_so_the_message_comes_back(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    def broken(data: bytes, attrs: dict[str, str]) -> None:
+        raise ConnectionError("dead-letter topic unreachable")
+
+    h.handler.dead_letter = broken
+    with pytest.raises(ConnectionError):
+        h.handler.handle(push_event(b"nope", {}, "p1"))
+    assert h.records()[-1]["severity"] == "ERROR"
+
+
+class FlakyStore:
+    """A store whose every call fails like a GCS 503."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: object, **kwargs: object) -> None:
+            raise TransientError(f"{name}: 503 Service Unavailable")
+
+        return fail
+
+
+def test_transient_storage_errors_are_logged_and_raised(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    flaky: ObjectStore = FlakyStore()  # type: ignore[assignment]
+    h.handler = IngestHandler(flaky, h.handler.dead_letter, log=h.log)
+    data, attrs, _ = message(klines("FLAKY", 1))
+    with pytest.raises(TransientError):
+        h.handler.handle(push_event(data, attrs, "t1"))
+    rec = h.records()[-1]
+    assert rec["severity"] == "ERROR"
+    assert rec["message_id"] == "t1"
+    assert rec["transient"] is True
+    assert h.sent == []
+
+
+def test_fail_first_n_fails_exactly_n_invocations(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.handler.fault = FailFirstN(2, str(tmp_path / "fails"))
+    rows = klines("FAULT", 1)
+    for _ in range(2):
+        with pytest.raises(InjectedFailure):
+            deliver(h, rows)
+    assert deliver(h, rows).action == "create"
+    assert read_object(h.store, object_name("FAULT", "1h")) == lines(rows)
+
+
+def _hammer(path: str, out: Any) -> None:
+    fault = FailFirstN(7, path)
+    failures = 0
+    for _ in range(10):
+        try:
+            fault.check()
+        except InjectedFailure:
+            failures += 1
+    out.put(failures)
+
+
+def test_fail_first_n_counter_is_shared_across_processes(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path / "n"), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sum(out.get(timeout=10) for _ in procs) == 7
+    assert (tmp_path / "n").read_text() == "20"
+
+
+def test_config_from_env() -> None:
+    cfg = IngestConfig.from_env({"LAKE_URI": "gs://b", "DEAD_LETTER_TOPIC": "projects/p/topics/d"})
+    assert (cfg.lake_uri, cfg.dead_letter_topic, cfg.fail_first_n) == (
+        "gs://b",
+        "projects/p/topics/d",
+        0,
+    )
+    assert IngestConfig.from_env({}).lake_uri == "./lake"
+    assert IngestConfig.from_env({}).dead_letter_topic is None
+    with pytest.raises(ValueError):
+        IngestConfig.from_env({"INGEST_FAIL_FIRST_N": "3"})
