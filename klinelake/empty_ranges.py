@@ -1,0 +1,124 @@
+"""Confirmed-empty ranges: open times Binance has no klines for (exchange halts, outages).
+
+Binance leaves true gaps where the exchange was down (binance-spot-api.md §6 [obs],
+binance-public-data#84). Once REST has answered a range with no rows, the range is recorded here
+so that gap repair does not fetch it forever and `klinelake status` does not report it as a
+collector gap.
+
+File: `{state_dir}/confirmed_empty.json`, written atomically (temp file + fsync + rename) under
+an advisory lock, so a reader never sees half a file and two writers do not lose each other's
+ranges:
+
+    {"BTCUSDC@1h": [[1640995200000, 1641002400000]], ...}   # inclusive [first, last] open times
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+
+from klinelake.intervals import Gap, next_open_time, prev_open_time
+from klinelake.symbols import stream_id
+
+FILE_NAME = "confirmed_empty.json"
+
+
+def merge_ranges(ranges: Iterable[Gap], interval: str) -> list[Gap]:
+    """Sorted, with overlapping and adjacent ranges joined."""
+    out: list[Gap] = []
+    for first, last in sorted(ranges):
+        if last < first:
+            continue
+        if out and first <= next_open_time(out[-1][1], interval):
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def subtract_ranges(gaps: Iterable[Gap], empty: Iterable[Gap], interval: str) -> list[Gap]:
+    """The parts of `gaps` not covered by `empty` (both inclusive open-time ranges)."""
+    holes = merge_ranges(empty, interval)
+    out: list[Gap] = []
+    for first, last in merge_ranges(gaps, interval):
+        start = first
+        for h_first, h_last in holes:
+            if h_last < start or h_first > last:
+                continue
+            if h_first > start:
+                out.append((start, prev_open_time(h_first, interval)))
+            start = next_open_time(h_last, interval)
+            if start > last:
+                break
+        if start <= last:
+            out.append((start, last))
+    return out
+
+
+class EmptyRanges:
+    """The confirmed-empty store of one state directory (no I/O until a method is called)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / FILE_NAME
+
+    def load(self) -> dict[str, list[Gap]]:
+        try:
+            raw = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{self.path}: expected a JSON object")
+        return {
+            str(stream): [(int(a), int(b)) for a, b in ranges] for stream, ranges in raw.items()
+        }
+
+    def get(self, symbol: str, interval: str) -> list[Gap]:
+        return self.load().get(stream_id(symbol, interval), [])
+
+    def add(self, symbol: str, interval: str, ranges: Iterable[Gap]) -> None:
+        new = list(ranges)
+        if not new:
+            return
+        key = stream_id(symbol, interval)
+        with self._locked():
+            data = self.load()
+            data[key] = merge_ranges([*data.get(key, []), *new], interval)
+            self._write(data)
+
+    def _write(self, data: dict[str, list[Gap]]) -> None:
+        body = orjson.dumps(
+            {k: [list(r) for r in v] for k, v in sorted(data.items())}, option=orjson.OPT_INDENT_2
+        )
+        fd, tmp = tempfile.mkstemp(prefix=".confirmed_empty.", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / (FILE_NAME + ".lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
