@@ -27,12 +27,10 @@ def _iso(ms: int | None) -> str:
 
 def load_confirmed_empty(state_dir: Path) -> dict[str, list[Gap]]:
     """Exchange halts recorded by backfill / gap repair, keyed by lowercased `symbol@interval`."""
-    try:
-        from klinelake.empty_ranges import EmptyRanges
-    except ImportError:  # pragma: no cover - the module ships with the backfill
-        return {}
+    from klinelake.empty_ranges import EmptyRanges
+
     ranges = EmptyRanges(state_dir)
-    return {k.lower(): [(a, b) for a, b in v] for k, v in ranges.all().items()}
+    return {k.lower(): [(a, b) for a, b in v] for k, v in ranges.load().items()}
 
 
 def collect(

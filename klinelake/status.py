@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from klinelake.empty_ranges import subtract_ranges
 from klinelake.errors import InvalidData
 from klinelake.intervals import Gap, count_between, next_open_time, prev_open_time
 from klinelake.row import parse_lake_line
@@ -36,10 +37,6 @@ class StreamReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def _overlaps(gap: Gap, confirmed: Sequence[Gap]) -> bool:
-    return any(a <= gap[0] and gap[1] <= b for a, b in confirmed)
 
 
 def inspect_lines(
@@ -75,14 +72,12 @@ def inspect_lines(
                 expected = next_open_time(prev, report.interval)
                 if t > expected and report.interval != "3d":
                     gap = (expected, prev_open_time(t, report.interval))
-                    target = (
-                        report.exchange_gaps
-                        if _overlaps(gap, confirmed_empty)
-                        else report.collector_gaps
-                    )
-                    target.append(gap)
-                    if target is report.collector_gaps:
-                        report.missing_klines += count_between(gap[0], gap[1], report.interval)
+                    uncovered = subtract_ranges([gap], confirmed_empty, report.interval)
+                    if uncovered != [gap]:
+                        report.exchange_gaps.append(gap)
+                    for piece in uncovered:
+                        report.collector_gaps.append(piece)
+                        report.missing_klines += count_between(*piece, report.interval)
         if prev is None or t > prev:
             prev = t
             report.last_open_time = t

@@ -54,3 +54,20 @@ def test_verify_names_gaps_duplicates_and_disorder(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "duplicate open_time" in out.stdout and "out of open_time order" in out.stdout
     assert "collector gap(s), 5 kline(s) missing" in out.stdout
+
+
+def test_confirmed_empty_ranges_are_halts_not_collector_gaps(tmp_path: Path) -> None:
+    from klinelake.empty_ranges import EmptyRanges
+
+    rows = parse_csv((DATA / "BTCUSDT-1h-2023-05.csv").read_bytes(), "BTCUSDT", "1h")
+    lake, state = tmp_path / "lake", tmp_path / "state"
+    LakeWriter(LocalStore(lake)).write_rows("BTCUSDT", "1h", rows[:10] + rows[15:20])
+    state.mkdir()
+    (state / "confirmed_empty.json").write_text(
+        json.dumps({"BTCUSDT@1h": [[rows[10].open_time, rows[14].open_time]]})
+    )
+    assert EmptyRanges(state).load()
+    out = run_cli("verify", "--lake", str(lake), "--state-dir", str(state), "--json")
+    assert out.returncode == 0, out.stdout
+    (report,) = json.loads(out.stdout)
+    assert report["collector_gaps"] == [] and len(report["exchange_gaps"]) == 1
