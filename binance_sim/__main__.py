@@ -1,0 +1,82 @@
+"""`python -m binance_sim --host 127.0.0.1 --port 0 --data DIR [options]`: see `--help`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from binance_sim.config import SimConfig
+from binance_sim.market import DataFileError, SyntheticSpec, parse_time
+from binance_sim.ratelimit import DEFAULT_BAN_SECONDS
+from binance_sim.server import make_sim, serve
+
+BUNDLED_DATA = Path(__file__).parent / "data"
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=0, type=int, help="0 binds a free port (see the READY line)")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="dir of {SYMBOL}-{INTERVAL}-*.csv|zip (default: bundled)",
+)
+@click.option(
+    "--start",
+    default=None,
+    help="simulated now at startup: ISO time or epoch ms (default: the real clock)",
+)
+@click.option("--speed", default=1.0, type=float, help="simulated seconds per real second")
+@click.option("--synthetic", multiple=True, help="SYMBOL:INTERVAL[:START] synthesised stream")
+@click.option("--seed", default=0, type=int)
+@click.option("--latency-ms", default=0, type=int, help="added delay per REST request")
+@click.option("--ping-interval", default=20.0, type=float, help="real seconds")
+@click.option("--pong-timeout", default=60.0, type=float, help="real seconds")
+@click.option("--max-conn-age", default=86400.0, type=float, help="simulated seconds")
+@click.option("--max-update-hz", default=10.0, type=float, help="forming frames/stream/real s")
+@click.option("--max-streams", default=1024, type=int)
+@click.option("--max-msgs-per-s", default=5, type=int, help="client frames/s before 1008")
+@click.option("--ws-conn-limit", default=300, type=int)
+@click.option("--ws-conn-window", default=300.0, type=float, help="real seconds")
+@click.option("--weight-limit", default=6000, type=int)
+@click.option("--weight-window", default=60.0, type=float, help="real seconds, fixed windows")
+@click.option("--ban-after", default=3, type=int, help="429s in a window before a 418 ban")
+@click.option(
+    "--ban-seconds",
+    default=",".join(str(int(s)) for s in DEFAULT_BAN_SECONDS),
+    help="escalating 418 ban lengths, comma-separated real seconds",
+)
+@click.option("--limit-over-max", type=click.Choice(["error", "clamp"]), default="error")
+@click.option("--shutdown-grace", default=1.0, type=float, help="serverShutdown -> close, s")
+@click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
+@click.option("--ready-file", default=None, type=click.Path(path_type=Path))
+@click.option("--log-level", default="WARNING")
+def main(**options: Any) -> None:
+    """A Binance spot market-data simulator (REST + WebSocket streams) for tests and demos."""
+    host, port, ready_file = options.pop("host"), options.pop("port"), options.pop("ready_file")
+    logging.basicConfig(level=options.pop("log_level").upper(), stream=sys.stderr)
+    start = options.pop("start")
+    try:
+        config = SimConfig(
+            data_dirs=options.pop("data_dirs") or (BUNDLED_DATA,),
+            start_ms=parse_time(start) if start else None,
+            synthetic=tuple(SyntheticSpec.parse(s) for s in options.pop("synthetic")),
+            ban_seconds=tuple(float(s) for s in options.pop("ban_seconds").split(",")),
+            **options,
+        )
+        sim = make_sim(config)
+    except (DataFileError, ValueError) as exc:
+        click.echo(f"binance_sim: {exc}", err=True)
+        sys.exit(2)
+    asyncio.run(serve(sim, host, port, ready_file))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""WebSocket market streams: `/ws/<name>`, `/ws`, `/stream?streams=a/b` (fact sheet §1-§4).
+
+Per connection: a reader (control frames, client ping/pong, the 5 frames/s limit), a pinger
+(server pings every `ping_interval` real s, close when no echoing pong within `pong_timeout`),
+and a pusher that, per subscribed kline stream, sends one `x:true` frame for every kline that
+closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline every 2 s of
+simulated time (1 s for `1s`), at most `max_update_hz` forming frames per stream per real second.
+
+Undocumented choices: a 1025th stream is refused with `{"error":{"code":2,"msg":"Invalid
+request: too many streams"},"id":..}`; a URL with more than 1024 streams gets HTTP 400; the
+301st connection attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
+and the 24 h cut close with 1000, serverShutdown and process shutdown with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from klinelake.intervals import INTERVALS, align_down, interval_ms, next_open_time
+from klinelake.row import Kline
+
+if TYPE_CHECKING:
+    from binance_sim.server import Sim
+
+_NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
+_KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
+_ID = re.compile(r"[A-Za-z0-9]{1,36}")
+_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+_EIGHT_HOURS = 8 * 3600 * 1000
+_CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other streams get a turn
+
+
+class ControlError(Exception):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.msg = code, msg
+
+
+@dataclass
+class Sub:
+    """One subscription; `symbol` None means well-formed but unknown: acked, never data."""
+
+    name: str
+    symbol: str | None
+    interval: str
+    next_close: int = 0
+    next_forming_sim: int = 0
+    last_forming_real: float = -1e9
+
+
+def classify(sim: Sim, name: str) -> Sub | None:
+    """A `Sub` for a well-formed stream name, None for a malformed one (error code 2)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        return None
+    symbol_part, _, rest = name.partition("@")
+    key = f"{symbol_part.lower()}@{rest}"
+    m = _KLINE.fullmatch(name)
+    if m is None:
+        return Sub(key, None, "")
+    interval = m["iv"]
+    if interval not in INTERVALS:
+        return None
+    symbol = m["sym"].upper()
+    served = (symbol, interval) in sim.market.series
+    # @+08:00 boundaries equal UTC ones when the interval divides 8 h; others stay silent.
+    if m["tz"] and (interval == "1M" or _EIGHT_HOURS % interval_ms(interval)):
+        served = False
+    return Sub(key, symbol if served else None, interval)
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport | None
+    combined: bool
+    micros: bool
+    opened_sim: int
+    subs: dict[str, Sub] = field(default_factory=dict)
+    recv_times: deque[float] = field(default_factory=deque)
+    pings: dict[bytes, float] = field(default_factory=dict)
+    malformed_left: int = 0
+    malformed_seq: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+
+
+def kline_event(k: Kline, closed: bool, event_ms: int, micros: bool) -> dict[str, Any]:
+    """The raw kline payload, fields in the documented order (fact sheet §2)."""
+    if k.trades:
+        first = k.open_time * 1000  # synthetic trade ids: increasing, n == L - f + 1
+        last = first + k.trades - 1
+    else:
+        first = last = -1
+    m = 1000 if micros else 1
+    close = k.close_time * 1000 + 999 if micros else k.close_time
+    return {
+        "e": "kline", "E": event_ms * m, "s": k.symbol,
+        "k": {"t": k.open_time * m, "T": close, "s": k.symbol, "i": k.interval, "f": first,
+              "L": last, "o": k.open, "c": k.close, "h": k.high, "l": k.low, "v": k.volume,
+              "n": k.trades, "x": closed, "q": k.quote_volume, "V": k.taker_buy_base_volume,
+              "Q": k.taker_buy_quote_volume, "B": "0"},
+    }  # fmt: skip
+
+
+def _garbage(payload: dict[str, Any], seq: int) -> bytes:
+    """Four kinds of bad frame, in turn: not JSON, truncated, non-numeric price, missing field."""
+    kind = seq % 4
+    if kind == 0:
+        return b"\x7f<html>not json"
+    text = orjson.dumps(payload)
+    if kind == 1:
+        return text[: len(text) // 2]
+    bad = json.loads(text)
+    k = bad.get("data", bad)["k"]
+    if kind == 2:
+        k["o"] = "NaN.x"
+    else:
+        del k["c"]
+    return orjson.dumps(bad)
+
+
+class Hub:
+    """All live connections, the per-IP connection throttle, and the WS faults."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.conns: set[Conn] = set()
+        self.attempts: dict[str, deque[float]] = {}
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def drop_all(self) -> int:
+        n = 0
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+                n += 1
+        return n
+
+    def malformed_all(self, count: int) -> None:
+        for c in self.conns:
+            c.malformed_left += count
+
+    async def close_all(self, code: int, message: bytes) -> None:
+        await asyncio.gather(
+            *(self._close(c, code, message) for c in list(self.conns)), return_exceptions=True
+        )
+
+    async def shutdown_all(self, grace: float) -> None:
+        now = self.sim.clock.now_ms()
+        for c in list(self.conns):
+            event = {"e": "serverShutdown", "E": now * 1000 if c.micros else now}
+            frame = {"stream": "!serverShutdown", "data": event} if c.combined else event
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await c.ws.send_str(orjson.dumps(frame).decode())
+        await asyncio.sleep(grace)
+        await self.close_all(1001, b"Server shutdown")
+
+    def wake_all(self) -> None:
+        for c in self.conns:
+            c.wake.set()
+
+    async def _close(self, c: Conn, code: int, message: bytes) -> None:
+        c.closing = True
+        c.wake.set()
+        await c.ws.close(code=code, message=message)
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _throttled(self, ip: str) -> bool:
+        cfg = self.sim.config
+        now = time.monotonic()
+        q = self.attempts.setdefault(ip, deque())
+        while q and now - q[0] >= cfg.ws_conn_window:
+            q.popleft()
+        if len(q) >= cfg.ws_conn_limit:
+            return True
+        q.append(now)
+        return False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        sim = self.sim
+        from binance_sim.rest import JSON_TYPE, error_body
+
+        def refuse(status: int, code: int, msg: str) -> web.Response:
+            sim.stats.ws_refused += 1
+            return web.Response(status=status, body=error_body(code, msg),
+                                headers={"Content-Type": JSON_TYPE})  # fmt: skip
+
+        unit = request.query.get("timeUnit")
+        if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
+            return refuse(400, -1194, "Invalid value for time unit; expected either "
+                          "MICROSECOND or MILLISECOND.")  # fmt: skip
+        combined = request.path.startswith("/stream")
+        raw = request.query.get("streams", "") if combined else request.match_info.get("names", "")
+        names = [n for n in raw.split("/") if n]
+        if len(names) > sim.config.max_streams:
+            return refuse(400, -1130, f"Too many streams: at most {sim.config.max_streams}.")
+        if self._throttled(request.remote or "unknown"):
+            cfg = sim.config
+            msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "
+            return refuse(429, -1003, msg + f"{int(cfg.ws_conn_window)} s.")
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        transport = request.transport
+        assert transport is None or isinstance(transport, asyncio.Transport)
+        await ws.prepare(request)
+        conn = Conn(ws, transport, combined, bool(unit and unit.upper() == "MICROSECOND"),
+                    sim.clock.now_ms())  # fmt: skip
+        for n in names:
+            sub = classify(sim, n)
+            if sub is not None:
+                self._add(conn, sub)
+        self.conns.add(conn)
+        sim.stats.ws_opened += 1
+        sim.stats.ws_active += 1
+        tasks = [asyncio.create_task(self._push(conn)), asyncio.create_task(self._ping(conn))]
+        try:
+            await self._read(conn)
+        finally:
+            conn.closing = True
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.conns.discard(conn)
+            sim.stats.ws_active -= 1
+        return ws
+
+    def _add(self, conn: Conn, sub: Sub) -> None:
+        if sub.name in conn.subs:
+            return
+        if sub.symbol is not None:
+            sub.next_close = align_down(self.sim.clock.now_ms(), sub.interval)
+        conn.subs[sub.name] = sub
+        conn.wake.set()
+
+    # --- reader ---------------------------------------------------------------------------
+
+    async def _read(self, conn: Conn) -> None:
+        sim, ws = self.sim, conn.ws
+        while not ws.closed:
+            msg = await ws.receive()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            sim.stats.ws_frames_received += 1
+            now = time.monotonic()
+            q = conn.recv_times
+            while q and now - q[0] >= 1.0:
+                q.popleft()
+            q.append(now)
+            if len(q) > sim.config.max_msgs_per_s:
+                sim.stats.ws_closed_rate += 1
+                await self._close(conn, 1008, b"Too many requests")
+                return
+            stalled = sim.faults.ws_stall
+            if msg.type == WSMsgType.PING:
+                if not stalled or sim.faults.answer_pings:
+                    await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                self._pong(conn, msg.data)
+            elif msg.type == WSMsgType.TEXT and not stalled:
+                reply = self.control(conn, msg.data)
+                await ws.send_str(reply.decode())
+
+    def _pong(self, conn: Conn, payload: bytes) -> None:
+        """Only a pong echoing an outstanding ping counts; it settles that ping and older ones."""
+        sent = conn.pings.get(payload)
+        if sent is None:
+            return  # unsolicited: allowed, but not a liveness reply
+        self.sim.stats.ws_pongs_received += 1
+        for p, t in list(conn.pings.items()):
+            if t <= sent:
+                del conn.pings[p]
+
+    # --- control frames (fact sheet §4) -----------------------------------------------------
+
+    def control(self, conn: Conn, text: str) -> bytes:
+        req_id: Any = None
+        try:
+            try:
+                req = json.loads(text)
+            except ValueError as exc:
+                line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+                msg = f"Invalid JSON: expected value at line {line} column {col}"
+                raise ControlError(3, msg) from None
+            if not isinstance(req, dict):
+                raise ControlError(2, "Invalid request: expected a JSON object")
+            req_id = req.get("id")
+            if not _valid_id(req_id):
+                req_id = None
+                raise ControlError(2, "Invalid request: request ID must be an unsigned integer")
+            if "method" not in req:
+                raise ControlError(
+                    2, f"Invalid request: missing field `method` at line 1 column {len(text)}"
+                )
+            method = req["method"]
+            if method not in _METHODS:
+                shown = method if isinstance(method, str) else json.dumps(method)
+                col = text.find(json.dumps(method)) + len(json.dumps(method))
+                raise ControlError(
+                    2,
+                    f"Invalid request: unknown variant `{shown}`, expected one of `SUBSCRIBE`, "
+                    "`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` "
+                    f"at line 1 column {max(col, 1)}",
+                )
+            result = self._method(conn, method, req.get("params"))
+            return orjson.dumps({"result": result, "id": req_id})
+        except ControlError as exc:
+            return orjson.dumps({"error": {"code": exc.code, "msg": exc.msg}, "id": req_id})
+
+    def _method(self, conn: Conn, method: str, params: Any) -> Any:
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list):
+                raise ControlError(2, "Invalid request: missing field `params`")
+            subs = [classify(self.sim, p) if isinstance(p, str) else None for p in params]
+            valid = [s for s in subs if s is not None]
+            if len(valid) != len(subs):
+                raise ControlError(2, "Invalid request: invalid stream")
+            if method == "UNSUBSCRIBE":
+                for s in valid:
+                    conn.subs.pop(s.name, None)
+                return None
+            new = {s.name for s in valid} - set(conn.subs)
+            if len(conn.subs) + len(new) > self.sim.config.max_streams:
+                raise ControlError(2, "Invalid request: too many streams")
+            for s in valid:
+                self._add(conn, s)
+            return None
+        if method == "LIST_SUBSCRIPTIONS":
+            return list(conn.subs)
+        if not isinstance(params, list) or not params:
+            raise ControlError(2, "Invalid request: missing field `params`")
+        if len(params) > (2 if method == "SET_PROPERTY" else 1):
+            raise ControlError(2, "Invalid request: too many parameters")
+        if not isinstance(params[0], str):
+            raise ControlError(2, "Invalid request: property name must be a string")
+        if params[0] != "combined":
+            raise ControlError(0, "Unknown property")
+        if method == "GET_PROPERTY":
+            return conn.combined
+        if len(params) < 2 or not isinstance(params[1], bool):
+            raise ControlError(1, "Invalid value type: expected Boolean")
+        conn.combined = params[1]
+        return None
+
+    # --- pinger -----------------------------------------------------------------------------
+
+    async def _ping(self, conn: Conn) -> None:
+        sim, cfg = self.sim, self.sim.config
+        next_ping = time.monotonic() + cfg.ping_interval
+        seq = 0
+        while not conn.ws.closed and not conn.closing:
+            now = time.monotonic()
+            if sim.faults.ws_stall:  # silent; the pong deadline is suspended meanwhile
+                conn.pings.clear()
+                next_ping = now + cfg.ping_interval
+            if conn.pings and now - min(conn.pings.values()) >= cfg.pong_timeout:
+                sim.stats.ws_closed_pong_timeout += 1
+                await self._close(conn, 1000, b"Pong timeout")
+                return
+            if now >= next_ping:
+                seq += 1
+                payload = str(sim.clock.now_ms() * 1000 + seq % 1000).encode()
+                conn.pings[payload] = now
+                sim.stats.ws_pings_sent += 1
+                await conn.ws.ping(payload)
+                next_ping = now + cfg.ping_interval
+            deadline = next_ping
+            if conn.pings:
+                deadline = min(deadline, min(conn.pings.values()) + cfg.pong_timeout)
+            await asyncio.sleep(max(0.001, deadline - time.monotonic()))
+
+    # --- pusher -----------------------------------------------------------------------------
+
+    async def _send(self, conn: Conn, sub: Sub, k: Kline, closed: bool, event_ms: int) -> None:
+        payload: dict[str, Any] = kline_event(k, closed, event_ms, conn.micros)
+        if conn.combined:
+            payload = {"stream": sub.name, "data": payload}
+        if conn.malformed_left > 0:
+            conn.malformed_left -= 1
+            conn.malformed_seq += 1
+            await conn.ws.send_str(_garbage(payload, conn.malformed_seq - 1).decode("latin-1"))
+            self.sim.stats.ws_frames_sent += 1
+        await conn.ws.send_str(orjson.dumps(payload).decode())
+        self.sim.stats.ws_frames_sent += 1
+        if closed:
+            self.sim.stats.closed_klines_sent[f"{k.symbol}@{k.interval}"] += 1
+
+    async def _push(self, conn: Conn) -> None:
+        sim, cfg, market = self.sim, self.sim.config, self.sim.market
+        age_ms = int(cfg.max_conn_age * 1000)
+        min_gap = 1.0 / cfg.max_update_hz
+        while not conn.ws.closed and not conn.closing:
+            if sim.faults.ws_stall:
+                conn.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.wake.wait(), 0.1)
+                continue
+            now = sim.clock.now_ms()
+            if now - conn.opened_sim >= age_ms:
+                sim.stats.ws_closed_age += 1
+                await self._close(conn, 1000, b"Connection age limit (24h) reached")
+                return
+            clock = sim.clock
+            delay = min(0.25, clock.real_seconds_until(conn.opened_sim + age_ms))
+            busy = False
+            for sub in list(conn.subs.values()):
+                if sub.symbol is None or conn.subs.get(sub.name) is not sub:
+                    continue
+                symbol, interval = sub.symbol, sub.interval
+                current = align_down(now, interval)
+                if sub.next_close < current:
+                    todo = market.closed(symbol, interval, now, sub.next_close, current - 1)
+                    for sent, k in enumerate(todo, start=1):
+                        await self._send(conn, sub, k, True, k.close_time + 3)
+                        sub.next_close = next_open_time(k.open_time, interval)
+                        if sent >= _CLOSE_BURST:
+                            busy = True
+                            break
+                    else:
+                        sub.next_close = current
+                real = time.monotonic()
+                if now >= sub.next_forming_sim and real - sub.last_forming_real >= min_gap:
+                    k_now = market.forming(symbol, interval, now)
+                    if k_now is not None:
+                        await self._send(conn, sub, k_now, False, now)
+                    sub.next_forming_sim = now + (1000 if interval == "1s" else 2000)
+                    sub.last_forming_real = real
+                forming_due = max(
+                    clock.real_seconds_until(sub.next_forming_sim),
+                    sub.last_forming_real + min_gap - real,
+                )
+                close_due = clock.real_seconds_until(next_open_time(current, interval))
+                delay = min(delay, forming_due, close_due)
+            if busy:
+                await asyncio.sleep(0)
+                continue
+            conn.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.wake.wait(), max(0.001, delay))
+
+
+def _valid_id(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and bool(_ID.fullmatch(value))
