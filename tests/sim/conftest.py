@@ -1,0 +1,38 @@
+"""Simulator fixtures: subprocess simulators on port 0 (stopped by PID), fixture paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from binance_sim.testing import SimProcess, run_simulator
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "binance_sim" / "data"
+_SHARED = ROOT.parent / "shared" / "fixtures" / "binance"
+WS_FIXTURE = (
+    _SHARED / "ws" / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl"
+    if _SHARED.exists()
+    else ROOT / "tests" / "data" / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl"
+)
+JAN_2022 = BUNDLED / "BTCUSDT-1h-2022-01.csv"
+JAN_START = 1_640_995_200_000  # 2022-01-01 00:00 UTC
+FEB_START = 1_643_673_600_000  # 2022-02-01 00:00 UTC
+# Simulated now for the shared simulator: 2022-02-10, after the whole January file.
+NOW_ARGS = ("--start", "2022-02-10T00:00:30", "--synthetic", "ETHUSDT:1m:2022-01-01")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimProcess]:
+    """Bundled data, speed 1, ETHUSDT 1m synthetic; tests must not inject faults here."""
+    with run_simulator(BUNDLED, *NOW_ARGS) as s:
+        yield s
+
+
+@pytest.fixture
+def own_sim() -> Iterator[SimProcess]:
+    """A fresh simulator per test, for faults (same data and clock as `sim`)."""
+    with run_simulator(BUNDLED, *NOW_ARGS) as s:
+        yield s
