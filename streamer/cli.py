@@ -1,0 +1,81 @@
+"""`python -m streamer`: flags and environment at the edge, typed Settings inward."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from klinelake.logs import setup_logging
+from streamer.config import Settings, parse_streams
+from streamer.shards import MAX_STREAMS_PER_CONNECTION
+
+
+def default_state_dir() -> str:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
+    return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./state"
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--symbols", envvar="SYMBOLS", default="BTCUSDC", help="comma-separated symbols")
+@click.option("--intervals", envvar="INTERVALS", default="1h", help="comma-separated intervals")
+@click.option("--topic", envvar="KLINES_TOPIC", default=None, help="projects/P/topics/T")
+@click.option("--lake", "lake_uri", envvar="LAKE_URI", default="./lake", help="without --topic")
+@click.option("--rest-url", envvar="BINANCE_REST_URL", default="https://api.binance.com")
+@click.option("--ws-url", envvar="BINANCE_WS_URL", default="wss://stream.binance.com:9443")
+@click.option("--state-dir", default=None, help="default: $STATE_DIRECTORY, else ./state")
+@click.option(
+    "--streams-per-connection",
+    type=click.IntRange(1, MAX_STREAMS_PER_CONNECTION),
+    default=MAX_STREAMS_PER_CONNECTION,
+)
+@click.option("--health-port", type=int, default=None, help="HTTP health on 127.0.0.1:PORT")
+@click.option("--clock-speed", type=float, default=1.0, help="server time / real time")
+@click.option("--drain-timeout", type=float, default=10.0, help="seconds allowed after SIGTERM")
+@click.option(
+    "--max-conn-age", type=float, default=23 * 3600.0, help="replace connections after S (server)"
+)
+@click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
+@click.option("--log-level", default="INFO")
+def main(  # noqa: PLR0917 - click passes every option
+    symbols: str,
+    intervals: str,
+    topic: str | None,
+    lake_uri: str,
+    rest_url: str,
+    ws_url: str,
+    state_dir: str | None,
+    streams_per_connection: int,
+    health_port: int | None,
+    clock_speed: float,
+    drain_timeout: float,
+    max_conn_age: float,
+    stall_grace: float,
+    log_level: str,
+) -> None:
+    """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
+    setup_logging(log_level)
+    try:
+        streams = parse_streams(symbols, intervals)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    settings = Settings(
+        streams=streams,
+        topic=topic or None,
+        lake_uri=lake_uri,
+        rest_url=rest_url,
+        ws_url=ws_url,
+        state_dir=Path(state_dir or default_state_dir()),
+        streams_per_connection=streams_per_connection,
+        health_port=health_port,
+        clock_speed=clock_speed,
+        drain_timeout_s=drain_timeout,
+        max_conn_age_s=max_conn_age,
+        stall_grace_s=stall_grace,
+        log_level=log_level,
+    )
+    from streamer.service import Service
+
+    raise SystemExit(asyncio.run(Service(settings).run()))

@@ -1,0 +1,70 @@
+"""Typed settings of one streamer run (built by the CLI at the edge, passed inward)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from klinelake.binance_ws import stream_name
+from klinelake.intervals import check_interval
+from klinelake.symbols import stream_id, validate_symbol
+from streamer.shards import MAX_STREAMS_PER_CONNECTION
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    symbol: str  # uppercase exchange symbol
+    interval: str
+
+    @property
+    def sid(self) -> str:
+        return stream_id(self.symbol, self.interval)
+
+    @property
+    def ws_name(self) -> str:
+        return stream_name(self.symbol, self.interval)
+
+
+@dataclass(frozen=True)
+class Settings:
+    streams: tuple[StreamSpec, ...]
+    topic: str | None = None
+    lake_uri: str = "./lake"
+    rest_url: str = "https://api.binance.com"
+    ws_url: str = "wss://stream.binance.com:9443"
+    state_dir: Path = Path("state")
+    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
+    health_port: int | None = None
+    clock_speed: float = 1.0
+    drain_timeout_s: float = 10.0
+    # Replace a connection this long (server time) after it opened: before Binance's 24 h cut.
+    max_conn_age_s: float = 23 * 3600.0
+    # A closed kline is due this long (server time) after its close; at accelerated clocks a
+    # floor in real seconds keeps scheduling jitter from looking like a stall.
+    stall_grace_s: float = 30.0
+    stall_grace_real_s: float = 3.0
+    health_interval_s: float = 2.0
+    subscribe_params: int = 200
+    log_level: str = "INFO"
+
+    @property
+    def stall_grace_ms(self) -> int:
+        return int(max(self.stall_grace_s, self.stall_grace_real_s * self.clock_speed) * 1000)
+
+
+def parse_streams(symbols: str, intervals: str) -> tuple[StreamSpec, ...]:
+    """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
+    syms = [
+        validate_symbol(s.strip()).upper()
+        for s in symbols.replace(" ", ",").split(",")
+        if s.strip()
+    ]
+    ivs = [check_interval(i.strip()) for i in intervals.replace(" ", ",").split(",") if i.strip()]
+    if not syms or not ivs:
+        raise ValueError("at least one symbol and one interval are needed")
+    seen: dict[str, StreamSpec] = {}
+    for s in syms:
+        for i in ivs:
+            spec = StreamSpec(s, i)
+            seen.setdefault(spec.sid, spec)
+    return tuple(seen.values())

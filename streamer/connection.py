@@ -1,0 +1,193 @@
+"""One combined-stream WebSocket connection carrying a fixed group of streams.
+
+It connects to `{ws_url}/stream`, subscribes in frames paced within the 5 messages/s limit
+(binance-spot-api.md §3, §4), parses every frame with the shared model, and hands closed klines
+(`x:true`) to `on_closed`. Pings are answered by the websockets library (the server pings every
+20 s and drops us after 60 s without a pong). Malformed frames are logged and counted, never fatal.
+websockets' exceptions stop here: callers see `ConnectionFailed` or a finished `read_task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from klinelake.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
+from klinelake.errors import InvalidData
+from klinelake.logs import log_event
+from klinelake.row import Kline
+from streamer.clock import ServerClock
+from streamer.shards import send_offsets, subscribe_frames
+from streamer.stall import StallTracker
+
+log = logging.getLogger("streamer.connection")
+
+
+class ConnectionFailed(Exception):
+    """The connection could not be opened or subscribed (retry with backoff)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    name: str  # btcusdc@kline_1h (the Binance stream name)
+    sid: str  # BTCUSDC@1h (stream id: spool, logs, ordering key)
+    interval: str
+
+
+@dataclass
+class ConnCounters:
+    frames: int = 0
+    closed_klines: int = 0
+    malformed: int = 0
+
+
+class Connection:
+    def __init__(
+        self,
+        conn_id: str,
+        ws_url: str,
+        streams: list[StreamRef],
+        on_closed: Callable[[str, Kline], Awaitable[None]],
+        clock: ServerClock,
+        *,
+        stall_grace_ms: int,
+        max_params: int = 200,
+        frames_per_s: float = 4.0,
+        open_timeout_s: float = 10.0,
+        counters: ConnCounters | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.url = ws_url.rstrip("/") + "/stream"
+        self.streams = streams
+        self._by_sid = {s.sid: s for s in streams}
+        self.on_closed = on_closed
+        self.clock = clock
+        self.stall_grace_ms = stall_grace_ms
+        self.max_params = max_params
+        self.frames_per_s = frames_per_s
+        self.open_timeout_s = open_timeout_s
+        self.counters = counters if counters is not None else ConnCounters()
+        self.ws: ClientConnection | None = None
+        self.read_task: asyncio.Task[None] | None = None
+        self.opened_at = 0  # server ms
+        self.shutdown_notice = False
+        self.tracker: StallTracker | None = None
+        self._pending: dict[int, asyncio.Future[ControlReply]] = {}
+        self._closing = False
+
+    async def open(self, first_id: int = 1) -> None:
+        """Connect, start reading, subscribe every stream and wait for the acks."""
+        try:
+            self.ws = await connect(
+                self.url,
+                ping_interval=None,  # the server pings us; our own pings would count
+                open_timeout=self.open_timeout_s,
+                close_timeout=2,
+                max_queue=64,
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ConnectionFailed(f"connect {self.url}: {exc!r}") from exc
+        now = self.clock.now_ms()
+        self.opened_at = now
+        self.tracker = StallTracker(
+            ((s.sid, s.interval) for s in self.streams), now, self.stall_grace_ms
+        )
+        self.read_task = asyncio.create_task(self._read(), name=f"ws-read-{self.conn_id}")
+        frames = subscribe_frames([s.name for s in self.streams], first_id, self.max_params)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            for (frame_id, frame), offset in zip(
+                frames, send_offsets(len(frames), self.frames_per_s), strict=True
+            ):
+                await asyncio.sleep(max(0.0, start + offset - loop.time()))
+                fut: asyncio.Future[ControlReply] = loop.create_future()
+                self._pending[frame_id] = fut
+                await self.ws.send(frame.decode())
+            for frame_id, _ in frames:
+                reply = await asyncio.wait_for(
+                    asyncio.shield(self._pending[frame_id]), self.open_timeout_s
+                )
+                if reply.error_code is not None:
+                    raise ConnectionFailed(
+                        f"SUBSCRIBE {frame_id} refused: {reply.error_code} {reply.error_msg}"
+                    )
+        except (ConnectionClosed, TimeoutError, OSError, asyncio.CancelledError) as exc:
+            await self.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise ConnectionFailed(f"subscribe on {self.url}: {exc!r}") from exc
+        except ConnectionFailed:
+            await self.close()
+            raise
+        finally:
+            self._pending.clear()
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for frame in self.ws:
+                self.counters.frames += 1
+                await self._handle(frame)
+        except ConnectionClosed:
+            pass
+        except OSError as exc:
+            log_event(log, "WARNING", "ws read error", conn=self.conn_id, error=repr(exc))
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionClosed(None, None))
+                    fut.exception()  # mark retrieved
+
+    async def _handle(self, frame: Any) -> None:
+        try:
+            msg = parse_ws_frame(frame)
+        except InvalidData as exc:
+            self.counters.malformed += 1
+            log_event(log, "WARNING", "malformed ws frame", conn=self.conn_id, error=str(exc)[:300])
+            return
+        if isinstance(msg, KlineEvent):
+            self.clock.observe(msg.event_time)
+            if not msg.closed:
+                return
+            k = msg.kline
+            sid = f"{k.symbol}@{k.interval}"
+            if sid not in self._by_sid:
+                return
+            self.counters.closed_klines += 1
+            if self.tracker is not None:
+                self.tracker.on_closed(sid, k.open_time, self.clock.now_ms())
+            await self.on_closed(sid, k)
+        elif isinstance(msg, ControlReply):
+            fut = self._pending.get(msg.id) if isinstance(msg.id, int) else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif isinstance(msg, ServerShutdown):
+            self.shutdown_notice = True
+            log_event(log, "WARNING", "serverShutdown received", conn=self.conn_id)
+
+    @property
+    def alive(self) -> bool:
+        return self.read_task is not None and not self.read_task.done()
+
+    def age_ms(self) -> int:
+        return self.clock.now_ms() - self.opened_at
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.ws is not None:
+            with contextlib.suppress(TimeoutError, OSError, WebSocketException):
+                await asyncio.wait_for(self.ws.close(), 3)
+        if self.read_task is not None:
+            self.read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.read_task

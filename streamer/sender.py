@@ -1,0 +1,200 @@
+"""One ordered sender per stream: spool → (gap repair) → sink, in open_time order, once each.
+
+The sender is the only code that publishes a stream. Each step it reads the oldest spooled rows
+(up to 5,000, one contract batch), first repairs any gap between the last published kline and
+what it is about to send (or the repair target set on start and after a reconnect), then sends
+the batch and acknowledges it in the spool. While backlogged (a Pub/Sub outage) the batches are
+naturally large. Failures are retried with capped backoff forever: the spool holds the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from klinelake.contract import MAX_ROWS, KlineBatch
+from klinelake.errors import BinanceError, TransientError
+from klinelake.intervals import last_closed_open_time, next_open_time
+from klinelake.logs import log_event
+from klinelake.row import Kline
+from klinelake.sink import Sink
+from klinelake.symbols import stream_id
+from streamer.backoff import Backoff
+from streamer.repair import KlineSource, fetch_gap, plan_gaps
+from streamer.spool import Spool
+
+log = logging.getLogger("streamer.sender")
+
+
+@dataclass
+class StreamStats:
+    reconnects: int = 0
+    published_rows: int = 0
+    repaired_rows: int = 0
+    send_failures: int = 0
+    repair_failures: int = 0
+
+
+class StreamSender:
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        interval: str,
+        spool: Spool,
+        sink: Sink,
+        rest: KlineSource | None,
+        server_now: Callable[[], int],
+        batch_rows: int = MAX_ROWS,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self.stream = stream_id(symbol, interval)
+        self.spool = spool
+        self.sink = sink
+        self.rest = rest
+        self.server_now = server_now
+        self.batch_rows = batch_rows
+        self.backoff_cap_s = backoff_cap_s
+        self.wake = asyncio.Event()
+        self.repair_target: int | None = None
+        self.stats = StreamStats()
+        self.idle = asyncio.Event()  # set when nothing is spooled and nothing is in flight
+
+    def request_repair(self) -> None:
+        """On start and after a reconnect: make sure everything closed by now is published."""
+        target = last_closed_open_time(self.server_now(), self.interval)
+        self.repair_target = max(self.repair_target or target, target)
+        self.wake.set()
+
+    async def run(self, draining: asyncio.Event) -> None:
+        while True:
+            if not self.wake.is_set():
+                self.idle.set()
+                if draining.is_set():
+                    return
+                await self.wake.wait()
+            self.idle.clear()
+            self.wake.clear()
+            while await self.step():
+                pass
+
+    async def step(self) -> bool:
+        """Send one batch (repairing first if needed). False when there is nothing to send."""
+        rows, source = self.spool.peek(self.stream, self.batch_rows)
+        requested = self.repair_target
+        target = requested
+        if rows:
+            target = max(target or rows[-1].open_time, rows[-1].open_time)
+        if target is not None and self.rest is not None and await self._repair(target, rows):
+            rows, source = self.spool.peek(self.stream, self.batch_rows)
+            # live rows that arrived meanwhile may lie past a new gap: not in this batch
+            rows = [k for k in rows if k.open_time <= target]
+        if self.repair_target == requested:
+            self.repair_target = None
+        if not rows:
+            return False
+        await self._send(KlineBatch(self.symbol, self.interval, tuple(rows)), source)
+        return True
+
+    async def _repair(self, target: int, rows: list[Kline]) -> bool:
+        """Fill the gaps up to `target`; True if rows were added. Retries until REST answers."""
+        backoff = Backoff(0.5, self.backoff_cap_s)
+        while True:
+            last = self.spool.last_published(self.stream)
+            gaps = plan_gaps(
+                last_published=last,
+                spooled=self.spool.open_times(self.stream, target),
+                first_spooled=rows[0].open_time if rows else None,
+                target=target,
+                interval=self.interval,
+            )
+            if not gaps:
+                return False
+            closed = last_closed_open_time(self.server_now(), self.interval)
+            added = 0
+            try:
+                for gap in gaps:
+                    assert self.rest is not None
+                    added += await fetch_gap(
+                        self.rest,
+                        symbol=self.symbol,
+                        interval=self.interval,
+                        gap=gap,
+                        closed_upto=closed,
+                        store=self._store_rest,
+                    )
+            except (BinanceError, TransientError, OSError) as exc:
+                self.stats.repair_failures += 1
+                delay = backoff.next_delay()
+                log_event(
+                    log,
+                    "WARNING",
+                    "gap repair failed, retrying",
+                    stream=self.stream,
+                    gaps=len(gaps),
+                    error=repr(exc)[:300],
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.stats.repaired_rows += added
+            log_event(
+                log,
+                "INFO",
+                "gaps repaired over REST",
+                stream=self.stream,
+                gaps=len(gaps),
+                first=gaps[0][0],
+                last=gaps[-1][1],
+                rows=added,
+            )
+            return added > 0
+
+    def _store_rest(self, rows: list[Kline]) -> None:
+        self.spool.add(((self.stream, k) for k in rows), source="rest")
+
+    async def _send(self, batch: KlineBatch, source: str) -> None:
+        backoff = Backoff(0.2, self.backoff_cap_s)
+        while True:
+            try:
+                await self.sink.send(batch, source)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a sink outage must not lose anything: retry forever
+                self.stats.send_failures += 1
+                delay = backoff.next_delay()
+                severity = "WARNING" if isinstance(exc, TransientError) else "ERROR"
+                log_event(
+                    log,
+                    severity,
+                    "publish failed, retrying",
+                    stream=self.stream,
+                    rows=len(batch.rows),
+                    first=batch.first_open_time,
+                    error=repr(exc)[:300],
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+        self.spool.ack(self.stream, batch.last_open_time)
+        self.stats.published_rows += len(batch.rows)
+        log_event(
+            log,
+            "DEBUG",
+            "published",
+            stream=self.stream,
+            rows=len(batch.rows),
+            first=batch.first_open_time,
+            last=batch.last_open_time,
+            source=source,
+        )
+
+    def lag_ms(self) -> int | None:
+        last = self.spool.last_published(self.stream)
+        if last is None:
+            return None
+        return max(0, self.server_now() - next_open_time(last, self.interval))
