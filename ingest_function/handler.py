@@ -194,14 +194,14 @@ class IngestHandler:
         started = self.clock()
         message_id = "unknown"
         try:
-            if self.fault is not None:
-                self.fault.check()
             try:
                 received = unwrap_pubsub_event(event_data)
             except InvalidData as exc:
                 self._poison(_original(event_data), exc)
                 return None
             message_id = received.message_id
+            if self.fault is not None:
+                self.fault.check()
             try:
                 batch = decode_received(received)
             except InvalidData as exc:

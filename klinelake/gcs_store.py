@@ -121,6 +121,11 @@ class GCSStore:
                 ) as out:
                     for chunk in data:
                         out.write(chunk)
+                # BlobWriter does not copy the upload's response onto the blob (3.x), so its
+                # generation is unknown here: read it back. One writer per object (the
+                # ordered subscription) keeps this the generation we wrote.
+                if blob.generation is None:
+                    blob.reload()
         return ObjectInfo(name, int(blob.generation), int(blob.size or 0))
 
     def compose(self, name: str, sources: Sequence[str], if_generation_match: int) -> ObjectInfo:
