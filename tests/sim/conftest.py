@@ -20,8 +20,8 @@ WS_FIXTURE = (
 JAN_2022 = BUNDLED / "BTCUSDT-1h-2022-01.csv"
 JAN_START = 1_640_995_200_000  # 2022-01-01 00:00 UTC
 FEB_START = 1_643_673_600_000  # 2022-02-01 00:00 UTC
-# Simulated now for the shared simulator: 2022-02-10, after the whole January file.
-NOW_ARGS = ("--start", "2022-02-10T00:00:30", "--synthetic", "ETHUSDT:1m:2022-01-01")
+# Simulated now for the shared simulator: 2023-06-10, after both bundled files.
+NOW_ARGS = ("--start", "2023-06-10T00:00:30", "--synthetic", "ETHUSDT:1m:2022-01-01")
 
 
 @pytest.fixture(scope="module")
