@@ -125,12 +125,11 @@ has_binding() {
     [[ $DRY_RUN_ASSUME == present ]]
     return
   fi
-  local found
-  found=$("$GCLOUD" "${group[@]}" get-iam-policy "$resource" "$@" \
-    --flatten='bindings[].members' \
-    --filter="bindings.role=${role} AND bindings.members=${member}" \
-    --format='value(bindings.role)') || die "could not read the IAM policy of $resource"
-  [[ -n $found ]]
+  local policy
+  policy=$("$GCLOUD" "${group[@]}" get-iam-policy "$resource" "$@" \
+    --flatten='bindings[].members' --format='csv[no-heading](bindings.role,bindings.members)') ||
+    die "could not read the IAM policy of $resource"
+  grep -qxF "${role},${member}" <<<"$policy"
 }
 
 # grant KIND RESOURCE MEMBER ROLE [EXTRA_FLAGS...]: add an IAM binding on one resource (never on the

