@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def main(  # noqa: PLR0917 - click passes every option
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
     setup_logging(log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
         streams = parse_streams(symbols, intervals)
     except ValueError as exc:
