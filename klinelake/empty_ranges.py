@@ -79,6 +79,10 @@ class EmptyRanges:
             str(stream): [(int(a), int(b)) for a, b in ranges] for stream, ranges in raw.items()
         }
 
+    def all(self) -> dict[str, list[Gap]]:
+        """Every stream's ranges, keyed `SYMBOL@interval` (what `klinelake status` reads)."""
+        return self.load()
+
     def get(self, symbol: str, interval: str) -> list[Gap]:
         return self.load().get(stream_id(symbol, interval), [])
 

@@ -170,6 +170,11 @@ class WeightBudget:
     def banned_until_ms(self) -> int:
         return self.ledger.banned_until_ms
 
+    def set_limit(self, limit: int) -> None:
+        """The limit the server announces (exchangeInfo `rateLimits` REQUEST_WEIGHT 1 MINUTE)."""
+        self.ledger.limit = limit
+        self.ledger.budget = budget_for(limit, self.ledger.share)
+
     def _cond(self) -> asyncio.Condition:
         # Created lazily inside the running loop (nothing async happens in a constructor).
         if self._changed is None:

@@ -1,0 +1,407 @@
+"""The backfill run: validate, plan, fetch pages concurrently under the weight budget, emit each
+stream in open_time order through the sink, checkpoint what the sink made durable.
+
+Pages complete out of order; each stream buffers completed pages and sends the contiguous prefix
+as contract batches (≤ 5000 rows, `make_batches`). A page is checkpointed only once the sink
+returned for every one of its rows, so a crash at any point loses nothing and a re-run fetches
+only unfinished pages. Open times a complete page lacks are exchange halts: they are recorded as
+confirmed empty (klinelake.empty_ranges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from backfill.checkpoint import Checkpoint
+from backfill.plan import (
+    Page,
+    Plan,
+    StreamPlan,
+    first_open_at_or_after,
+    plan_identity,
+    plan_stream,
+)
+from klinelake.binance_rest import BinanceRest, UnknownSymbol
+from klinelake.contract import MAX_ROWS, make_batches
+from klinelake.empty_ranges import EmptyRanges, subtract_ranges
+from klinelake.errors import InvalidData, TransientError
+from klinelake.intervals import (
+    DAY,
+    Gap,
+    align_down,
+    check_interval,
+    find_gaps,
+    last_closed_open_time,
+)
+from klinelake.lake import open_store, read_lines
+from klinelake.row import Kline, open_time_of_line
+from klinelake.sink import Sink, make_sink
+from klinelake.symbols import object_name, validate_symbol
+from klinelake.weight import WeightBudget
+
+DEFAULT_DAYS = 30
+
+
+class BadInput(Exception):
+    """The command cannot succeed as given (exit code 2); the message is one clear line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    symbols: tuple[str, ...] = ("BTCUSDC",)
+    intervals: tuple[str, ...] = ("1h",)
+    start_ms: int | None = None
+    end_ms: int | None = None  # inclusive: klines whose open_time <= end_ms
+    days: int | None = None
+    topic: str | None = None
+    lake: str = "./lake"
+    rest_url: str = "https://api.binance.com"
+    state_dir: Path = Path("./state")
+    budget_share: float = 0.8
+    concurrency: int = 10
+    missing_only: bool = False
+    dry_run: bool = False
+    source: str = "rest"
+    page_limit: int = 1000
+    batch_rows: int = MAX_ROWS
+
+    @property
+    def sink_target(self) -> str:
+        return f"pubsub:{self.topic}" if self.topic else f"lake:{self.lake}"
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    pages_skipped: int = 0
+    pages_fetched: int = 0
+    rows_sent: int = 0
+    batches_sent: int = 0
+    empty_ranges: list[tuple[str, Gap]] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    weight_charged: int = 0
+    max_used_weight: int = 0
+    budget: int = 0
+    elapsed_s: float = 0.0
+
+
+class Reporter(Protocol):
+    def planned(self, plan: Plan, skipped: int, budget: int, settings: Settings) -> None: ...
+
+    def page_done(self, page: Page, rows: int, used_weight: int) -> None: ...
+
+    def empty(self, stream: str, gap: Gap) -> None: ...
+
+    def finished(self, result: RunResult) -> None: ...
+
+
+def check_settings(settings: Settings) -> None:
+    """What can be refused before any request."""
+    for interval in settings.intervals:
+        try:
+            check_interval(interval)
+        except InvalidData as exc:
+            raise BadInput(str(exc)) from None
+    for symbol in settings.symbols:
+        try:
+            validate_symbol(symbol)
+        except InvalidData as exc:
+            raise BadInput(str(exc)) from None
+    if not settings.symbols or not settings.intervals:
+        raise BadInput("no symbols or no intervals given")
+    if settings.end_ms is not None and settings.days is not None:
+        raise BadInput("--end and --days are mutually exclusive")
+    if settings.days is not None and settings.days <= 0:
+        raise BadInput(f"--days must be positive, got {settings.days}")
+    if (
+        settings.start_ms is not None
+        and settings.end_ms is not None
+        and settings.start_ms > settings.end_ms
+    ):
+        raise BadInput(f"start {iso(settings.start_ms)} is after end {iso(settings.end_ms)}")
+    if not 0 < settings.budget_share <= 1:
+        raise BadInput(f"--budget-share must be in (0, 1], got {settings.budget_share}")
+    if settings.concurrency < 1:
+        raise BadInput("--concurrency must be at least 1")
+    if not 1 <= settings.page_limit <= 1000:
+        raise BadInput("--page-limit must be 1..1000")
+    if settings.source != "rest":
+        raise BadInput(f"source {settings.source!r} is not supported (only 'rest')")
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def resolve_range(settings: Settings, interval: str, now_ms: int) -> tuple[int, int]:
+    """(first, last) open times for one interval: closed klines only (by the server's time)."""
+    if settings.start_ms is not None and settings.start_ms > now_ms:
+        raise BadInput(
+            f"range in the future: start {iso(settings.start_ms)} is after the server time "
+            f"{iso(now_ms)}"
+        )
+    end = settings.end_ms
+    if end is None:
+        end = now_ms
+        if settings.start_ms is not None and settings.days is not None:
+            end = min(now_ms, settings.start_ms + settings.days * DAY - 1)
+    start = settings.start_ms
+    if start is None:
+        start = end - (settings.days or DEFAULT_DAYS) * DAY + 1
+    last = min(align_down(end, interval), last_closed_open_time(now_ms, interval))
+    return first_open_at_or_after(start, interval), last
+
+
+async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, Any]:
+    """One exchangeInfo request for all symbols; on -1121 find which one is unknown."""
+    try:
+        info = await rest.exchange_info(list(symbols))
+    except UnknownSymbol:
+        for symbol in symbols if len(symbols) > 1 else ():
+            try:
+                await rest.exchange_info([symbol])
+            except UnknownSymbol:
+                raise BadInput(f"unknown symbol {symbol}") from None
+        raise BadInput(f"unknown symbol {', '.join(symbols)}") from None
+    listed = {s.get("symbol") for s in info.get("symbols", []) if isinstance(s, dict)}
+    for symbol in symbols:
+        if symbol not in listed:
+            raise BadInput(f"unknown symbol {symbol}")
+    return info
+
+
+def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
+    """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
+    store = open_store(lake)
+    times = (open_time_of_line(line) for line in read_lines(store, object_name(symbol, interval)))
+    return find_gaps(times, first, last, interval)
+
+
+async def make_plan(settings: Settings, now_ms: int, empty: EmptyRanges) -> Plan:
+    streams: list[StreamPlan] = []
+    for symbol in settings.symbols:
+        for interval in settings.intervals:
+            first, last = resolve_range(settings, interval, now_ms)
+            missing: list[Gap] | None = None
+            if settings.missing_only:
+                gaps = await asyncio.to_thread(
+                    lake_gaps, settings.lake, symbol, interval, first, last
+                )
+                missing = subtract_ranges(gaps, empty.get(symbol, interval), interval)
+            streams.append(
+                plan_stream(
+                    symbol, interval, first, last, page_limit=settings.page_limit, missing=missing
+                )
+            )
+    return Plan(tuple(streams), settings.page_limit)
+
+
+class StreamEmitter:
+    """Sends one stream's completed pages in open_time order; checkpoints what was sent."""
+
+    def __init__(
+        self,
+        pages: Sequence[Page],
+        *,
+        sink: Sink,
+        checkpoint: Checkpoint,
+        source: str,
+        result: RunResult,
+        batch_rows: int,
+    ) -> None:
+        self.order = [p.key for p in pages]
+        self.next = 0
+        self.ready: dict[str, list[Kline]] = {}
+        self.rows: list[Kline] = []
+        self.page_ends: list[tuple[str, int]] = []  # (page key, end index in self.rows)
+        self.sink = sink
+        self.checkpoint = checkpoint
+        self.source = source
+        self.result = result
+        self.batch_rows = batch_rows
+        self.lock = asyncio.Lock()
+
+    async def complete(self, page: Page, rows: list[Kline]) -> None:
+        self.ready[page.key] = rows
+        async with self.lock:
+            while self.next < len(self.order) and self.order[self.next] in self.ready:
+                key = self.order[self.next]
+                self.rows.extend(self.ready.pop(key))
+                self.page_ends.append((key, len(self.rows)))
+                self.next += 1
+            final = self.next == len(self.order)
+            while len(self.rows) >= self.batch_rows or (final and self.page_ends):
+                n = min(len(self.rows), self.batch_rows)
+                if n:
+                    await self._send(self.rows[:n])
+                done = [key for key, end in self.page_ends if end <= n]
+                self.page_ends = [(k, end - n) for k, end in self.page_ends if end > n]
+                del self.rows[:n]
+                await asyncio.to_thread(self.checkpoint.mark, done)
+
+    async def _send(self, rows: list[Kline]) -> None:
+        for batch in make_batches(rows):
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_attempt(6),
+                wait=wait_exponential(multiplier=0.5, max=10),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.sink.send(batch, self.source)
+            self.result.batches_sent += 1
+            self.result.rows_sent += len(batch.rows)
+
+
+def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
+    """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
+    if page.interval == "3d" and rows:
+        return []  # Binance's 3d anchor is undocumented: do not infer holes from our grid
+    last_open = align_down(page.end, page.interval)
+    return find_gaps((r.open_time for r in rows), page.start, last_open, page.interval)
+
+
+async def run_backfill(
+    settings: Settings,
+    reporter: Reporter,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_used_weight: Callable[[int], None] | None = None,
+    sink: Sink | None = None,
+) -> RunResult:
+    check_settings(settings)
+    started = time.monotonic()
+    symbols = tuple(s.upper() for s in settings.symbols)
+    settings = _replace(settings, symbols=symbols)
+    budget = WeightBudget(share=settings.budget_share)
+    empty = EmptyRanges(settings.state_dir)
+    async with BinanceRest(
+        settings.rest_url, budget=budget, transport=transport, on_used_weight=on_used_weight
+    ) as rest:
+        info = await check_symbols(rest, symbols)
+        now_ms = info.get("serverTime")
+        if type(now_ms) is not int:
+            now_ms = await rest.server_time()
+        for limit in info.get("rateLimits", []):
+            if (
+                isinstance(limit, dict)
+                and limit.get("rateLimitType") == "REQUEST_WEIGHT"
+                and limit.get("interval") == "MINUTE"
+                and limit.get("intervalNum") == 1
+                and isinstance(limit.get("limit"), int)
+            ):
+                budget.set_limit(limit["limit"])
+        plan = await make_plan(settings, now_ms, empty)
+        checkpoint = Checkpoint(
+            settings.state_dir,
+            plan_identity(settings.sink_target, settings.page_limit, settings.source),
+        )
+        done = checkpoint.load()
+        todo = [p for p in plan.pages if p.key not in done]
+        result = RunResult(plan, pages_skipped=plan.page_count - len(todo), budget=budget.budget)
+        reporter.planned(plan, result.pages_skipped, budget.budget, settings)
+        if settings.dry_run:
+            return _finish(result, rest, started, reporter)
+        own_sink = sink is None
+        sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
+        try:
+            await _fetch_all(
+                todo,
+                rest=rest,
+                sink=sink,
+                checkpoint=checkpoint,
+                empty=empty,
+                settings=settings,
+                result=result,
+                reporter=reporter,
+            )
+        finally:
+            checkpoint.close()
+            if own_sink:
+                await sink.close()
+        return _finish(result, rest, started, reporter)
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _finish(result: RunResult, rest: BinanceRest, started: float, reporter: Reporter) -> RunResult:
+    result.requests = rest.counters.requests
+    result.retries = rest.counters.retries
+    result.weight_charged = rest.counters.weight_charged
+    result.max_used_weight = rest.counters.max_used_weight
+    result.elapsed_s = time.monotonic() - started
+    reporter.finished(result)
+    return result
+
+
+async def _fetch_all(
+    todo: list[Page],
+    *,
+    rest: BinanceRest,
+    sink: Sink,
+    checkpoint: Checkpoint,
+    empty: EmptyRanges,
+    settings: Settings,
+    result: RunResult,
+    reporter: Reporter,
+) -> None:
+    by_stream: dict[str, list[Page]] = {}
+    for page in todo:
+        by_stream.setdefault(page.stream, []).append(page)
+    emitters = {
+        stream: StreamEmitter(
+            pages,
+            sink=sink,
+            checkpoint=checkpoint,
+            source=settings.source,
+            result=result,
+            batch_rows=settings.batch_rows,
+        )
+        for stream, pages in by_stream.items()
+    }
+    queue: Iterator[Page] = iter(todo)
+
+    async def worker() -> None:
+        for page in queue:  # a shared iterator: each page goes to exactly one worker
+            rows = await rest.klines(
+                page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
+            )
+            rows = [r for r in rows if page.start <= r.open_time <= page.end]
+            halts = page_halts(page, rows)
+            if halts:
+                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts)
+                for gap in halts:
+                    result.empty_ranges.append((page.stream, gap))
+                    reporter.empty(page.stream, gap)
+            result.pages_fetched += 1
+            reporter.page_done(page, len(rows), rest.counters.last_used_weight)
+            await emitters[page.stream].complete(page, rows)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(settings.concurrency, max(1, len(todo)))):
+                group.create_task(worker())
+    except BaseExceptionGroup as group_exc:
+        # One failure cancels the other workers; surface the first real error.
+        first = _first_error(group_exc)
+        raise first from None
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = inner[0] if inner else exc.exceptions[0]
+    return exc
