@@ -2,6 +2,7 @@
 # VM startup script (metadata key startup-script; runs as root at every boot, and again on demand
 # with `sudo google_metadata_script_runner startup`). Self-contained: nothing else from infra/ is
 # on the VM. It installs the streamer from the wheel named by the metadata key wheel-url:
+#   0. read and check the metadata (streamer-env, streamer-service) before touching anything,
 #   1. python3-venv (Debian 12 ships python3.11),
 #   2. the system user klines (no login, no home),
 #   3. the wheel into /opt/klines/venv (the same version is force-reinstalled, so a rebuilt wheel
@@ -63,6 +64,15 @@ install_file() {
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+step "metadata"
+# Read and check everything first, so bad metadata leaves the installed version untouched.
+meta streamer-env >"$WORK/streamer.env"
+grep -q '^KLINES_TOPIC=projects/[^/]*/topics/[^/]*$' "$WORK/streamer.env" ||
+  die "streamer-env has no valid KLINES_TOPIC=projects/P/topics/T line"
+meta streamer-service >"$WORK/$UNIT_NAME"
+grep -q '^ExecStart=/opt/klines/venv/bin/python -m streamer' "$WORK/$UNIT_NAME" ||
+  die "streamer-service does not look like infra/streamer.service"
+
 step "python venv support"
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   on_vm || die "$PYTHON lacks venv/ensurepip"
@@ -107,9 +117,6 @@ fi
 
 step "configuration $ETC/streamer.env"
 mkdir -p "$ETC"
-meta streamer-env >"$WORK/streamer.env"
-grep -q '^KLINES_TOPIC=projects/[^/]*/topics/[^/]*$' "$WORK/streamer.env" ||
-  die "streamer-env has no valid KLINES_TOPIC=projects/P/topics/T line"
 install_file "$WORK/streamer.env" "$ETC/streamer.env" 0640
 if on_vm; then
   chown "root:$SERVICE_USER" "$ETC/streamer.env"
@@ -117,9 +124,6 @@ fi
 
 step "systemd unit $UNIT_DIR/$UNIT_NAME"
 mkdir -p "$UNIT_DIR"
-meta streamer-service >"$WORK/$UNIT_NAME"
-grep -q '^ExecStart=/opt/klines/venv/bin/python -m streamer' "$WORK/$UNIT_NAME" ||
-  die "streamer-service does not look like infra/streamer.service"
 install_file "$WORK/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME" 0644
 
 step "start"

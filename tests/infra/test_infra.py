@@ -160,7 +160,13 @@ def test_bootstrap_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     agent = "serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
     assert bindings == {
         ("pubsub", "topics", "klines", sa("klines-streamer"), "roles/pubsub.publisher"),
-        ("storage", "buckets", "gs://test-lake", sa("klines-streamer"), "roles/storage.objectViewer"),
+        (
+            "storage",
+            "buckets",
+            "gs://test-lake",
+            sa("klines-streamer"),
+            "roles/storage.objectViewer",
+        ),
         ("storage", "buckets", "gs://test-lake", sa("klines-ingest"), "roles/storage.objectUser"),
         ("pubsub", "topics", "klines-dead-letter", sa("klines-ingest"), "roles/pubsub.publisher"),
         ("pubsub", "topics", "klines-dead-letter", agent, "roles/pubsub.publisher"),
@@ -201,11 +207,16 @@ def test_bootstrap_only_pubsub_dry_run(
         env=no_gcloud_env(gcloud_env, tmp_path),
     )
     cmds = commands(proc.stdout)
-    assert {tuple(c[1:4]) for c in cmds} == {("pubsub", "topics", "create"), ("pubsub", "subscriptions", "create")}
+    assert {tuple(c[1:4]) for c in cmds} == {
+        ("pubsub", "topics", "create"),
+        ("pubsub", "subscriptions", "create"),
+    }
 
 
 def test_bootstrap_rejects_unknown_step(config: Path, gcloud_env: dict[str, str]) -> None:
-    proc = run_script("bootstrap.sh", "--config", config, "--only", "nope", env=gcloud_env, check=False)
+    proc = run_script(
+        "bootstrap.sh", "--config", config, "--only", "nope", env=gcloud_env, check=False
+    )
     assert proc.returncode != 0
     assert "unknown step 'nope'" in proc.stderr
 
@@ -289,7 +300,12 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
     ]
     pinned = [r for r in reqs if not r.startswith("-c ")]
     names = {r.split("==")[0].lower() for r in pinned}
-    assert {"functions-framework", "google-cloud-storage", "google-cloud-pubsub", "cloudevents"} <= names
+    assert {
+        "functions-framework",
+        "google-cloud-storage",
+        "google-cloud-pubsub",
+        "cloudevents",
+    } <= names
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", r) for r in pinned), pinned
     if (REPO / "constraints.txt").exists():
         assert "-c constraints.txt" in reqs
@@ -324,7 +340,9 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     (wheel,) = build.glob("dist/*.whl")
     (upload,) = find(cmds, "gcloud", "storage", "cp", str(wheel))
     wheel_url = upload[4]
-    assert re.fullmatch(rf"gs://test-lake/artifacts/[0-9a-f]{{16}}/{re.escape(wheel.name)}", wheel_url)
+    assert re.fullmatch(
+        rf"gs://test-lake/artifacts/[0-9a-f]{{16}}/{re.escape(wheel.name)}", wheel_url
+    )
     (create,) = find(cmds, "gcloud", "compute", "instances", "create", "klines-streamer")
     for flag in (
         "--machine-type=e2-micro",
@@ -353,7 +371,13 @@ def test_wheel_build_is_reproducible(
     urls = []
     for build in ("b1", "b2"):
         out = run_script(
-            "deploy_vm.sh", "--config", config, "--dry-run", "--build-dir", tmp_path / build, env=env
+            "deploy_vm.sh",
+            "--config",
+            config,
+            "--dry-run",
+            "--build-dir",
+            tmp_path / build,
+            env=env,
         ).stdout
         urls.append(re.findall(r"gs://test-lake/artifacts/\S+\.whl", out)[0])
     assert urls[0] == urls[1]
@@ -377,7 +401,14 @@ def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Pa
     wipe = commands(
         run_script("teardown.sh", "--config", config, "--dry-run", "--delete-data", env=env).stdout
     )
-    assert ["gcloud", "storage", "rm", "--recursive", "gs://test-lake", "--project=test-project"] in wipe
+    assert [
+        "gcloud",
+        "storage",
+        "rm",
+        "--recursive",
+        "gs://test-lake",
+        "--project=test-project",
+    ] in wipe
 
 
 def test_teardown_requires_yes(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
@@ -408,7 +439,14 @@ def test_first_failure_stops_and_names_the_step(
 def test_pubsub_against_emulator_twice(config: Path, pubsub_emulator: dict[str, str]) -> None:
     env = pubsub_emulator
     endpoint = "http://127.0.0.1:9/projects/test-project/topics/klines"
-    args = ("--config", config, "--push-endpoint", endpoint, "--push-audience", "http://127.0.0.1:9")
+    args = (
+        "--config",
+        config,
+        "--push-endpoint",
+        endpoint,
+        "--push-audience",
+        "http://127.0.0.1:9",
+    )
 
     first = run_script("pubsub.sh", *args, env=env).stdout
     created = commands(first)
@@ -421,12 +459,32 @@ def test_pubsub_against_emulator_twice(config: Path, pubsub_emulator: dict[str, 
 
     def snapshot() -> tuple[str, str]:
         topics = subprocess.run(
-            ["gcloud", "pubsub", "topics", "list", "--project=test-project", "--format=value(name)"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                "gcloud",
+                "pubsub",
+                "topics",
+                "list",
+                "--project=test-project",
+                "--format=value(name)",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         subs = subprocess.run(
-            ["gcloud", "pubsub", "subscriptions", "list", "--project=test-project", "--format=json"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                "gcloud",
+                "pubsub",
+                "subscriptions",
+                "list",
+                "--project=test-project",
+                "--format=json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         return topics, subs
 
@@ -478,22 +536,39 @@ def test_pubsub_refuses_an_unordered_subscription(
     env = pubsub_emulator
     subprocess.run(
         ["gcloud", "pubsub", "topics", "create", "klines", "--project=test-project"],
-        env=env, capture_output=True, check=False,
+        env=env,
+        capture_output=True,
+        check=False,
     )
     subprocess.run(
-        ["gcloud", "pubsub", "subscriptions", "create", "unordered-push", "--topic=klines",
-         "--project=test-project"],
-        env=env, capture_output=True, check=True,
+        [
+            "gcloud",
+            "pubsub",
+            "subscriptions",
+            "create",
+            "unordered-push",
+            "--topic=klines",
+            "--project=test-project",
+        ],
+        env=env,
+        capture_output=True,
+        check=True,
     )
     proc = run_script(
-        "pubsub.sh", "--config", config, "--push-endpoint", "http://127.0.0.1:9/p", env=env, check=False
+        "pubsub.sh",
+        "--config",
+        config,
+        "--push-endpoint",
+        "http://127.0.0.1:9/p",
+        env=env,
+        check=False,
     )
     assert proc.returncode == 1
     assert "without message ordering" in proc.stderr
     assert 'step "pubsub: ordered push subscription"' in proc.stderr
 
 
-# --- systemd unit ----------------------------------------------------------------------------------
+# --- systemd unit ---------------------------------------------------------------------------
 
 
 def _unit_root(tmp_path: Path, with_python: bool) -> Path:
@@ -580,7 +655,7 @@ def test_unit_settings() -> None:
     assert "WatchdogSec" not in settings
 
 
-# --- the VM startup script against a temporary root -------------------------------------------------
+# --- the VM startup script against a temporary root --------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -601,7 +676,9 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wheel
 
 
-def _startup(tmp_path: Path, wheel: Path, **extra: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def _startup(
+    tmp_path: Path, wheel: Path, **extra: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = tmp_path / "vmroot"
     meta = tmp_path / "metadata"
     meta.mkdir()
@@ -619,8 +696,13 @@ def _startup(tmp_path: Path, wheel: Path, **extra: str) -> tuple[Path, subproces
         **extra,
     }
     proc = subprocess.run(
-        [str(INFRA / "startup.sh")], env=env, capture_output=True, text=True, timeout=300,
-        cwd=tmp_path, check=False,
+        [str(INFRA / "startup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, proc
@@ -701,4 +783,5 @@ def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) 
         check=False,
     )
     assert proc.returncode == 1
-    assert 'step "configuration' in proc.stderr and "KLINES_TOPIC" in proc.stderr
+    assert 'step "metadata"' in proc.stderr and "KLINES_TOPIC" in proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing was installed
