@@ -197,6 +197,10 @@ class Hub:
             return web.Response(status=status, body=error_body(code, msg),
                                 headers={"Content-Type": JSON_TYPE})  # fmt: skip
 
+        if self._throttled(request.remote or "unknown"):
+            cfg = sim.config
+            msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "
+            return refuse(429, -1003, msg + f"{int(cfg.ws_conn_window)} s.")
         unit = request.query.get("timeUnit")
         if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
             return refuse(400, -1194, "Invalid value for time unit; expected either "
@@ -206,10 +210,6 @@ class Hub:
         names = [n for n in raw.split("/") if n]
         if len(names) > sim.config.max_streams:
             return refuse(400, -1130, f"Too many streams: at most {sim.config.max_streams}.")
-        if self._throttled(request.remote or "unknown"):
-            cfg = sim.config
-            msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "
-            return refuse(429, -1003, msg + f"{int(cfg.ws_conn_window)} s.")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         transport = request.transport
         assert transport is None or isinstance(transport, asyncio.Transport)
@@ -264,9 +264,9 @@ class Hub:
             stalled = sim.faults.ws_stall
             if msg.type == WSMsgType.PING:
                 if not stalled or sim.faults.answer_pings:
-                    await ws.pong(msg.data)
+                    await ws.pong(bytes(msg.data))
             elif msg.type == WSMsgType.PONG:
-                self._pong(conn, msg.data)
+                self._pong(conn, bytes(msg.data))
             elif msg.type == WSMsgType.TEXT and not stalled:
                 reply = self.control(conn, msg.data)
                 await ws.send_str(reply.decode())
