@@ -179,6 +179,21 @@ async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, 
     return info
 
 
+_UNIT_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+
+
+def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
+    """(limit, window ms) of the REQUEST_WEIGHT rate limit exchangeInfo announces, e.g.
+    `{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}`."""
+    for entry in info.get("rateLimits", []):
+        if not isinstance(entry, dict) or entry.get("rateLimitType") != "REQUEST_WEIGHT":
+            continue
+        limit, num, unit = entry.get("limit"), entry.get("intervalNum"), entry.get("interval")
+        if isinstance(limit, int) and isinstance(num, int) and unit in _UNIT_MS:
+            return limit, num * _UNIT_MS[unit]
+    return None
+
+
 def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
     """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
     store = open_store(lake)
@@ -291,15 +306,9 @@ async def run_backfill(
         now_ms = info.get("serverTime")
         if type(now_ms) is not int:
             now_ms = await rest.server_time()
-        for limit in info.get("rateLimits", []):
-            if (
-                isinstance(limit, dict)
-                and limit.get("rateLimitType") == "REQUEST_WEIGHT"
-                and limit.get("interval") == "MINUTE"
-                and limit.get("intervalNum") == 1
-                and isinstance(limit.get("limit"), int)
-            ):
-                budget.set_limit(limit["limit"])
+        weight_limit = request_weight_limit(info)
+        if weight_limit is not None:
+            budget.set_limit(*weight_limit)
         plan = await make_plan(settings, now_ms, empty)
         checkpoint = Checkpoint(
             settings.state_dir,

@@ -170,10 +170,12 @@ class WeightBudget:
     def banned_until_ms(self) -> int:
         return self.ledger.banned_until_ms
 
-    def set_limit(self, limit: int) -> None:
-        """The limit the server announces (exchangeInfo `rateLimits` REQUEST_WEIGHT 1 MINUTE)."""
+    def set_limit(self, limit: int, window_ms: int = WINDOW_MS) -> None:
+        """The limit the server announces (exchangeInfo `rateLimits`: REQUEST_WEIGHT, 6000 per
+        1 MINUTE on Binance)."""
         self.ledger.limit = limit
         self.ledger.budget = budget_for(limit, self.ledger.share)
+        self.ledger.window_ms = window_ms
 
     def _cond(self) -> asyncio.Condition:
         # Created lazily inside the running loop (nothing async happens in a constructor).
