@@ -92,8 +92,10 @@ class SimProcess:
         except queue.Empty:
             line = None
         if line is None or not line.startswith("READY "):
-            self.stop()
-            raise SimStartError(f"simulator did not get ready: {line!r}; stderr:\n{self.stderr()}")
+            self.stop(keep_stderr=True)
+            err = self.stderr()
+            self._close_stderr()
+            raise SimStartError(f"simulator did not get ready: {line!r}; stderr:\n{err}")
         self.url = line.split()[1]
         self.ws_url = "ws://" + self.url.removeprefix("http://")
         self._http = httpx.Client(base_url=self.url, timeout=10.0)
@@ -135,7 +137,11 @@ class SimProcess:
         out: dict[str, Any] = r.json()
         return out
 
-    def stop(self, timeout: float = 5.0) -> int | None:
+    def _close_stderr(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
+
+    def stop(self, timeout: float = 5.0, *, keep_stderr: bool = False) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s; returns the exit code."""
         if self._http is not None:
             self._http.close()
@@ -152,8 +158,8 @@ class SimProcess:
             code = self._proc.returncode
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
-        if self._stderr is not None:
-            self._stderr.close()
+        if not keep_stderr:
+            self._close_stderr()
         return code
 
     def __enter__(self) -> SimProcess:

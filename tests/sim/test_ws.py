@@ -37,14 +37,14 @@ def fast() -> Iterator[SimProcess]:
         yield s
 
 
-async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def recv_json(ws: Any, within: float = 5.0) -> Any:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), within))
 
 
-async def reply(ws: Any, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+async def reply(ws: Any, request: dict[str, Any], within: float = 5.0) -> dict[str, Any]:
     """Send a control frame and return the reply with its id (data frames interleave)."""
     await ws.send(orjson.dumps(request).decode())
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         msg = await recv_json(ws, deadline - time.monotonic())
         if "id" in msg:
@@ -198,10 +198,10 @@ async def test_more_than_five_frames_a_second_closes_1008(fast: SimProcess) -> N
                 await asyncio.wait_for(ws.recv(), 5)
     assert (ws.close_code, ws.close_reason) == (1008, "Too many requests")
     async with aiohttp.ClientSession() as session:  # ping frames count too
-        async with session.ws_connect(f"{fast.url}/ws", autoping=False) as ws2:
-            for _ in range(6):
-                await ws2.ping()
-            msg = await asyncio.wait_for(_until_close(ws2), 5)
+        ws2 = await session.ws_connect(f"{fast.url}/ws", autoping=False)
+        for _ in range(6):
+            await ws2.ping()
+        msg = await asyncio.wait_for(_until_close(ws2), 5)
     assert (msg.data, msg.extra) == (1008, "Too many requests")
 
 
@@ -223,8 +223,8 @@ def test_stream_and_connection_limits() -> None:
             assert exc.value.response.status_code == 400
             async with websockets.connect(f"{s.ws_url}/ws/a@kline_1m/b@kline_1m") as ws:
                 sub = {"method": "SUBSCRIBE", "params": ["c@kline_1m", "d@kline_1m"], "id": 1}
-                assert await reply(ws, sub) == {
-                    "error": {"code": 2, "msg": "Invalid request: too many streams"}, "id": 1}  # fmt: skip
+                error = {"code": 2, "msg": "Invalid request: too many streams"}
+                assert await reply(ws, sub) == {"error": error, "id": 1}
             async with websockets.connect(f"{s.ws_url}/ws"):  # attempt 3
                 pass
             with pytest.raises(InvalidStatus) as exc:  # attempt 4 in 5 min: 429
@@ -246,17 +246,17 @@ def test_pings_pong_deadline_and_unsolicited_pongs() -> None:
                     await asyncio.wait_for(ws.recv(), 5)
             # A client that never answers, only sends unsolicited pongs: closed.
             async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(f"{s.url}/ws", autoping=False) as ws2:
-                    t0 = time.monotonic()
-                    pings = 0
-                    while True:
-                        msg = await asyncio.wait_for(ws2.receive(), 5)
-                        if msg.type == aiohttp.WSMsgType.PING:
-                            pings += 1
-                            await ws2.pong(b"")  # unsolicited: does not echo the payload
-                        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                            break
-                    elapsed = time.monotonic() - t0
+                ws2 = await session.ws_connect(f"{s.url}/ws", autoping=False)
+                t0 = time.monotonic()
+                pings = 0
+                while True:
+                    msg = await asyncio.wait_for(ws2.receive(), 5)
+                    if msg.type == aiohttp.WSMsgType.PING:
+                        pings += 1
+                        await ws2.pong(b"")  # unsolicited: does not echo the payload
+                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        break
+                elapsed = time.monotonic() - t0
             assert pings >= 1 and 0.6 <= elapsed < 3.0
 
         asyncio.run(scenario())
