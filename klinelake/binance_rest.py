@@ -225,7 +225,13 @@ class BinanceRest:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimited):
             return 0.0  # the budget holds every request until Retry-After has passed
-        return float(wait_exponential_jitter(self.backoff_initial_s, self.backoff_max_s)(state))
+        return float(
+            wait_exponential_jitter(
+                initial=self.backoff_initial_s,
+                max=self.backoff_max_s,
+                jitter=self.backoff_initial_s,
+            )(state)
+        )
 
     async def _get(self, path: str, params: dict[str, str], weight: int) -> bytes:
         failures = 0
