@@ -57,7 +57,9 @@ def inspect_lines(
             continue
         if row.to_line() != line:
             report.non_canonical_rows += 1
-        if (row.symbol.lower(), row.interval) != (report.symbol, report.interval):
+        if report.rows == 0 and row.symbol.lower() == report.symbol:
+            report.symbol = row.symbol  # the exchange's spelling, for display
+        if (row.symbol.lower(), row.interval) != (report.symbol.lower(), report.interval):
             report.problems.append(f"line {n}: row of {row.symbol}@{row.interval} in this object")
         t = row.open_time
         report.rows += 1
