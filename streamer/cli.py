@@ -39,6 +39,7 @@ def default_state_dir() -> str:
     "--max-conn-age", type=float, default=23 * 3600.0, help="replace connections after S (server)"
 )
 @click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
+@click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
     symbols: str,
@@ -54,6 +55,7 @@ def main(  # noqa: PLR0917 - click passes every option
     drain_timeout: float,
     max_conn_age: float,
     stall_grace: float,
+    subscribe_timeout: float,
     log_level: str,
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
@@ -76,6 +78,7 @@ def main(  # noqa: PLR0917 - click passes every option
         drain_timeout_s=drain_timeout,
         max_conn_age_s=max_conn_age,
         stall_grace_s=stall_grace,
+        subscribe_timeout_s=subscribe_timeout,
         log_level=log_level,
     )
     from streamer.service import Service

@@ -45,6 +45,7 @@ class Settings:
     stall_grace_real_s: float = 3.0
     health_interval_s: float = 2.0
     subscribe_params: int = 200
+    subscribe_timeout_s: float = 10.0
     log_level: str = "INFO"
 
     @property

@@ -136,10 +136,20 @@ class Connection:
             async for frame in self.ws:
                 self.counters.frames += 1
                 await self._handle(frame)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if not self._closing:
+                log_event(
+                    log,
+                    "WARNING",
+                    "ws connection closed by peer",
+                    conn=self.conn_id,
+                    code=exc.rcvd.code if exc.rcvd else None,
+                    reason=exc.rcvd.reason if exc.rcvd else None,
+                )
         except OSError as exc:
             log_event(log, "WARNING", "ws read error", conn=self.conn_id, error=repr(exc))
+        except Exception:
+            log.exception("bug: ws reader failed", extra={"fields": {"conn": self.conn_id}})
         finally:
             for fut in self._pending.values():
                 if not fut.done():

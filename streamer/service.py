@@ -206,6 +206,7 @@ class Service:
                 self.clock,
                 stall_grace_ms=s.stall_grace_ms,
                 max_params=s.subscribe_params,
+                open_timeout_s=s.subscribe_timeout_s,
                 counters=self.counters,
             )
             try:
@@ -225,9 +226,12 @@ class Service:
             self.senders[ref.sid].request_repair()
 
     async def _run_slot(self, idx: int) -> None:
+        """Keep one live connection for slot `idx`: reconnect with backoff when it ends or
+        stalls; replace it (new one first, then close the old) on serverShutdown or with age."""
         s = self.settings
         backoff = Backoff(0.5, 30.0)
         conn: Connection | None = None
+        replacing: asyncio.Task[Connection | None] | None = None
         retry_replacement_at = 0.0
         loop = asyncio.get_running_loop()
         try:
@@ -236,25 +240,29 @@ class Service:
                     if conn is not None:
                         await conn.close()
                         self.slot_reconnects[idx] += 1
-                        await asyncio.sleep(backoff.next_delay())
-                    conn = await self._open(idx, backoff)
+                    new: Connection | None = None
+                    if replacing is not None:  # a replacement is on its way: take it
+                        new = await replacing
+                        replacing = None
+                    if new is None:
+                        if conn is not None:
+                            await asyncio.sleep(backoff.next_delay())
+                        new = await self._open(idx, backoff)
+                    conn = new
                     self.slot_conns[idx] = conn
                     if conn is None:
                         return
                     self._after_connect(idx)
                     continue
-                if backoff.attempts and conn.counters.closed_klines and conn.age_ms() > 0:
+                if backoff.attempts and conn.counters.closed_klines:
                     backoff.reset()
                 now = self.clock.now_ms()
                 tracker = conn.tracker
                 if tracker is not None and tracker.stalled(now):
                     log_event(
-                        log,
-                        "WARNING",
-                        "connection stalled: closed klines overdue, reconnecting",
-                        conn=conn.conn_id,
-                        overdue=tracker.overdue(now)[:5],
-                    )
+                        log, "WARNING", "connection stalled: closed klines overdue, reconnecting",
+                        conn=conn.conn_id, overdue=tracker.overdue(now)[:5],
+                    )  # fmt: skip
                     await conn.close()
                     continue
                 if tracker is not None:
@@ -262,22 +270,34 @@ class Service:
                         log_event(log, "WARNING", "stream quiet", conn=conn.conn_id, stream=sid)
                         tracker.excuse(sid, now)
                 rollover = conn.shutdown_notice or conn.age_ms() >= s.max_conn_age_s * 1000
-                if rollover and loop.time() >= retry_replacement_at:
+                if rollover and replacing is None and loop.time() >= retry_replacement_at:
                     reason = "serverShutdown" if conn.shutdown_notice else "connection age"
                     log_event(log, "INFO", "replacing connection", conn=conn.conn_id, reason=reason)
-                    new = await self._open(idx, None)
+                    replacing = asyncio.create_task(self._open(idx, None))
+                if replacing is not None and replacing.done():
+                    new = replacing.result()
+                    replacing = None
                     if new is None:
                         retry_replacement_at = loop.time() + backoff.next_delay()
                     else:
                         old, conn = conn, new
                         self.slot_conns[idx] = conn
-                        await old.close()
+                        await old.close()  # after the new one is subscribed: no gap
                         self.slot_reconnects[idx] += 1
                         self._after_connect(idx)
                         continue
                 assert conn.read_task is not None
-                await asyncio.wait({conn.read_task}, timeout=CHECK_EVERY_S)
+                waits: set[asyncio.Future[Any]] = {conn.read_task}
+                if replacing is not None:
+                    waits.add(replacing)
+                await asyncio.wait(waits, timeout=CHECK_EVERY_S)
         finally:
+            if replacing is not None:
+                replacing.cancel()
+                with contextlib.suppress(BaseException):
+                    extra = await replacing
+                    if extra is not None:
+                        await extra.close()
             if conn is not None:
                 await conn.close()
 

@@ -1,0 +1,138 @@
+"""Running `python -m streamer` as a subprocess against the simulator, and reading the results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from klinelake.intervals import last_closed_open_time
+from klinelake.row import parse_lake_line
+from klinelake.symbols import object_name
+from localcloud import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Streamer:
+    def __init__(
+        self, sim: Any, state_dir: Path, symbols: str, intervals: str, speed: float,
+        *extra: str, lake: Path | None = None, env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+        args = [
+            sys.executable, "-m", "streamer", "--symbols", symbols, "--intervals", intervals,
+            "--rest-url", sim.url, "--ws-url", sim.ws_url, "--state-dir", str(state_dir),
+            "--clock-speed", str(speed), *extra,
+        ]  # fmt: skip
+        if lake is not None:
+            args += ["--lake", str(lake)]
+        full_env = dict(os.environ if env is None else env)
+        full_env["PYTHONPATH"] = str(ROOT)
+        full_env.pop("KLINES_TOPIC", None) if lake is not None else None
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stderr=self._log)
+        self.pid = self.proc.pid
+
+    def health(self) -> dict[str, Any]:
+        try:
+            out: dict[str, Any] = orjson.loads((self.state_dir / "health.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def streamer(*args: Any, **kwargs: Any) -> Iterator[Streamer]:
+    s = Streamer(*args, **kwargs)
+    try:
+        yield s
+    finally:
+        s.kill()
+
+
+def lake_bytes(lake: Path, symbol: str, interval: str) -> bytes:
+    path = lake / object_name(symbol, interval)
+    return path.read_bytes() if path.exists() else b""
+
+
+def lake_last_open(lake: Path, symbol: str, interval: str) -> int | None:
+    data = lake_bytes(lake, symbol, interval)
+    if not data:
+        return None
+    return parse_lake_line(data.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time
+
+
+def counter(h: dict[str, Any], key: str) -> int:
+    return int(h.get(key) or 0)
+
+
+def wait_health(s: Streamer, pred: Any, timeout: float, what: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        assert s.alive(), f"streamer exited: {s.log_text()[-2000:]}"
+        h = s.health()
+        return h if h and pred(h) else None
+
+    result: dict[str, Any] = wait_for(check, timeout, 0.05, what)
+    return result
+
+
+def caught_up(lake: Path, sim: Any, streams: list[tuple[str, str]]) -> bool:
+    """Every stream's lake object ends with the newest kline the simulator has closed."""
+    now = sim.state()["now"]
+    for symbol, interval in streams:
+        newest = last_closed_open_time(now, interval)
+        truth = sim.truth(symbol, interval, newest - 3 * 86_400_000, newest)
+        if not truth:
+            continue
+        want = parse_lake_line(truth.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time
+        last = lake_last_open(lake, symbol, interval)
+        if last is None or last < want:
+            return False
+    return True
+
+
+def assert_lake_matches_truth(lake: Path, sim: Any, symbol: str, interval: str) -> int:
+    """The lake object is byte-identical to the simulator's truth over [first row, last row]."""
+    data = lake_bytes(lake, symbol, interval)
+    assert data, f"no lake object for {symbol}@{interval}"
+    first = parse_lake_line(data.split(b"\n", 1)[0]).open_time
+    last = lake_last_open(lake, symbol, interval)
+    assert last is not None
+    truth = sim.truth(symbol, interval, first, last)
+    if data != truth:
+        got = {parse_lake_line(x).open_time for x in data.splitlines()}
+        want = {parse_lake_line(x).open_time for x in truth.splitlines()}
+        raise AssertionError(
+            f"{symbol}@{interval}: {len(data.splitlines())} rows vs {len(truth.splitlines())} "
+            f"in truth; missing {sorted(want - got)[:5]}, extra {sorted(got - want)[:5]}"
+        )
+    return len(truth.splitlines())
