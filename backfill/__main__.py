@@ -107,6 +107,8 @@ def main(**o: object) -> None:
         _fail(EXIT_INTERRUPTED, "interrupted; the checkpoint is kept: run the same command again")
     except KlineLakeError as exc:
         _fail(1, f"{type(exc).__name__}: {exc}")
+    finally:
+        reporter.close()
 
 
 def _fail(code: int, message: str) -> None:

@@ -91,6 +91,9 @@ class LogReporter:
     def finished(self, result: RunResult) -> None:
         log_event(logger, "INFO", "done", **result_summary(result))
 
+    def close(self) -> None:
+        """Leave the terminal clean, also after an error."""
+
 
 class BarReporter(LogReporter):
     """A rich progress bar on a terminal."""
@@ -150,8 +153,7 @@ class BarReporter(LogReporter):
         )
 
     def finished(self, result: RunResult) -> None:
-        if self.task is not None:
-            self.progress.stop()
+        self.close()
         s = result_summary(result)
         self.console.print(
             f"done: {s['pages_fetched']} pages, {s['rows_sent']:,} rows in {s['elapsed_s']} s; "
@@ -159,9 +161,10 @@ class BarReporter(LogReporter):
             f"(max used {s['max_used_weight_1m']}/{s['budget_per_minute']})"
         )
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
+            self.task = None
 
 
 def make_reporter() -> LogReporter:

@@ -272,6 +272,10 @@ class BinanceRest:
         except httpx.HTTPError as exc:
             await self.budget.release(weight, None)
             raise TransientError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            # Cancelled mid-request: free the reservation without awaiting (counted as used).
+            self.budget.ledger.on_response(self.budget.clock(), weight, None)
+            raise
         used = self._used_weight(response)
         await self.budget.release(weight, used)
         status = response.status_code

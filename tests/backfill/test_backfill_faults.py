@@ -151,3 +151,34 @@ def test_killed_at_a_random_point_then_rerun(tmp_path: Path) -> None:
     assert sent == 1 + pages_total - done_before
     assert lake_bytes(tmp_path / "lake", BTCUSDT) == fixture_lines("2023-05")
     assert lake_bytes(tmp_path / "lake", BTCUSDC) == truth
+
+
+def test_ctrl_c_exits_130_with_the_checkpoint_intact(tmp_path: Path) -> None:
+    args = (
+        "--symbols", "BTCUSDT", "--start", "2023-05-01", "--end", "2023-05-31",
+        "--page-limit", "10", "--batch-rows", "10", "--concurrency", "2",
+    )  # fmt: skip
+    with run_simulator(None, *SIM_ARGS, "--latency-ms", "20") as sim:
+        proc = subprocess.Popen(
+            cli_args(sim, tmp_path, *args), cwd=ROOT, env=cli_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            checkpoints = tmp_path / "state" / "backfill"
+            wait_for(lambda: any(p.stat().st_size > 200 for p in checkpoints.glob("*.jsonl")),
+                     timeout=60, interval=0.005, what="pages checkpointed")  # fmt: skip
+            os.kill(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        assert proc.returncode == 130, stderr
+        assert "interrupted; the checkpoint is kept" in stderr.strip().splitlines()[-1]
+        (path,) = checkpoints.glob("*.jsonl")
+        done_before = len(Checkpoint(path.parent.parent, path.stem).load())
+        before = counters(sim)["requests"]
+        again = run_cli(sim, tmp_path, *args)
+        assert again.returncode == 0, again.stderr
+        assert counters(sim)["requests"] - before == 1 + 75 - done_before
+    assert lake_bytes(tmp_path / "lake", BTCUSDT) == fixture_lines("2023-05")
