@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from klinelake.intervals import INTERVALS, align_down, next_open_time, prev_open_time
-from klinelake.row import Kline, iter_csv
+from klinelake.row import FIELDS, Kline, iter_csv
 
 DEFAULT_SYNTHETIC_START = 1_502_928_000_000  # 2017-08-17 00:00 UTC, BTCUSDT's first day on Binance
 
@@ -137,21 +138,32 @@ def load_dir(data_dir: Path | str) -> dict[tuple[str, str], Series]:
 # --- synthetic rows --------------------------------------------------------------------------
 
 
+_U32 = struct.Struct(">8I")
+
+
 def _unit_floats(*key: object) -> tuple[float, ...]:
     """Eight uniform floats in [0, 1) from a hash of `key` (pure, stable across runs)."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=32).digest()
-    return tuple(int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in range(0, 32, 4))
+    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=32).digest()
+    return tuple(v / 2**32 for v in _U32.unpack(digest))
 
 
-def _price(seed: int, symbol: str, t: int) -> float:
-    """A bounded random walk-like path: a few sines plus hashed noise, a pure function of t."""
+@lru_cache(maxsize=4096)
+def _symbol_shape(seed: int, symbol: str) -> tuple[float, float, float, float]:
+    """(base price, three phases) of a symbol's synthetic price path."""
     base = 10 + 50_000 * _unit_floats(seed, symbol, "base")[0]
     ph = _unit_floats(seed, symbol, "phase")
+    return base, ph[0], ph[1], ph[2]
+
+
+@lru_cache(maxsize=8192)  # a kline's close price is the next one's open
+def _price(seed: int, symbol: str, t: int) -> float:
+    """A bounded random walk-like path: a few sines plus hashed noise, a pure function of t."""
+    base, ph0, ph1, ph2 = _symbol_shape(seed, symbol)
     u = _unit_floats(seed, symbol, t)[0]
     x = (
-        0.25 * math.sin(2 * math.pi * (t / 2_592_000_000 + ph[0]))  # 30 days
-        + 0.08 * math.sin(2 * math.pi * (t / 259_200_000 + ph[1]))  # 3 days
-        + 0.02 * math.sin(2 * math.pi * (t / 21_600_000 + ph[2]))  # 6 hours
+        0.25 * math.sin(2 * math.pi * (t / 2_592_000_000 + ph0))  # 30 days
+        + 0.08 * math.sin(2 * math.pi * (t / 259_200_000 + ph1))  # 3 days
+        + 0.02 * math.sin(2 * math.pi * (t / 21_600_000 + ph2))  # 6 hours
         + 0.004 * (u - 0.5)
     )
     return base * (1 + x)  # within [0.64, 1.36] * base: always positive
@@ -159,6 +171,16 @@ def _price(seed: int, symbol: str, t: int) -> float:
 
 def _d8(x: float) -> str:
     return f"{x:.8f}"
+
+
+def _unchecked(*values: object) -> Kline:
+    """A Kline without `__post_init__` validation: synthetic rows are valid by construction
+    (tests/sim/test_market.py validates them with `validate_kline`), and validation was a
+    third of the cost of generating one on the REST hot path."""
+    k = object.__new__(Kline)
+    for name, value in zip(FIELDS, values, strict=True):
+        object.__setattr__(k, name, value)
+    return k
 
 
 @lru_cache(maxsize=200_000)
@@ -170,8 +192,8 @@ def synthetic_kline(seed: int, symbol: str, interval: str, open_time: int) -> Kl
     c = _price(seed, symbol, nxt)
     if u[0] < 0.02:  # a quiet interval: no trades, flat at the open
         zero = "0.00000000"
-        return Kline(open_time, nxt - 1, symbol, interval, _d8(o), _d8(o), _d8(o), _d8(o),
-                     zero, zero, 0, zero, zero)  # fmt: skip
+        return _unchecked(open_time, nxt - 1, symbol, interval, _d8(o), _d8(o), _d8(o), _d8(o),
+                          zero, zero, 0, zero, zero)  # fmt: skip
     h = max(o, c) * (1 + 0.002 * u[1])
     lo = min(o, c) * (1 - 0.002 * u[2])
     o_s, c_s, h_s, l_s = _d8(o), _d8(c), _d8(h), _d8(lo)
@@ -180,8 +202,8 @@ def synthetic_kline(seed: int, symbol: str, interval: str, open_time: int) -> Kl
     vwap = (float(h_s) + float(l_s)) / 2
     taker = round(v * u[4], 8)
     trades = max(1, int((1 + 300 * u[5]) * scale))
-    return Kline(open_time, nxt - 1, symbol, interval, o_s, h_s, l_s, c_s, _d8(v),
-                 _d8(v * vwap), trades, _d8(taker), _d8(taker * vwap))  # fmt: skip
+    return _unchecked(open_time, nxt - 1, symbol, interval, o_s, h_s, l_s, c_s, _d8(v),
+                      _d8(v * vwap), trades, _d8(taker), _d8(taker * vwap))  # fmt: skip
 
 
 # --- partial (forming) klines ----------------------------------------------------------------
