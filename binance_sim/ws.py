@@ -210,7 +210,10 @@ class Hub:
         names = [n for n in raw.split("/") if n]
         if len(names) > sim.config.max_streams:
             return refuse(400, -1130, f"Too many streams: at most {sim.config.max_streams}.")
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        # autoping off: the simulator counts client pings/pongs and sends its own pings.
+        ws = web.WebSocketResponse(
+            autoping=False, max_msg_size=1 << 20, compress=False, timeout=2.0
+        )
         transport = request.transport
         assert transport is None or isinstance(transport, asyncio.Transport)
         await ws.prepare(request)
@@ -288,7 +291,7 @@ class Hub:
         try:
             try:
                 req = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
                 msg = f"Invalid JSON: expected value at line {line} column {col}"
                 raise ControlError(3, msg) from None

@@ -81,6 +81,8 @@ async def test_frames_have_the_recorded_field_set_order_and_types(fast: SimProce
     assert {orjson.dumps(_shape(f)) for f in frames} == shapes
     events = [parse_ws_frame(orjson.dumps(f)) for f in frames + recorded]
     assert all(isinstance(e, KlineEvent) for e in events)
+    for k in (f["data"]["k"] for f in frames):  # trade ids agree with the count
+        assert (k["f"], k["L"]) == (-1, -1) if k["n"] == 0 else k["L"] - k["f"] + 1 == k["n"]
     closed = [f["data"] for f in frames if f["data"]["k"]["x"]]
     assert closed and all(0 < d["E"] - d["k"]["T"] < 10 for d in closed)
 
