@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -105,7 +106,6 @@ def test_no_basic_roles_and_no_project_level_bindings_anywhere() -> None:
 
 
 def test_lifecycle_rule_deletes_stale_staged_parts() -> None:
-    import json
 
     rules = json.loads((INFRA / "lifecycle.json").read_text())["rule"]
     assert rules == [
@@ -493,7 +493,6 @@ def test_pubsub_against_emulator_twice(config: Path, pubsub_emulator: dict[str, 
         "projects/test-project/topics/klines",
         "projects/test-project/topics/klines-dead-letter",
     ]
-    import json
 
     subs = {s["name"].rsplit("/", 1)[1]: s for s in json.loads(before[1])}
     push = subs["klines-ingest-push"]
@@ -785,3 +784,97 @@ def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) 
     assert proc.returncode == 1
     assert 'step "metadata"' in proc.stderr and "KLINES_TOPIC" in proc.stderr
     assert not (tmp_path / "r").exists()  # nothing was installed
+
+
+# --- the dry-run commands, parsed by the real gcloud, offline -------------------------------------
+
+
+def _can_isolate_network() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud SDK not installed")
+def test_every_dry_run_command_is_accepted_by_gcloud(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every command the scripts print is run by the installed gcloud inside a network namespace
+    that has only loopback (so nothing can reach Google), with every API endpoint overridden to a
+    local server that records the request and answers 400. A flag gcloud does not know exits 2
+    before any request; an accepted command reaches the server, and its request body shows what
+    the API would have been asked for."""
+    if not _can_isolate_network():
+        pytest.skip("cannot create a network namespace (unshare -n) here")
+    dry = no_gcloud_env(gcloud_env, tmp_path)
+    cmds: list[list[str]] = []
+    for script, extra in (
+        ("bootstrap.sh", ()),
+        ("deploy_function.sh", ("--bundle-dir", tmp_path / "bundle")),
+        ("deploy_vm.sh", ("--build-dir", tmp_path / "vm")),
+        ("teardown.sh", ("--delete-data",)),
+    ):
+        out = run_script(script, "--config", config, "--dry-run", *extra, env=dry).stdout
+        for c in commands(out):
+            # teardown's plain deletes mirror the describes already covered; keep the rest.
+            plain_delete = script == "teardown.sh" and c[-1] == "--quiet" and "delete" in c
+            if not plain_delete and c not in cmds:
+                cmds.append(c)
+    listing = tmp_path / "commands.jsonl"
+    listing.write_text("".join(json.dumps(c) + "\n" for c in cmds))
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$0" "$1" "$2"',
+            str(VENV_BIN / "python"),
+            str(Path(__file__).with_name("gcloud_offline.py")),
+            str(listing),
+        ],
+        env=gcloud_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(results) == len(cmds)
+    for r in results:
+        shown = " ".join(r["cmd"])
+        assert r["rc"] != 2 and "unrecognized arguments" not in r["stderr"], shown + r["stderr"]
+        assert r["requests"], f"no API request from: {shown}\n{r['stderr']}"
+
+    def body(*prefix: str) -> dict[str, object]:
+        (r,) = [r for r in results if r["cmd"][: len(prefix)] == list(prefix)]
+        return dict(json.loads(r["requests"][0]["body"]))
+
+    bucket = body("gcloud", "storage", "buckets", "create")
+    assert bucket["iamConfiguration"] == {
+        "publicAccessPrevention": "enforced",
+        "uniformBucketLevelAccess": {"enabled": True},
+    }
+    assert bucket["softDeletePolicy"] == {"retentionDurationSeconds": "0"}
+    push = body("gcloud", "pubsub", "subscriptions", "create", "klines-ingest-push")
+    url = "https://klines-ingest-123456789.us-central1.run.app"
+    assert push["enableMessageOrdering"] is True
+    assert push["pushConfig"] == {
+        "pushEndpoint": f"{url}/projects/test-project/topics/klines",
+        "oidcToken": {
+            "serviceAccountEmail": "klines-push@test-project.iam.gserviceaccount.com",
+            "audience": url,
+        },
+    }
+    assert push["deadLetterPolicy"] == {
+        "deadLetterTopic": "projects/test-project/topics/klines-dead-letter",
+        "maxDeliveryAttempts": 10,
+    }
+    assert push["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+    assert push["ackDeadlineSeconds"] == 300
+    assert push["expirationPolicy"] == {}
