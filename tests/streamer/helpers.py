@@ -86,6 +86,8 @@ def lake_bytes(lake: Path, symbol: str, interval: str) -> bytes:
 
 def lake_last_open(lake: Path, symbol: str, interval: str) -> int | None:
     data = lake_bytes(lake, symbol, interval)
+    # the local lake appends in place: a reader may see a partial last line
+    data = data[: data.rfind(b"\n") + 1]
     if not data:
         return None
     return parse_lake_line(data.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time

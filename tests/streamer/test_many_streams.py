@@ -1,0 +1,51 @@
+"""1,000 streams on the simulator: every closed kline published, once each, in order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from binance_sim.testing import run_simulator
+from klinelake.intervals import MINUTE
+from localcloud import wait_for
+from tests.streamer.helpers import assert_lake_matches_truth, lake_last_open, streamer
+
+N = 1000
+SPEED = 60.0  # a 1m kline closes every real second
+
+
+def test_1000_streams_publish_every_closed_kline(tmp_path: Path) -> None:
+    symbols = [f"S{i:04d}USDC" for i in range(N)]
+    args = ["--start", "2024-01-01T00:00:00", "--speed", str(SPEED), "--max-update-hz", "0.2"]
+    for s in symbols:
+        args += ["--synthetic", f"{s}:1m:2023-12-31"]
+    lake = tmp_path / "lake"
+    with run_simulator(None, *args) as sim:
+        start = sim.state()["now"]
+        with streamer(
+            sim, tmp_path / "state", ",".join(symbols), "1m", SPEED,
+            "--streams-per-connection", "400", lake=lake,
+        ) as st:  # fmt: skip
+            # a few closed klines per stream, all of them in the lake
+            target = start + 4 * MINUTE
+
+            def done() -> bool:
+                assert st.alive(), st.log_text()[-2000:]
+                return all((lake_last_open(lake, s, "1m") or 0) >= target for s in symbols)
+
+            t0 = time.monotonic()
+            wait_for(done, 60, 0.25, "every stream has 4 minutes of closed klines")
+            took = time.monotonic() - t0
+            proc = psutil.Process(st.pid)
+            rss_mb = proc.memory_info().rss / 2**20
+            cpu = proc.cpu_times()
+            health = st.health()
+            assert st.terminate() == 0
+        rows = sum(assert_lake_matches_truth(lake, sim, s, "1m") for s in symbols)
+    print(f"\n1000 streams: {rows} rows, RSS {rss_mb:.1f} MB, CPU user {cpu.user:.1f}s "
+          f"sys {cpu.system:.1f}s, connections {health.get('connections')}, {took:.1f}s")  # fmt: skip
+    assert rows >= N * 4
+    assert health["connections"] == 3
+    assert rss_mb < 300
