@@ -269,13 +269,14 @@ class Market:
                 (spec.symbol, spec.interval), Series(spec.symbol, spec.interval)
             )
             s.synthetic_start = spec.start
+        self._symbols = frozenset(sym for sym, _ in self.series)
 
     @property
     def symbols(self) -> list[str]:
-        return sorted({sym for sym, _ in self.series})
+        return sorted(self._symbols)
 
     def has_symbol(self, symbol: str) -> bool:
-        return any(sym == symbol for sym, _ in self.series)
+        return symbol in self._symbols
 
     def add_halt(self, halt: Halt) -> None:
         self.halts.append(halt)

@@ -374,3 +374,22 @@ async def test_fault_halt_skips_klines_on_ws(own_fast: SimProcess) -> None:
 def own_fast() -> Iterator[SimProcess]:
     with run_simulator(BUNDLED, *FAST, "--speed", "600") as s:
         yield s
+
+
+def test_forming_updates_every_2s_and_1s_of_simulated_time() -> None:
+    args = ("--speed", "5", "--synthetic", "BTCUSDT:1s:2022-01-15")
+    with run_simulator(BUNDLED, *FAST, *args) as s:
+
+        async def forming_event_times(stream: str) -> list[int]:
+            async with websockets.connect(f"{s.ws_url}/ws/{stream}") as ws:
+                times: list[int] = []
+                while len(times) < 5:
+                    d = await recv_json(ws)
+                    if not d["k"]["x"]:
+                        times.append(d["E"])
+            return times
+
+        for stream, period in ((ETH, 2000), ("btcusdt@kline_1s", 1000)):
+            times = asyncio.run(forming_event_times(stream))
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            assert all(period <= g < period + 300 for g in gaps), (stream, gaps)
