@@ -281,23 +281,17 @@ class Market:
     def add_halt(self, halt: Halt) -> None:
         self.halts.append(halt)
 
-    def _halted(self, symbol: str, interval: str, t: int) -> int | None:
-        """The end of the halt covering `t`, if any."""
+    def _halt(self, symbol: str, interval: str, t: int) -> Halt | None:
+        """The halt covering open time `t`, if any."""
         for h in self.halts:
             if h.symbol == symbol and h.interval == interval and h.start <= t <= h.end:
-                return h.end
-        return None
-
-    def _halt_start(self, symbol: str, interval: str, t: int) -> int | None:
-        for h in self.halts:
-            if h.symbol == symbol and h.interval == interval and h.start <= t <= h.end:
-                return h.start
+                return h
         return None
 
     def kline_at(self, symbol: str, interval: str, open_time: int) -> Kline | None:
         """The final kline with this open time, if it exists (ignores the clock)."""
         s = self.series.get((symbol, interval))
-        if s is None or self._halted(symbol, interval, open_time) is not None:
+        if s is None or self._halt(symbol, interval, open_time) is not None:
             return None
         row = s.by_time.get(open_time)
         if row is not None:
@@ -316,9 +310,9 @@ class Market:
             i = bisect.bisect_left(s.times, lo)
             while i < len(s.times) and s.times[i] <= hi:
                 t = s.times[i]
-                end = self._halted(symbol, interval, t)
-                if end is not None:
-                    i = bisect.bisect_right(s.times, end)
+                halt = self._halt(symbol, interval, t)
+                if halt is not None:
+                    i = bisect.bisect_right(s.times, halt.end)
                     continue
                 yield s.rows[i]
                 i += 1
@@ -326,16 +320,16 @@ class Market:
         # Synthetic grid (file rows win where present); file rows before the grid start too.
         i = bisect.bisect_left(s.times, lo)
         while i < len(s.times) and s.times[i] < min(s.synthetic_start, hi + 1):
-            if self._halted(symbol, interval, s.times[i]) is None:
+            if self._halt(symbol, interval, s.times[i]) is None:
                 yield s.rows[i]
             i += 1
         t = align_down(max(lo, s.synthetic_start), interval)
         if t < lo:
             t = next_open_time(t, interval)
         while t <= hi:
-            end = self._halted(symbol, interval, t)
-            if end is not None:
-                t = next_open_time(align_down(end, interval), interval)
+            halt = self._halt(symbol, interval, t)
+            if halt is not None:
+                t = next_open_time(align_down(halt.end, interval), interval)
                 continue
             row = s.by_time.get(t)
             yield row if row is not None else synthetic_kline(self.seed, symbol, interval, t)
@@ -350,9 +344,9 @@ class Market:
             t = align_down(hi, interval)
             floor = max(lo, s.synthetic_start)
             while t >= floor:
-                start = self._halt_start(symbol, interval, t)
-                if start is not None:
-                    t = align_down(start - 1, interval)  # the kline just before the halt
+                halt = self._halt(symbol, interval, t)
+                if halt is not None:
+                    t = align_down(halt.start - 1, interval)  # the kline just before the halt
                     continue
                 row = s.by_time.get(t)
                 yield row if row is not None else synthetic_kline(self.seed, symbol, interval, t)
@@ -360,7 +354,7 @@ class Market:
             hi = s.synthetic_start - 1
         i = bisect.bisect_right(s.times, hi) - 1
         while i >= 0 and s.times[i] >= lo:
-            if self._halted(symbol, interval, s.times[i]) is None:
+            if self._halt(symbol, interval, s.times[i]) is None:
                 yield s.rows[i]
             i -= 1
 

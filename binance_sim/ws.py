@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -26,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from binance_sim.rest import JSON_TYPE, error_body
 from klinelake.intervals import INTERVALS, align_down, interval_ms, next_open_time
 from klinelake.row import Kline
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim
 
+log = logging.getLogger("binance_sim.ws")
 _NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
 _KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
 _ID = re.compile(r"[A-Za-z0-9]{1,36}")
@@ -190,7 +193,6 @@ class Hub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         sim = self.sim
-        from binance_sim.rest import JSON_TYPE, error_body
 
         def refuse(status: int, code: int, msg: str) -> web.Response:
             sim.stats.ws_refused += 1
@@ -227,6 +229,8 @@ class Hub:
         sim.stats.ws_opened += 1
         sim.stats.ws_active += 1
         tasks = [asyncio.create_task(self._push(conn)), asyncio.create_task(self._ping(conn))]
+        for t in tasks:
+            t.add_done_callback(_log_crash)
         try:
             await self._read(conn)
         finally:
@@ -450,6 +454,15 @@ class Hub:
             conn.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.wake.wait(), max(0.001, delay))
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """A pusher or pinger that died of anything but a closed socket is a simulator bug."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, ConnectionError | RuntimeError):
+        log.error("ws task crashed", exc_info=exc)
 
 
 def _valid_id(value: Any) -> bool:
