@@ -110,8 +110,13 @@ step_iam() {
   step "iam"
   local agent
   agent=$(pubsub_agent)
-  # The Pub/Sub service agent may not exist until first used; this creates it (idempotent).
-  run "$GCLOUD" beta services identity create --service=pubsub.googleapis.com "--project=$PROJECT"
+  # The Pub/Sub service agent may not exist until first used: create it (a no-op when it exists)
+  # unless it already holds its first binding.
+  if ! has_binding "pubsub topics" "$DEAD_LETTER_TOPIC" "serviceAccount:$agent" \
+    roles/pubsub.publisher "--project=$PROJECT"; then
+    run_q "$GCLOUD" beta services identity create --service=pubsub.googleapis.com \
+      "--project=$PROJECT"
+  fi
 
   # streamer VM: publish to the klines topic, nothing else ...
   grant "pubsub topics" "$TOPIC" "serviceAccount:$STREAMER_SA_EMAIL" roles/pubsub.publisher \

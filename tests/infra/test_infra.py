@@ -878,3 +878,74 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
     assert push["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
     assert push["ackDeadlineSeconds"] == 300
     assert push["expirationPolicy"] == {}
+
+
+# --- real (not dry-run) paths against a stateful fake gcloud: re-runs change nothing ------------
+
+
+def _fake_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    fake = Path(__file__).with_name("fake_gcloud.py")
+    return {
+        **no_gcloud_env(env, tmp_path),  # a stray literal `gcloud` would fail loudly
+        "GCLOUD": str(fake),
+        "FAKE_GCLOUD_STATE": str(tmp_path / "fake-state.json"),
+    }
+
+
+def _deploy_all(config: Path, env: dict[str, str], tmp_path: Path) -> str:
+    out = run_script("bootstrap.sh", "--config", config, env=env).stdout
+    out += run_script(
+        "deploy_function.sh", "--config", config, "--bundle-dir", tmp_path / "bundle", env=env
+    ).stdout
+    out += run_script(
+        "deploy_vm.sh", "--config", config, "--build-dir", tmp_path / "vm", env=env
+    ).stdout
+    return out
+
+
+def test_rerun_changes_nothing_and_changes_roll_out(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = _fake_env(gcloud_env, tmp_path)
+    first = commands(_deploy_all(config, env, tmp_path))
+    assert find(first, env["GCLOUD"], "functions", "deploy")
+    assert find(first, env["GCLOUD"], "compute", "instances", "create")
+    assert len([c for c in first if "add-iam-policy-binding" in c]) == 8
+
+    second = _deploy_all(config, env, tmp_path)
+    assert commands(second) == [], second
+    assert "exists, unchanged" in second
+
+    # A new streamer configuration: metadata and fingerprint updated, VM stopped and started.
+    config.write_text(config.read_text().replace("SYMBOLS=BTCUSDC,ETHUSDC", "SYMBOLS=BTCUSDC"))
+    vm = commands(
+        run_script(
+            "deploy_vm.sh", "--config", config, "--build-dir", tmp_path / "vm", env=env
+        ).stdout
+    )
+    assert [c[1:4] for c in vm] == [
+        ["compute", "instances", "add-metadata"],
+        ["compute", "instances", "update"],
+        ["compute", "instances", "stop"],
+        ["compute", "instances", "start"],
+    ]
+    # A new function setting: redeployed; the subscription (same URL) is left alone.
+    config.write_text(config.read_text() + "FUNCTION_MEMORY=1Gi\n")
+    fn = commands(
+        run_script(
+            "deploy_function.sh", "--config", config, "--bundle-dir", tmp_path / "bundle", env=env
+        ).stdout
+    )
+    assert [c[1:3] for c in fn] == [["functions", "deploy"]]
+
+    # Teardown removes everything it can see; a second teardown finds nothing.
+    down = run_script("teardown.sh", "--config", config, "--yes", env=env).stdout
+    assert len([c for c in commands(down) if "delete" in c]) == 10
+    state = json.loads((tmp_path / "fake-state.json").read_text())
+    assert set(state["resources"]) == {
+        "storage buckets gs://test-lake",  # kept: it holds the lake
+        next(k for k in state["resources"] if k.startswith("storage objects")),
+    }
+    assert state["iam"]["storage buckets gs://test-lake"] == []
+    again = run_script("teardown.sh", "--config", config, "--yes", env=env).stdout
+    assert [c for c in commands(again) if "delete" in c] == []
