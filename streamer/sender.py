@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from klinelake.contract import MAX_ROWS, KlineBatch
+from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import BinanceError, TransientError
 from klinelake.intervals import last_closed_open_time, next_open_time
 from klinelake.logs import log_event
@@ -49,7 +50,9 @@ class StreamSender:
         server_now: Callable[[], int],
         batch_rows: int = MAX_ROWS,
         backoff_cap_s: float = 30.0,
+        empty: EmptyRanges | None = None,
     ) -> None:
+        self.empty = empty
         self.symbol = symbol
         self.interval = interval
         self.stream = stream_id(symbol, interval)
@@ -112,6 +115,10 @@ class StreamSender:
                 target=target,
                 interval=self.interval,
             )
+            if gaps and self.empty is not None:
+                gaps = subtract_ranges(
+                    gaps, self.empty.get(self.symbol, self.interval), self.interval
+                )
             if not gaps:
                 return False
             closed = last_closed_open_time(self.server_now(), self.interval)
@@ -142,6 +149,7 @@ class StreamSender:
                 await asyncio.sleep(delay)
                 continue
             self.stats.repaired_rows += added
+            self._record_empty(last, rows[0].open_time if rows else None, min(target, closed))
             log_event(
                 log,
                 "INFO",
@@ -153,6 +161,29 @@ class StreamSender:
                 rows=added,
             )
             return added > 0
+
+    def _record_empty(self, last: int | None, first_spooled: int | None, upto: int) -> None:
+        """What REST did not return, before a kline that exists, does not exist (a halt or an
+        exchange outage): remember it so repair never fetches it again. The tail after the
+        newest existing kline is not recorded: REST may just not have it yet."""
+        if self.empty is None:
+            return
+        newest = self.spool.last_spooled_upto(self.stream, upto)
+        if newest is None:
+            return
+        holes = plan_gaps(
+            last_published=last,
+            spooled=self.spool.open_times(self.stream, newest),
+            first_spooled=first_spooled,
+            target=newest,
+            interval=self.interval,
+        )
+        if holes:
+            self.empty.add(self.symbol, self.interval, holes)
+            log_event(
+                log, "INFO", "confirmed empty (no klines on REST)", stream=self.stream,
+                ranges=holes[:10],
+            )  # fmt: skip
 
     def _store_rest(self, rows: list[Kline]) -> None:
         self.spool.add(((self.stream, k) for k in rows), source="rest")

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from klinelake.binance_rest import BinanceRest
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.logs import log_event
 from klinelake.row import Kline
 from klinelake.sink import Sink, make_sink
@@ -44,6 +45,7 @@ class Service:
         self._rest = rest
         self.clock = ServerClock(settings.clock_speed)
         self.spool = Spool(settings.state_dir / "spool.sqlite3")
+        self.empty = EmptyRanges(settings.state_dir)
         self.stopping = asyncio.Event()
         self.draining = asyncio.Event()
         self.queue: asyncio.Queue[tuple[str, Kline]] = asyncio.Queue(INGEST_QUEUE)
@@ -80,6 +82,7 @@ class Service:
                 sink=sink,
                 rest=rest,
                 server_now=self.clock.now_ms,
+                empty=self.empty,
             )
         log_event(
             log,

@@ -109,6 +109,12 @@ class Spool:
         ).fetchone()
         return row[0] if row and row[0] is not None else None
 
+    def last_spooled_upto(self, stream: str, upto: int) -> int | None:
+        row = self.db.execute(
+            "SELECT MAX(open_time) FROM spool WHERE stream = ? AND open_time <= ?", (stream, upto)
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
     def ack(self, stream: str, upto: int) -> None:
         """The sink has the rows of `stream` up to `upto`: forget them, remember `upto`."""
         db = self.db

@@ -44,8 +44,9 @@ def test_1000_streams_publish_every_closed_kline(tmp_path: Path) -> None:
             health = st.health()
             assert st.terminate() == 0
         rows = sum(assert_lake_matches_truth(lake, sim, s, "1m") for s in symbols)
+    conns = health.get("connections")
     print(f"\n1000 streams: {rows} rows, RSS {rss_mb:.1f} MB, CPU user {cpu.user:.1f}s "
-          f"sys {cpu.system:.1f}s, connections {health.get('connections')}, {took:.1f}s")  # fmt: skip
+          f"sys {cpu.system:.1f}s, connections {conns}, {took:.1f}s")  # fmt: skip
     assert rows >= N * 4
     assert health["connections"] == 3
     assert rss_mb < 300

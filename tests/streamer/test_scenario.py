@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from binance_sim.testing import run_simulator
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.intervals import HOUR, MINUTE
 from localcloud import wait_for
 from tests.streamer.helpers import (
@@ -108,4 +109,7 @@ def test_days_of_faults_and_a_sigkill_leave_the_lake_complete(tmp_path: Path) ->
     assert total > 3 * 1440 * 2  # more than two simulated days of 1m klines per symbol
     assert counters["ws_opened"] >= 6
     assert "gaps repaired over REST" in log
+    # the halt was fetched once, found empty, and recorded so that it is never fetched again
+    empty = EmptyRanges(tmp_path / "state").get("BBBUSDC", "1m")
+    assert empty and halt["start"] <= empty[0][0] and empty[-1][1] <= halt["end"]
     assert MINUTE  # (intervals used above)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from binance_sim.market import synthetic_kline
 from klinelake.contract import KlineBatch
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import TransientError
 from klinelake.intervals import MINUTE
 from klinelake.row import Kline
@@ -92,9 +93,10 @@ async def test_sender_repairs_gaps_in_order_and_retries(tmp_path: Path) -> None:
     sink = FlakySink(failures=3)
     rest = FakeRest(upto=20, missing=frozenset({7}))
     now = T0 + 21 * MINUTE + 5
+    empty = EmptyRanges(tmp_path)
     sender = StreamSender(
         symbol="AAAUSDC", interval="1m", spool=sp, sink=sink, rest=rest, server_now=lambda: now,
-        backoff_cap_s=0.01,
+        backoff_cap_s=0.01, empty=empty,
     )  # fmt: skip
     sp.add([(SID, k(i)) for i in (0, 3, 4, 10)])
     sender.request_repair()  # target: the newest closed kline (index 20)
@@ -103,6 +105,7 @@ async def test_sender_repairs_gaps_in_order_and_retries(tmp_path: Path) -> None:
     assert sender.stats.send_failures == 3
     assert sp.depth() == {} and sp.last_published(SID) == T0 + 20 * MINUTE
     assert {s for _, s in sink.batches} == {"rest"}
+    assert empty.get("AAAUSDC", "1m") == [(T0 + 7 * MINUTE, T0 + 7 * MINUTE)]  # the halt
     # a duplicate (replacement connection, replay) is never published twice
     assert sp.add([(SID, k(20)), (SID, k(3))]) == set()
     sp.close()
