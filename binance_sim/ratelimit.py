@@ -85,8 +85,12 @@ class WeightLimiter:
             st.banned_until = now + length
             return self._banned(st, now)
         st.rejections += 1
-        window_end = (st.window + 1) * self.window_s
-        return Verdict(429, st.used, max(1, math.ceil(window_end - now)))
+        return Verdict(429, st.used, self.seconds_to_reset())
+
+    def seconds_to_reset(self) -> int:
+        """Whole seconds until the current fixed window ends (at least 1): a 429's Retry-After."""
+        now = self.wall()
+        return max(1, math.ceil((int(now // self.window_s) + 1) * self.window_s - now))
 
     def describe_window(self) -> tuple[str, int]:
         """(`interval`, `intervalNum`) for exchangeInfo's rateLimits and the -1003 message."""

@@ -302,7 +302,7 @@ async def serve(sim: Sim, route: Route, request: web.Request) -> web.Response:
     unit, num = limiter.describe_window()
     if verdict.status == 429 or faults.take("rest_429"):
         stats.responses_429 += 1
-        retry = verdict.retry_after or max(1, int(limiter.window_s))
+        retry = verdict.retry_after or limiter.seconds_to_reset()
         body = error_body(-1003, too_much_weight(limiter.limit, unit, num))
         return _response(sim, 429, body, verdict.used, retry)
     if faults.take("rest_5xx"):
