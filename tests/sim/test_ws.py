@@ -393,3 +393,18 @@ def test_forming_updates_every_2s_and_1s_of_simulated_time() -> None:
             times = asyncio.run(forming_event_times(stream))
             gaps = [b - a for a, b in itertools.pairwise(times)]
             assert all(period <= g < period + 300 for g in gaps), (stream, gaps)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ws/ethusdt%40kline_1m",  # URL-encoded (CHANGELOG 2025-12-02)
+        "/stream?streams=ethusdt%40kline_1m%2Fbtcusdt%40kline_1h",
+        "/ws/ETHUSDT@kline_1m",  # the symbol part matches case-insensitively
+        "/ws/ethusdt@kline_1m@+08:00",  # same boundaries as UTC for intervals dividing 8 h
+    ],
+)
+async def test_stream_name_forms(fast: SimProcess, path: str) -> None:
+    async with websockets.connect(fast.ws_url + path) as ws:
+        ev = parse_ws_frame(await asyncio.wait_for(ws.recv(), 5))
+    assert isinstance(ev, KlineEvent) and ev.kline.symbol == "ETHUSDT"
