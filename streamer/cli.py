@@ -40,6 +40,7 @@ def default_state_dir() -> str:
 )
 @click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
 @click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
+@click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
     symbols: str,
@@ -56,6 +57,7 @@ def main(  # noqa: PLR0917 - click passes every option
     max_conn_age: float,
     stall_grace: float,
     subscribe_timeout: float,
+    publish_timeout: float,
     log_level: str,
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
@@ -79,6 +81,7 @@ def main(  # noqa: PLR0917 - click passes every option
         max_conn_age_s=max_conn_age,
         stall_grace_s=stall_grace,
         subscribe_timeout_s=subscribe_timeout,
+        publish_timeout_s=publish_timeout,
         log_level=log_level,
     )
     from streamer.service import Service

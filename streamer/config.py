@@ -46,6 +46,7 @@ class Settings:
     health_interval_s: float = 2.0
     subscribe_params: int = 200
     subscribe_timeout_s: float = 10.0
+    publish_timeout_s: float = 60.0
     log_level: str = "INFO"
 
     @property

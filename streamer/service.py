@@ -63,7 +63,7 @@ class Service:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool.open()
-        sink = self._sink if self._sink is not None else make_sink(s.topic, s.lake_uri)
+        sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
         await self._sync_clock(rest)
         loop = asyncio.get_running_loop()
@@ -151,6 +151,14 @@ class Service:
             unsent_streams=len(pending),
         )
         return 0
+
+    def _make_sink(self) -> Sink:
+        s = self.settings
+        if s.topic:
+            from klinelake.pubsub_sink import PubsubSink  # the cloud client only when asked for
+
+            return PubsubSink(s.topic, publish_timeout_s=s.publish_timeout_s)
+        return make_sink(None, s.lake_uri)
 
     def request_stop(self) -> None:
         self.stopping.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,18 +80,39 @@ def streamer(*args: Any, **kwargs: Any) -> Iterator[Streamer]:
         s.kill()
 
 
-def lake_bytes(lake: Path, symbol: str, interval: str) -> bytes:
+def lake_bytes(lake: Any, symbol: str, interval: str) -> bytes:
+    """From a local lake directory, or from a `localcloud.Stack` (fake-gcs)."""
+    if not isinstance(lake, Path):
+        return bytes(lake.read_object(object_name(symbol, interval)) or b"")
     path = lake / object_name(symbol, interval)
     return path.read_bytes() if path.exists() else b""
 
 
-def lake_last_open(lake: Path, symbol: str, interval: str) -> int | None:
+def lake_last_open(lake: Any, symbol: str, interval: str) -> int | None:
     data = lake_bytes(lake, symbol, interval)
     # the local lake appends in place: a reader may see a partial last line
     data = data[: data.rfind(b"\n") + 1]
     if not data:
         return None
     return parse_lake_line(data.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time
+
+
+def published_upto(state_dir: Path) -> dict[str, int]:
+    """The spool's record of the last kline the sink acknowledged, per stream."""
+    db = sqlite3.connect(f"file:{state_dir / 'spool.sqlite3'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT stream, open_time FROM published").fetchall())
+    finally:
+        db.close()
+
+
+def lake_has_published(lake: Any, state_dir: Path) -> bool:
+    for sid, upto in published_upto(state_dir).items():
+        symbol, interval = sid.split("@")
+        last = lake_last_open(lake, symbol, interval)
+        if last is None or last < upto:
+            return False
+    return True
 
 
 def counter(h: dict[str, Any], key: str) -> int:
@@ -107,7 +129,7 @@ def wait_health(s: Streamer, pred: Any, timeout: float, what: str) -> dict[str, 
     return result
 
 
-def caught_up(lake: Path, sim: Any, streams: list[tuple[str, str]]) -> bool:
+def caught_up(lake: Any, sim: Any, streams: list[tuple[str, str]]) -> bool:
     """Every stream's lake object ends with the newest kline the simulator has closed."""
     now = sim.state()["now"]
     for symbol, interval in streams:
@@ -122,7 +144,7 @@ def caught_up(lake: Path, sim: Any, streams: list[tuple[str, str]]) -> bool:
     return True
 
 
-def assert_lake_matches_truth(lake: Path, sim: Any, symbol: str, interval: str) -> int:
+def assert_lake_matches_truth(lake: Any, sim: Any, symbol: str, interval: str) -> int:
     """The lake object is byte-identical to the simulator's truth over [first row, last row]."""
     data = lake_bytes(lake, symbol, interval)
     assert data, f"no lake object for {symbol}@{interval}"
