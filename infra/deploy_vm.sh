@@ -12,11 +12,13 @@
 # `gcloud compute ssh VM -- sudo google_metadata_script_runner startup`).
 #
 # usage: infra/deploy_vm.sh [--config FILE] [--dry-run] [--no-restart] [--build-dir DIR]
+#                           [--wheel FILE]
 # shellcheck source=infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BUILD_DIR="$INFRA_DIR/.build/vm"
 RESTART=1
+WHEEL_FILE=""
 PYTHON="${PYTHON:-}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}" # 1980-01-01: zip's epoch; stable wheels
 
@@ -45,6 +47,19 @@ build_wheel() {
   local src="$BUILD_DIR/src" dist="$BUILD_DIR/dist" d
   rm -rf "$BUILD_DIR"
   mkdir -p "$src" "$dist"
+  if [[ -n $WHEEL_FILE ]]; then
+    [[ $WHEEL_FILE == *.whl && -f $WHEEL_FILE ]] || die "--wheel $WHEEL_FILE is not a wheel file"
+    note "using the given wheel, not building"
+  else
+    build_from_source "$src" "$dist"
+  fi
+  WHEEL_SHA=$(sha256sum "$WHEEL_FILE" | cut -c1-16)
+  WHEEL_URL="gs://${BUCKET}/artifacts/${WHEEL_SHA}/$(basename "$WHEEL_FILE")"
+  note "wheel $(basename "$WHEEL_FILE") sha256 ${WHEEL_SHA}..."
+}
+
+build_from_source() {
+  local src=$1 dist=$2 d
   # Build from a copy: the working tree stays clean (no build/ or egg-info at the repo root).
   cp "$REPO_ROOT/pyproject.toml" "$src/"
   [[ ! -f $REPO_ROOT/README.md ]] || cp "$REPO_ROOT/README.md" "$src/"
@@ -55,9 +70,6 @@ build_wheel() {
   SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH "$PYTHON" -m pip wheel -q --no-deps -w "$dist" "$src"
   WHEEL_FILE=$(find "$dist" -name '*.whl' -print -quit)
   [[ -n $WHEEL_FILE ]] || die "no wheel was built in $dist"
-  WHEEL_SHA=$(sha256sum "$WHEEL_FILE" | cut -c1-16)
-  WHEEL_URL="gs://${BUCKET}/artifacts/${WHEEL_SHA}/$(basename "$WHEEL_FILE")"
-  note "wheel $(basename "$WHEEL_FILE") sha256 ${WHEEL_SHA}..."
 }
 
 upload_wheel() {
@@ -134,11 +146,14 @@ main() {
       --no-restart) RESTART=0 ;;
       --build-dir) BUILD_DIR=$2; shift ;;
       --build-dir=*) BUILD_DIR=${1#*=} ;;
+      --wheel) WHEEL_FILE=$2; shift ;;
+      --wheel=*) WHEEL_FILE=${1#*=} ;;
       -h | --help)
         printf 'usage: %s [options]\n' "$0"
         usage_common
         printf '  --no-restart     update metadata only; do not stop/start a running VM\n'
         printf '  --build-dir DIR  where to build the wheel (default: infra/.build/vm)\n'
+        printf '  --wheel FILE     deploy this wheel (e.g. a CI artifact) instead of building one\n'
         return 0 ;;
       *) die "unknown argument: $1" ;;
     esac

@@ -892,27 +892,34 @@ def _fake_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _deploy_all(config: Path, env: dict[str, str], tmp_path: Path) -> str:
+def _deploy_all(config: Path, env: dict[str, str], tmp_path: Path, wheel: Path) -> str:
     out = run_script("bootstrap.sh", "--config", config, env=env).stdout
     out += run_script(
         "deploy_function.sh", "--config", config, "--bundle-dir", tmp_path / "bundle", env=env
     ).stdout
     out += run_script(
-        "deploy_vm.sh", "--config", config, "--build-dir", tmp_path / "vm", env=env
+        "deploy_vm.sh",
+        "--config",
+        config,
+        "--build-dir",
+        tmp_path / "vm",
+        "--wheel",
+        wheel,
+        env=env,
     ).stdout
     return out
 
 
 def test_rerun_changes_nothing_and_changes_roll_out(
-    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path, built_wheel: Path
 ) -> None:
     env = _fake_env(gcloud_env, tmp_path)
-    first = commands(_deploy_all(config, env, tmp_path))
+    first = commands(_deploy_all(config, env, tmp_path, built_wheel))
     assert find(first, env["GCLOUD"], "functions", "deploy")
     assert find(first, env["GCLOUD"], "compute", "instances", "create")
     assert len([c for c in first if "add-iam-policy-binding" in c]) == 8
 
-    second = _deploy_all(config, env, tmp_path)
+    second = _deploy_all(config, env, tmp_path, built_wheel)
     assert commands(second) == [], second
     assert "exists, unchanged" in second
 
@@ -920,7 +927,9 @@ def test_rerun_changes_nothing_and_changes_roll_out(
     config.write_text(config.read_text().replace("SYMBOLS=BTCUSDC,ETHUSDC", "SYMBOLS=BTCUSDC"))
     vm = commands(
         run_script(
-            "deploy_vm.sh", "--config", config, "--build-dir", tmp_path / "vm", env=env
+            "deploy_vm.sh",
+            *("--config", config, "--build-dir", tmp_path / "vm", "--wheel", built_wheel),
+            env=env,
         ).stdout
     )
     assert [c[1:4] for c in vm] == [
