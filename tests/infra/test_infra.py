@@ -910,6 +910,7 @@ def _deploy_all(config: Path, env: dict[str, str], tmp_path: Path, wheel: Path) 
     return out
 
 
+@pytest.mark.slow
 def test_rerun_changes_nothing_and_changes_roll_out(
     config: Path, gcloud_env: dict[str, str], tmp_path: Path, built_wheel: Path
 ) -> None:
