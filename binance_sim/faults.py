@@ -60,11 +60,12 @@ class Faults:
             if status not in (500, 503):
                 raise FaultError("rest_5xx_status must be 500 or 503")
             self.rest_5xx_status = status
-        if "ban_seconds" in body:
-            value = body["ban_seconds"]
+        for key in ("ban_seconds", "shutdown_grace"):
+            value = body.get(key, 1)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise FaultError("ban_seconds must be a positive number")
-            self.ban_seconds = float(value)
+                raise FaultError(f"{key} must be a positive number")
+        if "ban_seconds" in body:
+            self.ban_seconds = float(body["ban_seconds"])
         for key in ("ws_stall", "answer_pings"):
             if key in body:
                 if not isinstance(body[key], bool):
