@@ -1,0 +1,124 @@
+"""Streamer benchmark (run by hand): `python bench/bench_streamer.py [latency|cloud|rss|all]`.
+
+- latency: closed kline at the simulator → row in the local lake, p50/p99. The simulator runs
+  at real speed with `1s` streams; a kline's close is `close_time + 1` on the simulator's clock,
+  mapped to the wall clock; the lake files are polled every 2 ms.
+- cloud: the same through the local cloud stack (Pub/Sub emulator → ingest function → fake-gcs).
+- rss: RSS and CPU of the streamer after 1 and 7 simulated days, on 1 stream (1m) and on
+  1,000 streams (1h), at accelerated time.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from binance_sim.testing import run_simulator  # noqa: E402
+from klinelake.intervals import DAY  # noqa: E402
+from klinelake.row import parse_lake_line  # noqa: E402
+from tests.streamer.helpers import lake_bytes, streamer  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def latency(lake: Any, state: Path, seconds: float, n_streams: int, env: dict[str, str] | None,  # noqa: PLR0917
+            label: str) -> None:  # fmt: skip
+    symbols = [f"LAT{i}USDC" for i in range(n_streams)]
+    args = ["--speed", "1"]
+    for s in symbols:
+        args += ["--synthetic", f"{s}:1s:2024-01-01"]
+    samples: list[float] = []
+    with run_simulator(None, *args) as sim:
+        t_wall, t_sim = time.time(), sim.state()["now"]
+        offset = t_sim - t_wall * 1000  # sim ms = wall ms + offset (speed 1)
+        kw: dict[str, Any] = {"env": env} if env else {"lake": lake}
+        with streamer(sim, state, ",".join(symbols), "1s", 1.0, **kw) as st:
+            seen = {s: 0 for s in symbols}
+            end = time.monotonic() + seconds
+            warm = time.monotonic() + 3
+            while time.monotonic() < end:
+                for s in symbols:
+                    data = lake_bytes(lake, s, "1s")
+                    data = data[: data.rfind(b"\n") + 1]
+                    lines = data.splitlines()
+                    if len(lines) > seen[s]:
+                        now_sim = time.time() * 1000 + offset
+                        for line in lines[seen[s] :]:
+                            k = parse_lake_line(line)
+                            if time.monotonic() > warm:
+                                samples.append(now_sim - (k.close_time + 1))
+                        seen[s] = len(lines)
+                time.sleep(0.002)  # polling interval
+            proc = psutil.Process(st.pid)
+            cpu = proc.cpu_times()
+            st.terminate()
+    print(
+        f"{label}: {len(samples)} klines, {n_streams} streams of 1s: latency p50 "
+        f"{statistics.median(samples):.0f} ms, p99 {pct(samples, 99):.0f} ms, max "
+        f"{max(samples):.0f} ms; streamer CPU {cpu.user + cpu.system:.1f} s in {seconds:.0f} s"
+    )
+
+
+def rss_run(n: int, interval: str, days: float, real_s: float, tmp: Path) -> None:
+    speed = days * 86400 / real_s
+    symbols = [f"R{i:04d}USDC" for i in range(n)]
+    args = ["--start", "2024-01-01T00:00:00", "--speed", f"{speed:.0f}", "--max-update-hz", "0.2"]
+    for s in symbols:
+        args += ["--synthetic", f"{s}:{interval}:2023-12-31"]
+    lake = tmp / f"lake-{n}"
+    with run_simulator(None, *args) as sim:
+        start = sim.state()["now"]
+        with streamer(sim, tmp / f"state-{n}", ",".join(symbols), interval, speed,
+                      "--streams-per-connection", "1000", lake=lake) as st:  # fmt: skip
+            proc = psutil.Process(st.pid)
+            marks: dict[int, tuple[float, float]] = {}
+            while len(marks) < int(days):
+                day = (sim.state()["now"] - start) // DAY
+                if day >= 1 and day not in marks:
+                    c = proc.cpu_times()
+                    marks[day] = (proc.memory_info().rss / 2**20, c.user + c.system)
+                time.sleep(0.05)  # polling interval
+            h = st.health()
+            st.terminate()
+    rows = sum(v["published_rows"] for v in h["streams"].values())
+    line = ", ".join(f"day {d}: {r:.1f} MB" for d, (r, _) in sorted(marks.items()))
+    cpu = marks[max(marks)][1]
+    print(
+        f"rss {n} stream(s) of {interval}, {days:.0f} simulated days in ~{real_s:.0f} s: {line}; "
+        f"CPU {cpu:.1f} s; {rows} rows published, lag at end "
+        f"{max((v['lag_ms'] or 0) for v in h['streams'].values()) / 1000:.0f} s (server)"
+    )
+
+
+def main() -> None:
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if which in ("latency", "all"):
+            latency(tmp / "lake", tmp / "state-lat", 20, 5, None, "local lake")
+        if which in ("cloud", "all"):
+            from localcloud import Stack
+
+            with Stack(tmp / "stack", project="bench-project") as stack:
+                env = {**os.environ, **stack.env()}
+                latency(stack, tmp / "state-cloud", 20, 2, env, "cloud stack")
+        if which in ("rss", "all"):
+            rss_run(1, "1m", 7, 60, tmp)
+            rss_run(1000, "1h", 7, 120, tmp)
+
+
+if __name__ == "__main__":
+    main()
