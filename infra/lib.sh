@@ -117,18 +117,17 @@ read_value() {
 has_binding() {
   local kind=$1 resource=$2 member=$3 role=$4
   shift 4
-  local -a group
+  local -a group cmd
   read -r -a group <<<"$kind"
+  cmd=("$GCLOUD" "${group[@]}" get-iam-policy "$resource" "$@"
+    --flatten='bindings[].members' --format='csv[no-heading](bindings.role,bindings.members)')
   if [[ $DRY_RUN == 1 ]]; then
-    printf '? %s  (dry-run: not checked, assumed %s)\n' \
-      "$(fmt_cmd "$GCLOUD" "${group[@]}" get-iam-policy "$resource" "$@")" "$DRY_RUN_ASSUME"
+    printf '? %s  (dry-run: not checked, assumed %s)\n' "$(fmt_cmd "${cmd[@]}")" "$DRY_RUN_ASSUME"
     [[ $DRY_RUN_ASSUME == present ]]
     return
   fi
   local policy
-  policy=$("$GCLOUD" "${group[@]}" get-iam-policy "$resource" "$@" \
-    --flatten='bindings[].members' --format='csv[no-heading](bindings.role,bindings.members)') ||
-    die "could not read the IAM policy of $resource"
+  policy=$("${cmd[@]}") || die "could not read the IAM policy of $resource"
   grep -qxF "${role},${member}" <<<"$policy"
 }
 

@@ -56,6 +56,15 @@ def commands(output: str) -> list[list[str]]:
     return [shlex.split(line[2:]) for line in output.splitlines() if line.startswith("+ ")]
 
 
+def checks(output: str) -> list[list[str]]:
+    """The read-only checks a --dry-run printed but skipped ("? ...  (dry-run: ...)")."""
+    return [
+        shlex.split(re.sub(r"  \(dry-run: [^)]*\)$", "", line[2:]))
+        for line in output.splitlines()
+        if line.startswith("? ")
+    ]
+
+
 def find(cmds: list[list[str]], *prefix: str) -> list[list[str]]:
     return [c for c in cmds if c[: len(prefix)] == list(prefix)]
 
@@ -819,7 +828,7 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
         ("teardown.sh", ("--delete-data",)),
     ):
         out = run_script(script, "--config", config, "--dry-run", *extra, env=dry).stdout
-        for c in commands(out):
+        for c in commands(out) + checks(out):
             # teardown's plain deletes mirror the describes already covered; keep the rest.
             plain_delete = script == "teardown.sh" and c[-1] == "--quiet" and "delete" in c
             if not plain_delete and c not in cmds:
