@@ -221,7 +221,13 @@ async def make_plan(settings: Settings, now_ms: int, empty: EmptyRanges) -> Plan
 
 
 class StreamEmitter:
-    """Sends one stream's completed pages in open_time order; checkpoints what was sent."""
+    """Sends one stream's completed pages in open_time order; checkpoints what was sent.
+
+    Workers hand pages over with `complete` (no waiting on the sink); `run` moves the
+    contiguous prefix into the send buffer (freeing the page's slot), sends full batches, and
+    the remainder once the stream's last page is in, or once fetching stopped (a failure: what
+    was fetched in order is still written and checkpointed).
+    """
 
     def __init__(
         self,
@@ -232,6 +238,8 @@ class StreamEmitter:
         source: str,
         result: RunResult,
         batch_rows: int,
+        slots: asyncio.Semaphore,
+        fetching_done: asyncio.Event,
     ) -> None:
         self.order = [p.key for p in pages]
         self.next = 0
@@ -243,17 +251,23 @@ class StreamEmitter:
         self.source = source
         self.result = result
         self.batch_rows = batch_rows
-        self.lock = asyncio.Lock()
+        self.slots = slots
+        self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
+        self.wakeup = asyncio.Event()
 
-    async def complete(self, page: Page, rows: list[Kline]) -> None:
+    def complete(self, page: Page, rows: list[Kline]) -> None:
         self.ready[page.key] = rows
-        async with self.lock:
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        while True:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
                 self.rows.extend(self.ready.pop(key))
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
-            final = self.next == len(self.order)
+                self.slots.release()
+            final = self.next == len(self.order) or self.fetching_done.is_set()
             while len(self.rows) >= self.batch_rows or (final and self.page_ends):
                 n = min(len(self.rows), self.batch_rows)
                 if n:
@@ -262,6 +276,10 @@ class StreamEmitter:
                 self.page_ends = [(k, end - n) for k, end in self.page_ends if end > n]
                 del self.rows[:n]
                 await asyncio.to_thread(self.checkpoint.mark, done)
+            if final:
+                return
+            await self.wakeup.wait()
+            self.wakeup.clear()
 
     async def _send(self, rows: list[Kline]) -> None:
         for batch in make_batches(rows):
@@ -370,6 +388,11 @@ async def _fetch_all(
     by_stream: dict[str, list[Page]] = {}
     for page in todo:
         by_stream.setdefault(page.stream, []).append(page)
+    # Pages fetched but not yet in their stream's send buffer (in flight or out of order) hold
+    # a slot: memory stays bounded however far fetching runs ahead of the sink. A worker takes
+    # a slot before it takes the next page, so the earliest unfinished page always has one.
+    slots = asyncio.Semaphore(4 * settings.concurrency)
+    fetching_done = asyncio.Event()
     emitters = {
         stream: StreamEmitter(
             pages,
@@ -378,16 +401,29 @@ async def _fetch_all(
             source=settings.source,
             result=result,
             batch_rows=settings.batch_rows,
+            slots=slots,
+            fetching_done=fetching_done,
         )
         for stream, pages in by_stream.items()
     }
     queue: Iterator[Page] = iter(todo)
+    failures: list[Exception] = []
 
     async def worker() -> None:
-        for page in queue:  # a shared iterator: each page goes to exactly one worker
-            rows = await rest.klines(
-                page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
-            )
+        while True:
+            await slots.acquire()
+            page = None if failures else next(queue, None)  # each page goes to one worker
+            if page is None:
+                slots.release()
+                return
+            try:
+                rows = await rest.klines(
+                    page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
+                )
+            except Exception as exc:  # stop taking pages; the first failure is raised below
+                failures.append(exc)
+                slots.release()
+                return
             rows = [r for r in rows if page.start <= r.open_time <= page.end]
             halts = page_halts(page, rows)
             if halts:
@@ -397,16 +433,26 @@ async def _fetch_all(
                     reporter.empty(page.stream, gap)
             result.pages_fetched += 1
             reporter.page_done(page, len(rows), rest.counters.last_used_weight)
-            await emitters[page.stream].complete(page, rows)
+            emitters[page.stream].complete(page, rows)
+
+    async def fetch() -> None:
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(min(settings.concurrency, max(1, len(todo)))):
+                workers.create_task(worker())
+        fetching_done.set()
+        for emitter in emitters.values():
+            emitter.wakeup.set()
 
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(settings.concurrency, max(1, len(todo)))):
-                group.create_task(worker())
+            for emitter in emitters.values():
+                group.create_task(emitter.run())
+            group.create_task(fetch())
     except BaseExceptionGroup as group_exc:
-        # One failure cancels the other workers; surface the first real error.
-        first = _first_error(group_exc)
-        raise first from None
+        # A sink failure (or a bug) cancels everything; surface the first real error.
+        raise _first_error(group_exc) from None
+    if failures:
+        raise failures[0]
 
 
 def _first_error(exc: BaseException) -> BaseException:
