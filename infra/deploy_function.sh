@@ -70,8 +70,12 @@ deploy() {
     "--max-instances=$FUNCTION_MAX_INSTANCES"
     "--set-env-vars=LAKE_URI=${LAKE_URI},DEAD_LETTER_TOPIC=${DEAD_LETTER_TOPIC_PATH},GOOGLE_CLOUD_PROJECT=${PROJECT}"
   )
-  local fp have=""
-  fp=$(fingerprint "${flags[@]}")
+  local fp have="" f
+  local -a fp_flags=()
+  for f in "${flags[@]}"; do
+    [[ $f == --source=* ]] || fp_flags+=("$f") # where the bundle was staged does not matter
+  done
+  fp=$(fingerprint "${fp_flags[@]}")
   if exists "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" \
     "--project=$PROJECT"; then
     have=$("$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" \

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
                     labels = dict(
                         kv.split("=", 1) for kv in stored.get("labels", "").split(",") if kv
                     )
-                    labels.update(kv.split("=", 1) for kv in v.split(","))
+                    labels.update(kv.partition("=")[::2] for kv in v.split(","))
                     stored["labels"] = ",".join(f"{a}={b}" for a, b in labels.items())
                 else:
                     stored[k] = v
@@ -110,7 +110,7 @@ def describe(resource: dict[str, object], fmt: str, args: dict[str, str]) -> str
         if kv
     )
     if fmt.startswith("value(labels."):
-        return labels.get(fmt[len("value(labels.") : -1], "")
+        return str(labels.get(fmt[len("value(labels.") : -1], ""))
     if fmt == "value(serviceConfig.uri)":
         return "https://fn-123456789.us-central1.run.app"
     if fmt.startswith('value[separator="|"](uniform_bucket_level_access'):

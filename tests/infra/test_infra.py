@@ -325,9 +325,9 @@ def test_deploy_function_fingerprint_is_stable(
     config: Path, gcloud_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = no_gcloud_env(gcloud_env, tmp_path)
-    args = ("--config", config, "--dry-run", "--bundle-dir", tmp_path / "b")
-    first = run_script("deploy_function.sh", *args, env=env).stdout
-    second = run_script("deploy_function.sh", *args, env=env).stdout
+    args = ("--config", config, "--dry-run", "--bundle-dir")
+    first = run_script("deploy_function.sh", *args, tmp_path / "b1", env=env).stdout
+    second = run_script("deploy_function.sh", *args, tmp_path / "b2", env=env).stdout
     fp = re.findall(r"deploy-fingerprint=([0-9a-f]{40})", first)
     assert fp and fp == re.findall(r"deploy-fingerprint=([0-9a-f]{40})", second)
 
