@@ -50,6 +50,12 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+def pace_until(due: float) -> None:
+    """Hold a publishing schedule (a feed's pace, not synchronisation with the stack)."""
+    while (left := due - time.monotonic()) > 0:
+        time.sleep(min(0.002, left))
+
+
 def iso_ms(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -83,8 +89,7 @@ def bench_live_one_stream(stack: Stack, n: int, rate: float) -> dict[str, float]
     for i, row in enumerate(rows):
         # pace like a live feed (a fixed schedule, not a sleep to synchronise with anything)
         due = start + i / rate
-        while time.monotonic() < due:
-            time.sleep(min(0.002, due - time.monotonic()))
+        pace_until(due)
         msg = encode_batch(next(make_batches([row])), "ws")
         t0 = time.time()
         sent[stack.publish(msg.data, msg.attributes, msg.ordering_key)] = t0
@@ -101,8 +106,7 @@ def bench_many_streams(stack: Stack, streams: int, rounds: int, gap_s: float) ->
     start = time.monotonic()
     for r in range(rounds):
         due = start + r * gap_s
-        while time.monotonic() < due:
-            time.sleep(min(0.002, due - time.monotonic()))
+        pace_until(due)
         futures = []
         for rows in per.values():
             msg = encode_batch(next(make_batches([rows[r]])), "ws")

@@ -195,7 +195,7 @@ class FlakyStore:
 
 def test_transient_storage_errors_are_logged_and_raised(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    flaky: ObjectStore = FlakyStore()  # type: ignore[assignment]
+    flaky: ObjectStore = FlakyStore()
     h.handler = IngestHandler(flaky, h.handler.dead_letter, log=h.log)
     data, attrs, _ = message(klines("FLAKY", 1))
     with pytest.raises(TransientError):

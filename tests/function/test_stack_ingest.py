@@ -39,6 +39,12 @@ def log_lines(stack: Stack, **match: object) -> list[dict[str, Any]]:
     return [r for r in stack.function_log_lines() if all(r.get(k) == v for k, v in match.items())]
 
 
+def at_least(stack: Stack, n: int, **match: object) -> list[dict[str, Any]]:
+    """The matching log lines once there are at least `n` of them (else [] to keep waiting)."""
+    found = log_lines(stack, **match)
+    return found if len(found) >= n else []
+
+
 @pytest.fixture
 def healthy_function(stack: Stack) -> Any:
     """Leave the function as it was (no fault injection) whatever the test did."""
@@ -53,8 +59,8 @@ def test_live_single_row_messages_build_the_object_by_compose(stack: Stack) -> N
         publish_rows(stack, [row])
     name = object_name("LIVEAPPEND", "1h")
     object_is(stack, name, lines(rows))
-    recs = wait_for(lambda: len(log_lines(stack, stream="LIVEAPPEND@1h")) == 25 and
-                    log_lines(stack, stream="LIVEAPPEND@1h"))  # fmt: skip
+    recs = wait_for(lambda: at_least(stack, 25, stream="LIVEAPPEND@1h"))
+    assert len(recs) == 25
     assert [r["action"] for r in recs] == ["create"] + ["append"] * 24
     for r in recs:
         # the object is never downloaded on the live path: only stat, a tail read, the staged
@@ -109,8 +115,7 @@ def test_out_of_order_duplicated_and_redelivered_messages_end_exactly_once(
     ids = [publish_rows(stack, chunk, source="rest") for chunk in sends]
     publish_rows(stack, [rows[39]])  # a live duplicate of the last row
     object_is(stack, name, lines(rows), timeout=60)
-    injected = wait_for(lambda: len(log_lines(stack, error="InjectedFailure")) >= fails and
-                        log_lines(stack, error="InjectedFailure"))  # fmt: skip
+    injected = wait_for(lambda: at_least(stack, fails, error="InjectedFailure"))
     assert len(injected) == fails
     # the first message failed `fails` times and was redelivered, then written once
     assert {r["message_id"] for r in injected} == {ids[0]}
