@@ -48,7 +48,12 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={
+        "show_default": True,
+        "help_option_names": ["-h", "--help"],
+    }
+)
 @click.option("--symbols", default="BTCUSDC", help="comma-separated, e.g. BTCUSDC,ETHUSDT")
 @click.option("--intervals", default="1h", help="comma-separated, e.g. 1h,1m (case-sensitive)")
 @click.option(
@@ -56,9 +61,23 @@ def _csv(text: str) -> tuple[str, ...]:
 )
 @click.option("--end", default=None, help="inclusive [default: the last closed kline]")
 @click.option("--days", default=None, type=int, help="length of the range [default: 30]")
-@click.option("--topic", envvar="KLINES_TOPIC", default=None, help="publish to this Pub/Sub topic")
-@click.option("--lake", envvar="LAKE_URI", default="./lake", help="gs://BUCKET or a directory")
-@click.option("--rest-url", envvar="BINANCE_REST_URL", default="https://api.binance.com")
+@click.option(
+    "--topic",
+    envvar="KLINES_TOPIC",
+    show_envvar=True,
+    default=None,
+    help="publish to this Pub/Sub topic",
+)
+@click.option(
+    "--lake",
+    envvar="LAKE_URI",
+    show_envvar=True,
+    default="./lake",
+    help="gs://BUCKET or a directory",
+)
+@click.option(
+    "--rest-url", envvar="BINANCE_REST_URL", show_envvar=True, default="https://api.binance.com"
+)
 @click.option("--state-dir", default="./state", type=click.Path(path_type=Path))
 @click.option("--budget-share", default=0.8, type=float, help="share of the 6000/min weight")
 @click.option("--concurrency", default=10, type=int, help="requests in flight at most")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -314,7 +314,7 @@ async def run_backfill(
     check_settings(settings)
     started = time.monotonic()
     symbols = tuple(s.upper() for s in settings.symbols)
-    settings = _replace(settings, symbols=symbols)
+    settings = replace(settings, symbols=symbols)
     budget = WeightBudget(share=settings.budget_share)
     empty = EmptyRanges(settings.state_dir)
     async with BinanceRest(
@@ -356,12 +356,6 @@ async def run_backfill(
             if own_sink:
                 await sink.close()
         return _finish(result, rest, started, reporter)
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
 
 
 def _finish(result: RunResult, rest: BinanceRest, started: float, reporter: Reporter) -> RunResult:
