@@ -9,6 +9,7 @@ import orjson
 
 from backfill.__main__ import parse_time
 from binance_sim.testing import SimProcess
+from klinelake.cli import load_confirmed_empty
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.intervals import HOUR
 
@@ -69,6 +70,8 @@ async def test_halts_are_confirmed_empty_and_missing_only_fetches_only_gaps(
     assert lake_bytes(lake, BTCUSDC).count(b"\n") == 120 - 5 - 48
     halts = [(day + 5 * HOUR, day + 9 * HOUR), (day + 48 * HOUR, day + 95 * HOUR)]
     assert EmptyRanges(tmp_path / "state").get("BTCUSDC", "1h") == halts
+    # what `klinelake status` reads, so it reports exchange halts, not collector gaps
+    assert load_confirmed_empty(tmp_path / "state") == {"btcusdc@1h": halts}
     assert sorted(g for _, g in result.empty_ranges) == [
         halts[0],
         (day + 48 * HOUR, day + 71 * HOUR),
