@@ -32,7 +32,7 @@ from streamer.spool import Spool
 
 log = logging.getLogger("streamer")
 
-INGEST_QUEUE = 50_000
+INGEST_QUEUE = 10_000  # closed klines between the readers and the spool (~10 MB at most)
 CHECK_EVERY_S = 0.2
 
 
@@ -183,7 +183,7 @@ class Service:
         self._flush([])
 
     def _flush(self, items: list[tuple[str, Kline]]) -> None:
-        while len(items) < 20_000:
+        while len(items) < INGEST_QUEUE:
             try:
                 items.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:

@@ -71,6 +71,7 @@ class Spool:
         if not rows:
             return set()
         db = self.db
+        db.execute("PRAGMA synchronous=FULL")  # a spooled kline survives a power cut
         db.execute("BEGIN IMMEDIATE")
         try:
             cur = db.executemany("INSERT OR IGNORE INTO spool VALUES (?, ?, ?, ?)", rows)
@@ -116,8 +117,13 @@ class Spool:
         return row[0] if row and row[0] is not None else None
 
     def ack(self, stream: str, upto: int) -> None:
-        """The sink has the rows of `stream` up to `upto`: forget them, remember `upto`."""
+        """The sink has the rows of `stream` up to `upto`: forget them, remember `upto`.
+
+        Without an fsync of its own (WAL, synchronous=NORMAL): the next insert's fsync makes it
+        durable. Losing an ack to a power cut only re-sends rows the lake already has (the
+        writer dedupes); losing an insert would lose a kline, so inserts are FULL."""
         db = self.db
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM spool WHERE stream = ? AND open_time <= ?", (stream, upto))
