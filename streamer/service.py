@@ -105,9 +105,9 @@ class Service:
         slot_tasks = [
             asyncio.create_task(self._run_slot(i), name=f"slot-{i}") for i in range(len(self.slots))
         ]
-        health = asyncio.create_task(self._health_loop(rest), name="health")
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
         sd_notify("READY=1")
+        health = asyncio.create_task(self._health_loop(rest), name="health")
         await self.stopping.wait()
 
         # --- drain ---
@@ -142,6 +142,9 @@ class Service:
             await rest.close()
         depth = sum(self.spool.depth().values())
         self.spool.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         log_event(
             log,
             "INFO",
