@@ -8,6 +8,7 @@ retries in order. google.api_core exceptions stop here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -55,7 +56,8 @@ class PubsubSink:
         except (gexc.GoogleAPIError, TimeoutError, RuntimeError, OSError) as exc:
             # The library pauses the key after a failure; later publishes on it fail fast
             # until resumed. We resume now: the caller re-sends this batch first.
-            client.resume_publish(self.topic, msg.ordering_key)
+            with contextlib.suppress(RuntimeError):  # "not paused": it was only slow
+                client.resume_publish(self.topic, msg.ordering_key)
             raise TransientError(f"publish {msg.ordering_key} to {self.topic}: {exc!r}") from exc
 
     async def close(self) -> None:

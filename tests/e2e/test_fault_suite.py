@@ -1,0 +1,204 @@
+"""The end-to-end fault suite (issue 9): the whole pipeline on the local stack, over a simulated
+day and more, with every fault we know of, and the lake equal to the simulator's truth at the end.
+
+    simulator ──WS/REST──> streamer ──Pub/Sub emulator (ordered push)──> function ──> fake-gcs
+                     └───> backfill (concurrent, overlapping) ──┘     operator replays ──┘
+
+Faults, in simulated time (SPEED 1440: an hour passes in 2.5 s): a dropped connection, malformed
+frames, a stall (still answering pings), serverShutdown, an exchange halt the simulator never
+fills, the function failing transiently, a SIGKILL + restart of the streamer (gap repair over
+REST), a Pub/Sub emulator outage and restart (topics re-created by the stack), duplicate
+deliveries (operator re-publishes rows already in the lake), a backfill of an overlapping range
+concurrently with the live stream into the same objects, the 24 h cut (scaled: the simulator
+cuts connections at 8 simulated hours of age), and operator replays of poison messages with the
+real gcloud CLI. Report: rows expected, rows found, lost 0, duplicated 0, dead-lettered = poison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from binance_sim.testing import run_simulator
+from klinelake.contract import decode_message, encode_batch, make_batches
+from klinelake.intervals import HOUR
+from klinelake.row import parse_lake_line
+from localcloud import Stack, wait_for
+from localcloud.procs import stop_group
+from tests.streamer.helpers import (
+    Streamer,
+    assert_lake_matches_truth,
+    counter,
+    lake_bytes,
+    lake_has_published,
+    lake_last_open,
+    wait_health,
+)
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+SPEED = 1440.0
+START = "2024-03-01T00:00:00"
+STREAMS = [("FAULTETH", "1m"), ("FAULTETH", "1h"), ("FAULTBTC", "1m"), ("FAULTBTC", "1h")]
+SYMBOLS, INTERVALS = "FAULTETH,FAULTBTC", "1m,1h"
+
+
+def at_hour(sim: Any, t0: int, hours: float, timeout: float = 120) -> None:
+    wait_for(lambda: sim.state()["now"] >= t0 + hours * HOUR, timeout, 0.05, f"sim hour {hours}")
+
+
+def gcloud_publish(stack: Stack, *args: str) -> None:
+    env = {**os.environ, **stack.env()}
+    cmd = ["gcloud", "pubsub", "topics", "publish", env["KLINES_TOPIC"], *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_fault_suite_lake_equals_truth(stack: Stack, tmp_path: Path) -> None:
+    stack.pull_dead_letters(1000)  # start from an empty dead-letter subscription
+    env = {**os.environ, **stack.env(), "PYTHONPATH": str(ROOT)}
+    state = tmp_path / "state"
+    sim_args = ["--start", START, "--speed", str(SPEED), "--ping-interval", "1",
+                "--pong-timeout", "5", "--max-conn-age", str(8 * 3600)]  # fmt: skip
+    for s, i in STREAMS:
+        sim_args += ["--synthetic", f"{s}:{i}:2024-02-01"]
+    st_args = ("--max-conn-age", str(9 * 3600), "--stall-grace", "600", "--publish-timeout", "3")
+    dead_lettered_expected = 0
+    with run_simulator(None, *sim_args) as sim:
+        t0 = sim.state()["now"]
+
+        def start_streamer() -> Streamer:
+            return Streamer(sim, state, SYMBOLS, INTERVALS, SPEED, *st_args, env=env)
+
+        st = start_streamer()
+        try:
+            h = wait_health(st, lambda h: all(
+                v["last_closed_open_time"] for v in h["streams"].values()
+            ), 60, "streams live")  # fmt: skip
+
+            # 1. a dropped connection
+            at_hour(sim, t0, 1)
+            rc = counter(h, "reconnects")
+            sim.admin({"ws_drop": True})
+            h = wait_health(st, lambda h: counter(h, "reconnects") > rc, 30, "reconnect (drop)")
+
+            # 2. malformed frames
+            sim.admin({"ws_malformed": 5})
+            wait_health(st, lambda h: counter(h, "malformed_frames") >= 5, 30, "malformed seen")
+
+            # 3. a stall: open, silent, still answering pings; detected by expected closes
+            at_hour(sim, t0, 3)
+            opened = sim.state()["counters"]["ws_opened"]
+            sim.admin({"ws_stall": True, "answer_pings": True})
+            wait_for(lambda: sim.state()["counters"]["ws_opened"] > opened, 30, 0.05,
+                     "reconnect after the stall")  # fmt: skip
+            sim.admin({"ws_stall": False})
+
+            # 4. serverShutdown: replacement first
+            at_hour(sim, t0, 5)
+            opened = sim.state()["counters"]["ws_opened"]
+            sim.admin({"ws_shutdown": True})
+            wait_for(lambda: sim.state()["counters"]["ws_opened"] > opened, 30, 0.05,
+                     "replacement connection")  # fmt: skip
+
+            # 5. an exchange halt the simulator never fills (hours 8-9 of FAULTETH)
+            for _, interval in (("FAULTETH", "1m"), ("FAULTETH", "1h")):
+                sim.admin({"halt": {"symbol": "FAULTETH", "interval": interval,
+                                    "start": t0 + 8 * HOUR, "end": t0 + 9 * HOUR}})  # fmt: skip
+
+            # 6. the function fails transiently for a while (Pub/Sub redelivers)
+            at_hour(sim, t0, 6)
+            stack.restart_function({"INGEST_FAIL_FIRST_N": "12",
+                                    "INGEST_FAIL_STATE": str(tmp_path / "fails")})  # fmt: skip
+
+            # 7. SIGKILL the streamer; two simulated hours later, restart it (gap repair)
+            at_hour(sim, t0, 10)
+            st.kill()
+            at_hour(sim, t0, 12)
+            st = start_streamer()
+            wait_health(st, lambda h: bool(h.get("streams")), 60, "restarted streamer")
+
+            # 8. a Pub/Sub emulator outage and restart (acked messages delivered first: the
+            #    emulator keeps nothing across a restart; real Pub/Sub loses no acked message)
+            at_hour(sim, t0, 14)
+            os.kill(st.pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: lake_has_published(stack, state), 120, 0.2, "acked rows landed")
+                stop_group(stack.state.pids["pubsub"])
+            finally:
+                os.kill(st.pid, signal.SIGCONT)
+            try:
+                wait_health(st, lambda h: counter(h, "spool_depth") > 10, 60, "spool grows")
+            finally:
+                stack.restart_pubsub()
+            stack.restart_function({})
+
+            # 9. a backfill of an overlapping range, concurrently with the live stream
+            at_hour(sim, t0, 16)
+            backfill = subprocess.Popen(
+                [sys.executable, "-m", "backfill", "--symbols", SYMBOLS, "--intervals",
+                 INTERVALS, "--start", str(t0 - 6 * HOUR), "--end", str(t0 + 15 * HOUR),
+                 "--rest-url", sim.url, "--state-dir", str(tmp_path / "backfill-state")],
+                env=env, cwd=ROOT,
+            )  # fmt: skip
+
+            # 10. duplicate deliveries: an operator re-publishes rows already in the lake
+            data = lake_bytes(stack, "FAULTBTC", "1h")
+            rows = [parse_lake_line(x) for x in data.splitlines()[:5]]
+            for batch in make_batches(rows):
+                msg = encode_batch(batch, "replay")
+                for _ in range(2):
+                    stack.publish(msg.data, msg.attributes, msg.ordering_key)
+
+            # 11. operator replays of poison messages, with the real gcloud CLI
+            gcloud_publish(stack, "--message=this is not json")
+            gcloud_publish(stack, '--message={"symbol":"../x","interval":"1h","klines":[{}]}')
+            msg = encode_batch(next(make_batches(rows)), "replay")
+            gcloud_publish(stack, f"--message={msg.data.decode()}", "--attribute=symbol=ETHUSDT")
+            dead_lettered_expected = 3
+            assert decode_message(msg.data, msg.attributes)  # the data itself was fine
+
+            assert backfill.wait(timeout=180) == 0
+
+            # 12. run on past the scaled 24 h cut (connections cut at 8 simulated hours of age),
+            #     then stop the streamer (SIGTERM drains) and let the function finish the queue
+            at_hour(sim, t0, 26, timeout=180)
+            h = st.health()
+            assert st.terminate() == 0
+            wait_for(lambda: lake_has_published(stack, state), 240, 0.5, "queue drained")
+        finally:
+            st.kill()
+            stack.restart_function({}) if stack.state.function_env else None
+
+        expected = found = 0
+        for symbol, interval in STREAMS:
+            n = assert_lake_matches_truth(stack, sim, symbol, interval)
+            last = lake_last_open(stack, symbol, interval)
+            assert last is not None and last >= t0 + 24 * HOUR, "the lake reaches the end"
+            data = lake_bytes(stack, symbol, interval)
+            expected += n
+            found += data.count(b"\n")
+        halted = sim.truth("FAULTETH", "1m", t0 + 8 * HOUR, t0 + 9 * HOUR)
+        assert halted == b"", "the halt range has no klines in the truth"
+        assert b'"open_time":%d' % (t0 + 8 * HOUR) not in lake_bytes(stack, "FAULTETH", "1m")
+
+    letters: list[Any] = []
+
+    def all_dead_letters() -> bool:
+        letters.extend(stack.pull_dead_letters(100))
+        return len(letters) >= dead_lettered_expected
+
+    wait_for(all_dead_letters, 60, 0.5, "dead letters")
+    reasons = sorted(m.attributes.get("dead_letter_reason", "")[:40] for m in letters)
+    print(f"\nfault suite: rows expected {expected}, rows found {found}, lost {expected - found}, "
+          f"duplicated {found - expected}, dead-lettered {len(letters)} (poison sent "
+          f"{dead_lettered_expected}); reconnects {counter(h, 'reconnects')}, malformed "
+          f"{counter(h, 'malformed_frames')}; reasons {reasons}")  # fmt: skip
+    assert expected == found
+    assert len(letters) == dead_lettered_expected
