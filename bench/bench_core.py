@@ -108,9 +108,11 @@ def merge_bench(lake: str) -> None:
     code = MERGE_CHILD.format(root=str(ROOT), start=TWO_YEARS // 2, lake=lake)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.split()  # fmt: skip
-    print(f"merge 43,200 rows into {TWO_YEARS:,}-row object ({size / 1e6:.0f} MB): action="
-          f"{out[0]} replaced={out[1]} wall={out[2]} s peak RSS={out[3]} MB "
-          f"(of which {out[4]} MB before the merge: interpreter + the batch)")
+    print(
+        f"merge 43,200 rows into {TWO_YEARS:,}-row object ({size / 1e6:.0f} MB): action="
+        f"{out[0]} replaced={out[1]} wall={out[2]} s peak RSS={out[3]} MB "
+        f"(of which {out[4]} MB before the merge: interpreter + the batch)"
+    )
 
 
 def append_bench(big: str, small: str, repeats: int = 15) -> None:
@@ -126,8 +128,10 @@ def append_bench(big: str, small: str, repeats: int = 15) -> None:
             assert r.action == "append", r
         res[label] = statistics.median(times)
     ratio = res["2-year"] / res["1-row"]
-    print(f"append 1 row: median {res['1-row'] * 1e3:.2f} ms on a 1-row object, "
-          f"{res['2-year'] * 1e3:.2f} ms on the 2-year object: ratio {ratio:.2f}x (target <= 1.5x)")
+    print(
+        f"append 1 row: median {res['1-row'] * 1e3:.2f} ms on a 1-row object, "
+        f"{res['2-year'] * 1e3:.2f} ms on the 2-year object: ratio {ratio:.2f}x (target <= 1.5x)"
+    )
 
 
 def main() -> None:
