@@ -33,8 +33,10 @@ TWO_YEARS = 2 * 365 * 1440  # 1,051,200 rows
 
 def synth(k: int) -> Kline:
     p = f"{40000 + (k % 5000)}.{k % 100:02d}000000"
-    return Kline(T0 + k * MIN, T0 + k * MIN + MIN - 1, "BTCUSDT", "1m", p, p, p, p,
-                 "1.50000000", "60000.00000000", k % 997, "0.70000000", "28000.00000000")  # fmt: skip
+    return Kline(
+        T0 + k * MIN, T0 + k * MIN + MIN - 1, "BTCUSDT", "1m", p, p, p, p,
+        "1.50000000", "60000.00000000", k % 997, "0.70000000", "28000.00000000",
+    )  # fmt: skip
 
 
 def throughput() -> None:
