@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,8 +83,19 @@ class StreamSender:
                 await self.wake.wait()
             self.idle.clear()
             self.wake.clear()
-            while await self.step():
-                pass
+            backoff = Backoff(0.5, self.backoff_cap_s)
+            while True:
+                try:
+                    if not await self.step():
+                        break
+                    backoff.reset()
+                except sqlite3.Error as exc:  # the spool's disk: full, read-only, I/O error
+                    delay = backoff.next_delay()
+                    log_event(
+                        log, "ERROR", "spool error, retrying", stream=self.stream,
+                        error=repr(exc)[:300], retry_in_s=round(delay, 2),
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
 
     async def step(self) -> bool:
         """Send one batch (repairing first if needed). False when there is nothing to send."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -56,6 +57,7 @@ class Service:
         self.slot_conns: list[Connection | None] = []
         self.counters = ConnCounters()
         self._conn_seq = 0
+        self.exit_code = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ class Service:
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
         sd_notify("READY=1")
         health = asyncio.create_task(self._health_loop(rest), name="health")
+        for task in (*sender_tasks, flusher, *slot_tasks, health):
+            task.add_done_callback(self._task_done)
         await self.stopping.wait()
 
         # --- drain ---
@@ -152,8 +156,9 @@ class Service:
             drain_s=round(time.monotonic() - t0, 3),
             left_in_spool=depth,
             unsent_streams=len(pending),
+            exit_code=self.exit_code,
         )
-        return 0
+        return self.exit_code
 
     def _make_sink(self) -> Sink:
         s = self.settings
@@ -162,6 +167,19 @@ class Service:
 
             return PubsubSink(s.topic, publish_timeout_s=s.publish_timeout_s)
         return make_sink(None, s.lake_uri)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A supervised task ended on its own: a bug. Never run on silently half-dead: log it,
+        stop (draining what can be drained) and exit non-zero so systemd restarts us."""
+        if task.cancelled() or self.stopping.is_set() or self.draining.is_set():
+            return
+        exc = task.exception()
+        log_event(
+            log, "CRITICAL", "a streamer task ended unexpectedly; stopping", task=task.get_name(),
+            error=repr(exc)[:500] if exc else None,
+        )  # fmt: skip
+        self.exit_code = 1
+        self.request_stop()
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -178,15 +196,27 @@ class Service:
         await self.queue.put((sid, kline))
 
     async def _flush_loop(self) -> None:
+        backoff = Backoff(0.2, 10.0)
         while True:
-            first = await self.queue.get()
-            self._flush([first])
+            items = [await self.queue.get()]
+            while True:
+                try:
+                    self._flush(items)
+                    backoff.reset()
+                    break
+                except sqlite3.Error as exc:  # keep the items (bounded) and retry
+                    delay = backoff.next_delay()
+                    log_event(
+                        log, "ERROR", "cannot write the spool, retrying", error=repr(exc)[:300],
+                        pending=len(items), retry_in_s=round(delay, 2),
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
 
     async def _flush_pending(self) -> None:
         self._flush([])
 
     def _flush(self, items: list[tuple[str, Kline]]) -> None:
-        while len(items) < INGEST_QUEUE:
+        while len(items) < INGEST_QUEUE:  # (on a retry, `items` already holds them)
             try:
                 items.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:

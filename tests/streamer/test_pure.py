@@ -135,3 +135,20 @@ def test_settings_streams_and_grace() -> None:
     assert Settings(streams, clock_speed=3600).stall_grace_ms == 3 * 3600 * 1000
     with pytest.raises(ValueError):
         parse_streams("", "1h")
+
+
+def test_pure_modules_import_no_network_client() -> None:
+    import subprocess
+    import sys
+
+    pure = ["streamer.shards", "streamer.stall", "streamer.backoff", "streamer.clock",
+            "streamer.repair", "streamer.config"]  # fmt: skip
+    # (the bare `google.cloud` namespace is imported by a .pth file at start-up)
+    forbidden = ("websockets", "httpx", "google.cloud.", "google.api_core", "grpc", "sqlite3")
+    code = (
+        "import sys\n"
+        f"for m in {pure!r}: __import__(m)\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.startswith({forbidden!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

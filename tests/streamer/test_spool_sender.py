@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from binance_sim.market import synthetic_kline
@@ -122,4 +123,27 @@ async def test_sender_sends_backlog_as_large_batches(tmp_path: Path) -> None:
     )  # fmt: skip
     await _run_until_idle(sender)
     assert [len(b.rows) for b, _ in sink.batches] == [5000, 5000, 2000]
+    sp.close()
+
+
+async def test_sender_survives_a_spool_error(tmp_path: Path) -> None:
+    sp = Spool(tmp_path / "s.sqlite3")
+    sp.open()
+    sp.add([(SID, k(0)), (SID, k(1))])
+    sink = FlakySink()
+    sender = StreamSender(
+        symbol="AAAUSDC", interval="1m", spool=sp, sink=sink, rest=FakeRest(1),
+        server_now=lambda: T0 + 2 * MINUTE, backoff_cap_s=0.01,
+    )  # fmt: skip
+    real_peek, calls = sp.peek, [0]
+
+    def flaky_peek(stream: str, limit: int) -> tuple[list[Kline], str]:
+        calls[0] += 1
+        if calls[0] <= 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_peek(stream, limit)
+
+    sp.peek = flaky_peek  # type: ignore[method-assign]
+    await _run_until_idle(sender)
+    assert sink.open_times() == [T0, T0 + MINUTE]
     sp.close()
