@@ -98,3 +98,14 @@ def test_pure_modules_import_no_network_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_times_are_utc_dates_datetimes_or_epoch_ms() -> None:
+    from backfill.__main__ import parse_time
+
+    assert parse_time("2022-01-01") == T0
+    assert parse_time("2022-01-01", end=True) == T0 + DAY - 1  # an end date means the whole day
+    assert parse_time("2022-01-01T05:00:00") == T0 + 5 * HOUR
+    assert parse_time("2022-01-01T06:00:00+01:00") == T0 + 5 * HOUR
+    assert parse_time("2022-01-01T05:00:00Z") == T0 + 5 * HOUR
+    assert parse_time(str(T0)) == T0
