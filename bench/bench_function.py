@@ -119,10 +119,18 @@ def bench_many_streams(stack: Stack, streams: int, rounds: int, gap_s: float) ->
             sent[fut.result(timeout=60)] = t0
     seen = wait_for(lambda: (t := log_times(stack)) and set(sent) <= set(t) and t, 600)
     lat = [(seen[m] - t0) * 1000 for m, t0 in sent.items()]
+    span = max(seen[m] for m in sent) - min(sent.values())
     for sym, rows in per.items():
         data = stack.read_object(object_name(sym, "1h"))
         assert data == b"".join(r.to_line() for r in rows), f"{sym}: lake mismatch"
-    return {"n": len(sent), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat)}
+    return {
+        "n": len(sent),
+        "offered_msg_per_s": streams / gap_s,
+        "throughput_msg_per_s": len(sent) / span,
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "max_ms": max(lat),
+    }
 
 
 def big_lines(n: int, symbol: str = "BENCHBIG", close: str = "1.00000000") -> Iterator[bytes]:
@@ -204,20 +212,28 @@ def bench_compose(stack: Stack, big_rows: int, appends: int) -> dict[str, Any]:
 
 
 MERGE_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from bench.bench_function import big_row, BIG_START
+from bench.bench_function import big_row
 from localcloud import Stack
 from klinelake.writer import LakeWriter
+
+def hwm_mb():  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 stack = Stack.load(sys.argv[2]); n = int(sys.argv[3])
 rows = [big_row(i * (n // 1000), "BENCHBIG", close="2.00000000") for i in range(1000)]
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+store = stack.store()
+before = hwm_mb()
 t = time.perf_counter()
-res = LakeWriter(stack.store()).write_rows("BENCHBIG", "1m", rows)
+res = LakeWriter(store).write_rows("BENCHBIG", "1m", rows)
 wall = time.perf_counter() - t
 print(json.dumps({"wall_s": wall, "action": res.action, "rows_replaced": res.rows_replaced,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_before_merge_mb": rss0 / 1024, "storage_calls": res.storage_calls}))
+                  "peak_rss_mb": hwm_mb(), "peak_rss_before_merge_mb": before,
+                  "object_mb": store.stat(res.object_name).size / 1e6,
+                  "storage_calls": res.storage_calls}))
 """
 
 
