@@ -60,7 +60,8 @@ def gcloud_publish(stack: Stack, *args: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_fault_suite_lake_equals_truth(stack: Stack, tmp_path: Path) -> None:
+def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None:
+    stack = e2e_stack
     stack.pull_dead_letters(1000)  # start from an empty dead-letter subscription
     env = {**os.environ, **stack.env(), "PYTHONPATH": str(ROOT)}
     state = tmp_path / "state"
