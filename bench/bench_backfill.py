@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,12 +35,20 @@ def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def sim_cpu_s(sim: SimProcess) -> float:
+    """CPU seconds the simulator process has used (it is single-threaded: a floor on wall)."""
+    fields = Path(f"/proc/{sim.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def counters(sim: SimProcess) -> dict[str, int]:
     return sim.state()["counters"]  # type: ignore[no-any-return]
 
 
 def run_ours(sim: SimProcess, start: int, end: int, work: Path) -> dict[str, object]:
     before = counters(sim)
+    sim_cpu = sim_cpu_s(sim)
+    own_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     args = [
         sys.executable, "-m", "backfill", "--rest-url", sim.url, "--symbols", "BTCUSDC",
         "--intervals", "1m", "--start", str(start), "--end", str(end),
@@ -55,8 +64,11 @@ def run_ours(sim: SimProcess, start: int, end: int, work: Path) -> dict[str, obj
     summary = orjson.loads(done.stderr.strip().splitlines()[-1])
     lake = work / "lake" / "raw" / "binance_btcusdc_1m.jsonl"
     after = counters(sim)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime - own_cpu.ru_utime - own_cpu.ru_stime,
+        "sim_cpu_s": sim_cpu_s(sim) - sim_cpu,
         "rows": lake.read_bytes().count(b"\n"),
         "requests": after["requests"] - before["requests"],
         "weight": after["weight"] - before["weight"],
@@ -69,6 +81,7 @@ def run_python_binance(sim: SimProcess, start: int, end: int) -> dict[str, objec
     from binance.client import Client
 
     before = counters(sim)
+    sim_cpu = sim_cpu_s(sim)
     client = Client(ping=False)  # the constructor would otherwise ping api.binance.com
     client.API_URL = sim.url + "/api"
     t0 = time.perf_counter()
@@ -78,6 +91,7 @@ def run_python_binance(sim: SimProcess, start: int, end: int) -> dict[str, objec
     after = counters(sim)
     return {
         "wall_s": wall,
+        "sim_cpu_s": sim_cpu_s(sim) - sim_cpu,
         "rows": len(rows),
         "requests": after["requests"] - before["requests"],
         "weight": after["weight"] - before["weight"],
@@ -110,7 +124,9 @@ def main() -> None:
         f"python-binance {theirs['wall_s']:.1f} s -> {ratio:.1f}x faster (target >= 10x)\n"
         f"weight: ours {ours['weight']} (max X-MBX-USED-WEIGHT-1M seen "
         f"{ours['max_used_weight_1m']} of budget {ours['budget_per_minute']}/min), "
-        f"python-binance {theirs['weight']}"
+        f"python-binance {theirs['weight']}\n"
+        f"cpu: our process {ours['cpu_s']:.1f} s, simulator serving us {ours['sim_cpu_s']:.1f} s "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
 
 
