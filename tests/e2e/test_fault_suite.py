@@ -77,6 +77,11 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
         def start_streamer() -> Streamer:
             return Streamer(sim, state, SYMBOLS, INTERVALS, SPEED, *st_args, env=env)
 
+        # an exchange halt the simulator never fills (hours 8-9 of FAULTETH), declared up front
+        for interval in ("1m", "1h"):
+            sim.admin({"halt": {"symbol": "FAULTETH", "interval": interval,
+                                "start": t0 + 8 * HOUR, "end": t0 + 9 * HOUR}})  # fmt: skip
+
         st = start_streamer()
         try:
             h = wait_health(st, lambda h: all(
@@ -100,6 +105,7 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
             wait_for(lambda: sim.state()["counters"]["ws_opened"] > opened, 30, 0.05,
                      "reconnect after the stall")  # fmt: skip
             sim.admin({"ws_stall": False})
+            assert "connection stalled" in st.log_text()  # detected by us, not cut by the server
 
             # 4. serverShutdown: replacement first
             at_hour(sim, t0, 5)
@@ -108,24 +114,19 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
             wait_for(lambda: sim.state()["counters"]["ws_opened"] > opened, 30, 0.05,
                      "replacement connection")  # fmt: skip
 
-            # 5. an exchange halt the simulator never fills (hours 8-9 of FAULTETH)
-            for _, interval in (("FAULTETH", "1m"), ("FAULTETH", "1h")):
-                sim.admin({"halt": {"symbol": "FAULTETH", "interval": interval,
-                                    "start": t0 + 8 * HOUR, "end": t0 + 9 * HOUR}})  # fmt: skip
-
-            # 6. the function fails transiently for a while (Pub/Sub redelivers)
+            # 5. the function fails transiently for a while (Pub/Sub redelivers)
             at_hour(sim, t0, 6)
             stack.restart_function({"INGEST_FAIL_FIRST_N": "12",
                                     "INGEST_FAIL_STATE": str(tmp_path / "fails")})  # fmt: skip
 
-            # 7. SIGKILL the streamer; two simulated hours later, restart it (gap repair)
+            # 6. SIGKILL the streamer; two simulated hours later, restart it (gap repair)
             at_hour(sim, t0, 10)
             st.kill()
             at_hour(sim, t0, 12)
             st = start_streamer()
             wait_health(st, lambda h: bool(h.get("streams")), 60, "restarted streamer")
 
-            # 8. a Pub/Sub emulator outage and restart (acked messages delivered first: the
+            # 7. a Pub/Sub emulator outage and restart (acked messages delivered first: the
             #    emulator keeps nothing across a restart; real Pub/Sub loses no acked message)
             at_hour(sim, t0, 14)
             os.kill(st.pid, signal.SIGSTOP)
@@ -140,7 +141,7 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
                 stack.restart_pubsub()
             stack.restart_function({})
 
-            # 9. a backfill of an overlapping range, concurrently with the live stream
+            # 8. a backfill of an overlapping range, concurrently with the live stream
             at_hour(sim, t0, 16)
             backfill = subprocess.Popen(
                 [sys.executable, "-m", "backfill", "--symbols", SYMBOLS, "--intervals",
@@ -149,7 +150,7 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
                 env=env, cwd=ROOT,
             )  # fmt: skip
 
-            # 10. duplicate deliveries: an operator re-publishes rows already in the lake
+            # 9. duplicate deliveries: an operator re-publishes rows already in the lake
             data = lake_bytes(stack, "FAULTBTC", "1h")
             rows = [parse_lake_line(x) for x in data.splitlines()[:5]]
             for batch in make_batches(rows):
@@ -157,7 +158,7 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
                 for _ in range(2):
                     stack.publish(msg.data, msg.attributes, msg.ordering_key)
 
-            # 11. operator replays of poison messages, with the real gcloud CLI
+            # 10. operator replays of poison messages, with the real gcloud CLI
             gcloud_publish(stack, "--message=this is not json")
             gcloud_publish(stack, '--message={"symbol":"../x","interval":"1h","klines":[{}]}')
             msg = encode_batch(next(make_batches(rows)), "replay")
@@ -167,7 +168,7 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
 
             assert backfill.wait(timeout=180) == 0
 
-            # 12. run on past the scaled 24 h cut (connections cut at 8 simulated hours of age),
+            # 11. run on past the scaled 24 h cut (connections cut at 8 simulated hours of age),
             #     then stop the streamer (SIGTERM drains) and let the function finish the queue
             at_hour(sim, t0, 26, timeout=180)
             h = st.health()
