@@ -9,7 +9,7 @@
     ├── TransientError         a failure worth retrying (GCS 429/5xx, network, 412 past the budget)
     │   └── PreconditionFailed a generation precondition did not hold (HTTP 412): re-read, retry
     ├── ObjectNotFound         the object (or that generation of it) does not exist
-    └── BinanceError           Binance answered with an error (see klinelake.binance_errors)
+    └── BinanceError           Binance answered with an error (see klinelake.binance_rest)
 
 The function acks `InvalidData` (after dead-lettering) and raises everything else, so the
 decision is made by type, never by matching error text.
@@ -64,4 +64,4 @@ class ObjectNotFound(KlineLakeError):
 
 
 class BinanceError(KlineLakeError):
-    """Binance (or the simulator) answered with an error; see klinelake.binance_errors."""
+    """Binance (or the simulator) answered with an error; see klinelake.binance_rest."""

@@ -6,7 +6,7 @@ values or bytes and return `Kline`s; they never do I/O.
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +17,8 @@ from klinelake.errors import InvalidData, InvalidRow
 from klinelake.intervals import NOMINAL_MS, is_aligned, next_open_time
 from klinelake.symbols import validate_symbol
 
-# Binance sends fixed-decimal strings ("46216.93000000"); we keep them byte for byte.
-_DECIMAL = re.compile(r"\d{1,30}(?:\.\d{1,30})?")
+# Binance sends fixed-decimal strings ("46216.93000000"); we keep them byte for byte: up to 30
+# ASCII digits, optionally a dot and up to 30 more (the JSON Schema in docs/ says the same).
 # ms timestamps stay below 10**14 until the year 5138; µs timestamps (16 digits) are above.
 _MICROS_THRESHOLD = 10**14
 # Reject absurd times early: before 2009 nothing traded on Binance, after 2100 is a typo.
@@ -28,10 +28,6 @@ _MAX_MS = 4_102_444_800_000  # 2100-01-01
 FIELDS: tuple[str, ...] = (
     "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close",
     "volume", "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume",
-)  # fmt: skip
-_DECIMAL_FIELDS = (
-    "open", "high", "low", "close", "volume", "quote_volume",
-    "taker_buy_base_volume", "taker_buy_quote_volume",
 )  # fmt: skip
 _LINE_PREFIX = b'{"open_time":'
 
@@ -79,37 +75,71 @@ class Kline:
         }
 
 
+# Fixed intervals as (step, anchor) so the hot path does no calendar work; 1M goes the slow way.
+_GRID: dict[str, tuple[int, int]] = {
+    iv: (NOMINAL_MS[iv], 4 * 86_400_000 if iv == "1w" else 0) for iv in NOMINAL_MS if iv != "1M"
+}
+_checked_symbol = functools.lru_cache(maxsize=4096)(validate_symbol)
+
+
+def _is_decimal(v: object) -> bool:
+    """Like _DECIMAL.fullmatch, about 4x faster (this runs 8 times per row)."""
+    if type(v) is not str or not 0 < len(v) <= 61 or not v.isascii():
+        return False
+    if v.isdigit():
+        return len(v) <= 30
+    whole, dot, frac = v.partition(".")
+    return (
+        bool(dot)
+        and 0 < len(whole) <= 30
+        and whole.isdigit()
+        and 0 < len(frac) <= 30
+        and (frac.isdigit())
+    )
+
+
 def validate_kline(k: Kline, where: str = "") -> None:
-    for name in ("open_time", "close_time", "trades"):
-        v = getattr(k, name)
-        if type(v) is not int:
-            raise InvalidRow(name, v, "must be an integer", where=where)
-    if not (_MIN_MS <= k.open_time < _MAX_MS):
-        raise InvalidRow("open_time", k.open_time, "not a plausible epoch time in ms", where=where)
-    if k.trades < 0:
-        raise InvalidRow("trades", k.trades, "must not be negative", where=where)
-    if k.interval not in NOMINAL_MS:
-        raise InvalidRow("interval", k.interval, "not a Binance interval", where=where)
+    ot, ct, trades, interval = k.open_time, k.close_time, k.trades, k.interval
+    if type(ot) is not int:
+        raise InvalidRow("open_time", ot, "must be an integer", where=where)
+    if type(ct) is not int:
+        raise InvalidRow("close_time", ct, "must be an integer", where=where)
+    if type(trades) is not int:
+        raise InvalidRow("trades", trades, "must be an integer", where=where)
+    if not (_MIN_MS <= ot < _MAX_MS):
+        raise InvalidRow("open_time", ot, "not a plausible epoch time in ms", where=where)
+    if trades < 0:
+        raise InvalidRow("trades", trades, "must not be negative", where=where)
+    if interval not in NOMINAL_MS:
+        raise InvalidRow("interval", interval, "not a Binance interval", where=where)
     try:
-        validate_symbol(k.symbol)
+        _checked_symbol(k.symbol)
     except InvalidData as exc:
         raise InvalidRow("symbol", k.symbol, str(exc), where=where) from None
-    for name in _DECIMAL_FIELDS:
-        v = getattr(k, name)
-        if type(v) is not str or not _DECIMAL.fullmatch(v):
+    except TypeError:  # unhashable: not a string at all
+        raise InvalidRow("symbol", k.symbol, "must be a string", where=where) from None
+    for name, v in (
+        ("open", k.open), ("high", k.high), ("low", k.low), ("close", k.close),
+        ("volume", k.volume), ("quote_volume", k.quote_volume),
+        ("taker_buy_base_volume", k.taker_buy_base_volume),
+        ("taker_buy_quote_volume", k.taker_buy_quote_volume),
+    ):  # fmt: skip
+        if not _is_decimal(v):
             raise InvalidRow(name, v, "must be a decimal string such as '1.50000000'", where=where)
-    if k.close_time < k.open_time:
-        raise InvalidRow("close_time", k.close_time, f"before open_time {k.open_time}", where=where)
-    # 3d: Binance does not document its anchor, so we accept what it sends (DESIGN.md).
-    if k.interval != "3d" and not is_aligned(k.open_time, k.interval):
-        raise InvalidRow(
-            "open_time", k.open_time, f"not aligned to the {k.interval} interval", where=where
-        )
+    if ct < ot:
+        raise InvalidRow("close_time", ct, f"before open_time {ot}", where=where)
+    grid = _GRID.get(interval)
+    if grid is None:  # 1M: calendar months
+        aligned, next_open = is_aligned(ot, interval), next_open_time(ot, interval)
+    else:
+        # 3d: Binance does not document its anchor, so we accept what it sends (DESIGN.md).
+        aligned = interval == "3d" or (ot - grid[1]) % grid[0] == 0
+        next_open = ot + grid[0]
+    if not aligned:
+        raise InvalidRow("open_time", ot, f"not aligned to the {interval} interval", where=where)
     # Halted candles close early (allowed); none closes after the next one opens.
-    if k.close_time >= next_open_time(k.open_time, k.interval):
-        raise InvalidRow(
-            "close_time", k.close_time, f"after the end of the {k.interval} kline", where=where
-        )
+    if ct >= next_open:
+        raise InvalidRow("close_time", ct, f"after the end of the {interval} kline", where=where)
 
 
 def to_millis(value: object, field: str, where: str = "") -> int:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from klinelake.binance_ws import KlineEvent, parse_ws_frame
 from klinelake.errors import InvalidData, InvalidRow
@@ -172,3 +175,10 @@ def test_ws_control_and_shutdown_frames() -> None:
     assert shutdown.__class__.__name__ == "ServerShutdown"
     assert isinstance(parse_ws_frame(b'{"e":"trade","E":1}'), object)
     assert Kline.__slots__  # frozen + slotted: rows are cheap and immutable
+
+
+@given(st.text(alphabet="0123456789.-+e x٣²", max_size=40))
+def test_decimal_check_equals_the_documented_pattern(text: str) -> None:
+    from klinelake.row import _is_decimal
+
+    assert _is_decimal(text) == bool(re.fullmatch(r"[0-9]{1,30}(\.[0-9]{1,30})?", text))
