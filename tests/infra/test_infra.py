@@ -638,7 +638,9 @@ def test_unit_settings() -> None:
             key, value = line.split("=", 1)
             settings.setdefault(key, []).append(value)
     expected = {
-        "Type": "simple",
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "60",
         "Restart": "always",
         "User": "klines",
         "DynamicUser": "no",
