@@ -662,7 +662,7 @@ def test_unit_settings() -> None:
     }
     for key, value in expected.items():
         assert settings.get(key) == [value], key
-    assert "WatchdogSec" not in settings
+    assert "Type=notify" in (INFRA / "streamer.service").read_text()
 
 
 # --- the VM startup script against a temporary root --------------------------------------
