@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from streamer.config import Settings, parse_streams
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
@@ -65,8 +66,8 @@ def main(  # noqa: PLR0917 - click passes every option
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
         streams = parse_streams(symbols, intervals)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    except (ValueError, InvalidData) as exc:
+        raise click.BadParameter(str(exc), param_hint="--symbols/--intervals") from exc
     settings = Settings(
         streams=streams,
         topic=topic or None,

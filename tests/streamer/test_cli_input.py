@@ -1,0 +1,30 @@
+"""Bad streamer input gets one clear error and exit code 2, before any connection is made."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--symbols", "../x"], "contains '..'"),
+        (["--symbols", "BTC/USDT"], "contains '/'"),
+        (["--intervals", "1H"], "invalid interval '1H'"),
+        (["--symbols", ","], "at least one symbol"),
+    ],
+)
+def test_bad_streams_exit_2_with_one_clear_error(
+    args: list[str], message: str, tmp_path: object
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "streamer", *args, "--lake", str(tmp_path),
+         "--rest-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
