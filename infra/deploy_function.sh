@@ -18,16 +18,6 @@ source "$INFRA_DIR/pubsub.sh"
 BUNDLE_DIR="$INFRA_DIR/.build/function"
 PYTHON="${PYTHON:-}"
 
-pick_python() {
-  if [[ -z $PYTHON ]]; then
-    if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-      PYTHON="$REPO_ROOT/.venv/bin/python"
-    else
-      PYTHON=python3
-    fi
-  fi
-}
-
 stage_bundle() {
   step "stage source bundle"
   [[ -f $REPO_ROOT/ingest_function/main.py ]] || die "$REPO_ROOT/ingest_function/main.py not found"

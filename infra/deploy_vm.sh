@@ -22,16 +22,6 @@ WHEEL_FILE=""
 PYTHON="${PYTHON:-}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}" # 1980-01-01: zip's epoch; stable wheels
 
-pick_python() {
-  if [[ -z $PYTHON ]]; then
-    if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-      PYTHON="$REPO_ROOT/.venv/bin/python"
-    else
-      PYTHON=python3
-    fi
-  fi
-}
-
 ensure_address() {
   step "static external IP $ADDRESS_NAME"
   if exists "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$REGION" \

@@ -216,3 +216,14 @@ usage_common() {
   -h, --help      this help
 USAGE
 }
+
+# The Python that builds bundles and wheels: $PYTHON, else the repo venv, else python3.
+pick_python() {
+  if [[ -z $PYTHON ]]; then
+    if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+      PYTHON="$REPO_ROOT/.venv/bin/python"
+    else
+      PYTHON=python3
+    fi
+  fi
+}

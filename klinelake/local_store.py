@@ -231,12 +231,7 @@ class LocalStore:
             tmp = self._temp()
             try:
                 with open(tmp, "wb") as out:
-                    for src in sources:
-                        with open(self._path(src), "rb") as f:
-                            while chunk := f.read(_CHUNK):
-                                out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                    self._copy_into(out, sources)
                 gen = self._bump(tmp, old)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, path)
@@ -244,6 +239,15 @@ class LocalStore:
                 return ObjectInfo(name, gen, os.stat(path).st_size)
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def _copy_into(self, out: BinaryIO, sources: Sequence[str]) -> None:
+        """Concatenate the sources' bytes onto `out` and make them durable."""
+        for src in sources:
+            with open(self._path(src), "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
 
     def _append_in_place(self, name: str, path: Path, parts: list[str], old: int) -> ObjectInfo:
         journal = self._meta("journal", name)
@@ -254,12 +258,7 @@ class LocalStore:
         os.replace(jtmp, journal)
         self._fsync_dir(journal)
         with open(path, "ab") as out:
-            for src in parts:
-                with open(self._path(src), "rb") as f:
-                    while chunk := f.read(_CHUNK):
-                        out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+            self._copy_into(out, parts)
         gen = self._bump(path, old)
         journal.unlink()
         return ObjectInfo(name, gen, os.stat(path).st_size)
