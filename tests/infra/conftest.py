@@ -8,13 +8,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from localcloud import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -103,19 +104,17 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"emulator exited early: {(base / 'emulator.log').read_text()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
+                    return bool(resp.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("Pub/Sub emulator did not answer within 60 s")
-            time.sleep(0.2)  # poll interval of a deadline loop, not synchronisation
+                return False
+
+        wait_for(answers, 60, 0.2, "the Pub/Sub emulator to answer")
         env = _isolated_gcloud_env(base / "gcloud-config")
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://127.0.0.1:{port}/"
         yield env

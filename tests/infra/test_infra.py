@@ -135,7 +135,7 @@ def test_bootstrap_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
 
     (enable,) = find(cmds, "gcloud", "services", "enable")
     for api in ("pubsub", "storage", "cloudfunctions", "run", "cloudbuild", "compute", "iam"):
-        assert f"{api}.googleapis.com" in enable
+        assert f"{api}.googleapis.com" in enable  # service names to enable, not endpoints
 
     (create_bucket,) = find(cmds, "gcloud", "storage", "buckets", "create")
     assert create_bucket[4] == "gs://test-lake"
