@@ -53,6 +53,10 @@ def at_hour(sim: Any, t0: int, hours: float, timeout: float = 120) -> None:
     wait_for(lambda: sim.state()["now"] >= t0 + hours * HOUR, timeout, 0.05, f"sim hour {hours}")
 
 
+def repaired_rows(health: dict[str, Any]) -> int:
+    return sum(int(v.get("repaired_rows") or 0) for v in health.get("streams", {}).values())
+
+
 def gcloud_publish(stack: Stack, *args: str) -> None:
     env = {**os.environ, **stack.env()}
     cmd = ["gcloud", "pubsub", "topics", "publish", env["KLINES_TOPIC"], *args]
@@ -107,12 +111,20 @@ def test_fault_suite_lake_equals_truth(e2e_stack: Stack, tmp_path: Path) -> None
             sim.admin({"ws_stall": False})
             assert "connection stalled" in st.log_text()  # detected by us, not cut by the server
 
-            # 4. serverShutdown: replacement first
+            # 4. serverShutdown: the replacement is subscribed before the old connection goes,
+            #    so the switch leaves no gap for REST to repair
             at_hour(sim, t0, 5)
+            h = wait_health(st, lambda h: all(
+                v["lag_ms"] is not None and v["lag_ms"] < 15 * 60_000
+                for sid, v in h["streams"].items() if sid.endswith("@1m")
+            ), 30, "1m streams live again after the stall")  # fmt: skip
+            repaired = repaired_rows(h)
             opened = sim.state()["counters"]["ws_opened"]
             sim.admin({"ws_shutdown": True})
             wait_for(lambda: sim.state()["counters"]["ws_opened"] > opened, 30, 0.05,
                      "replacement connection")  # fmt: skip
+            h = wait_health(st, lambda h: h["server_time"] >= t0 + 6 * HOUR, 30, "hour 6")
+            assert repaired_rows(h) == repaired, "the serverShutdown switch-over left a gap"
 
             # 5. the function fails transiently for a while (Pub/Sub redelivers)
             at_hour(sim, t0, 6)
