@@ -14,10 +14,11 @@ import contextlib
 import logging
 import signal
 import sqlite3
+import sys
 import time
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest
+from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.logs import log_event
 from klinelake.row import Kline
@@ -68,6 +69,16 @@ class Service:
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
         await self._sync_clock(rest)
+        refused = await self._check_symbols(rest)
+        if refused is not None:
+            log_event(log, "CRITICAL", refused)
+            print(f"streamer: {refused}", file=sys.stderr, flush=True)
+            if self._rest is None:
+                await rest.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sink.close(), 5)
+            self.spool.close()
+            return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -183,6 +194,23 @@ class Service:
 
     def request_stop(self) -> None:
         self.stopping.set()
+
+    async def _check_symbols(self, rest: Any) -> str | None:
+        """Refuse symbols Binance does not list: their streams would be silent forever, which
+        looks like a quiet symbol, not an error. Binance unreachable: start anyway (the streams
+        and gap repair retry on their own)."""
+        symbols = sorted({spec.symbol for spec in self.settings.streams})
+        for i in range(0, len(symbols), 100):  # keep the `symbols=[...]` query short
+            chunk = symbols[i : i + 100]
+            try:
+                await asyncio.wait_for(rest.exchange_info(chunk), 30)
+            except UnknownSymbol:
+                return f"Binance does not list one of these symbols (-1121): {', '.join(chunk)}"
+            except Exception as exc:
+                log_event(log, "WARNING", "exchangeInfo unavailable: symbols not checked",
+                          error=repr(exc)[:300])  # fmt: skip
+                return None
+        return None
 
     async def _sync_clock(self, rest: Any) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,19 @@ def test_bad_streams_exit_2_with_one_clear_error(
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_unknown_symbol_exits_2_naming_it(tmp_path: Path) -> None:
+    from binance_sim.testing import run_simulator
+
+    with run_simulator(None, "--synthetic", "KNOWNUSDT:1h:2024-01-01") as sim:
+        out = subprocess.run(
+            [sys.executable, "-m", "streamer", "--symbols", "KNOWNUSDT,NOPEUSDT", "--intervals",
+             "1h", "--lake", str(tmp_path / "lake"), "--state-dir", str(tmp_path / "state"),
+             "--rest-url", sim.url, "--ws-url", sim.ws_url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sim.state()["counters"]["ws_opened"] == 0  # refused before connecting
+    assert out.returncode == 2
+    assert "does not list one of these symbols (-1121): KNOWNUSDT, NOPEUSDT" in out.stderr
+    assert not (tmp_path / "lake").exists()
