@@ -122,12 +122,12 @@ class LakeWriter:
         last = self._last_open_time(store, name, gen, info.size)
         if last is None or lines[0][0] > last:
             part = f"{STAGING_PREFIX}{name}.{uuid.uuid4().hex}.part"
-            store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
+            staged = store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
             try:
                 after = store.compose(name, [name, part], if_generation_match=gen)
             finally:
-                with contextlib.suppress(ObjectNotFound):
-                    store.delete(part)
+                with contextlib.suppress(ObjectNotFound, PreconditionFailed):
+                    store.delete(part, if_generation_match=staged.generation)
             return WriteResult(name, "append", n, n, 0, 0, gen, after.generation, retries)
         with store.open_lines(name, gen) as existing:
             stats = diff_batch(existing, lines)
