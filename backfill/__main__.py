@@ -83,7 +83,15 @@ def _csv(text: str) -> tuple[str, ...]:
 @click.option("--concurrency", default=10, type=int, help="requests in flight at most")
 @click.option("--missing-only", is_flag=True, help="fetch only the gaps found in the lake")
 @click.option("--dry-run", is_flag=True, help="print the plan, fetch nothing")
-@click.option("--source", type=click.Choice(["rest"]), default="rest")
+@click.option(
+    "--source",
+    type=click.Choice(["rest", "vision"]),
+    default="rest",
+    help="vision: whole months from the data.binance.vision dumps, the edges over REST",
+)
+@click.option(
+    "--vision-url", default="https://data.binance.vision", help="base URL of the monthly dumps"
+)
 @click.option("--page-limit", default=1000, type=int, hidden=True)
 @click.option("--batch-rows", default=5000, type=int, hidden=True)
 def main(**o: object) -> None:
@@ -104,6 +112,7 @@ def main(**o: object) -> None:
             missing_only=bool(o["missing_only"]),
             dry_run=bool(o["dry_run"]),
             source=str(o["source"]),
+            vision_url=str(o["vision_url"]),
             page_limit=o["page_limit"],  # type: ignore[arg-type]
             batch_rows=o["batch_rows"],  # type: ignore[arg-type]
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from backfill.plan import (
     plan_identity,
     plan_stream,
 )
+from backfill.vision import VisionFetcher, plan_vision_stream
 from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.contract import MAX_ROWS, make_batches
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
@@ -70,6 +71,7 @@ class Settings:
     missing_only: bool = False
     dry_run: bool = False
     source: str = "rest"
+    vision_url: str = "https://data.binance.vision"
     page_limit: int = 1000
     batch_rows: int = MAX_ROWS
 
@@ -134,8 +136,10 @@ def check_settings(settings: Settings) -> None:
         raise BadInput("--concurrency must be at least 1")
     if not 1 <= settings.page_limit <= 1000:
         raise BadInput("--page-limit must be 1..1000")
-    if settings.source != "rest":
-        raise BadInput(f"source {settings.source!r} is not supported (only 'rest')")
+    if settings.source not in ("rest", "vision"):
+        raise BadInput(f"source {settings.source!r} is not supported (only 'rest' or 'vision')")
+    if settings.source == "vision" and settings.missing_only:
+        raise BadInput("--missing-only is not supported with --source vision")
 
 
 def iso(ms: int) -> str:
@@ -201,11 +205,22 @@ def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> l
     return find_gaps(times, first, last, interval)
 
 
-async def make_plan(settings: Settings, now_ms: int, empty: EmptyRanges) -> Plan:
+async def make_plan(
+    settings: Settings, now_ms: int, empty: EmptyRanges, month_keys: set[str] | None = None
+) -> Plan:
+    """The plan; with `month_keys` (--source vision) whole months are one dump page each, and
+    their keys are added to `month_keys`."""
     streams: list[StreamPlan] = []
     for symbol in settings.symbols:
         for interval in settings.intervals:
             first, last = resolve_range(settings, interval, now_ms)
+            if month_keys is not None:
+                stream_plan, keys = plan_vision_stream(
+                    symbol, interval, first, last, page_limit=settings.page_limit
+                )
+                streams.append(stream_plan)
+                month_keys.update(keys)
+                continue
             missing: list[Gap] | None = None
             if settings.missing_only:
                 gaps = await asyncio.to_thread(
@@ -327,7 +342,8 @@ async def run_backfill(
         weight_limit = request_weight_limit(info)
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
-        plan = await make_plan(settings, now_ms, empty)
+        month_keys: set[str] | None = set() if settings.source == "vision" else None
+        plan = await make_plan(settings, now_ms, empty, month_keys)
         checkpoint = Checkpoint(
             settings.state_dir,
             plan_identity(settings.sink_target, settings.page_limit, settings.source),
@@ -340,6 +356,11 @@ async def run_backfill(
             return _finish(result, rest, started, reporter)
         own_sink = sink is None
         sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
+        vision = (
+            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.page_limit)
+            if month_keys is not None
+            else None
+        )
         try:
             await _fetch_all(
                 todo,
@@ -350,8 +371,11 @@ async def run_backfill(
                 settings=settings,
                 result=result,
                 reporter=reporter,
+                fetch_page=vision.fetch if vision is not None else None,
             )
         finally:
+            if vision is not None:
+                await vision.aclose()
             checkpoint.close()
             if own_sink:
                 await sink.close()
@@ -378,6 +402,7 @@ async def _fetch_all(
     settings: Settings,
     result: RunResult,
     reporter: Reporter,
+    fetch_page: Callable[[Page], Awaitable[list[Kline]]] | None = None,
 ) -> None:
     by_stream: dict[str, list[Page]] = {}
     for page in todo:
@@ -411,9 +436,12 @@ async def _fetch_all(
                 slots.release()
                 return
             try:
-                rows = await rest.klines(
-                    page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
-                )
+                if fetch_page is not None:  # --source vision: a month dump, or REST pages
+                    rows = await fetch_page(page)
+                else:
+                    rows = await rest.klines(
+                        page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
+                    )
             except Exception as exc:  # stop taking pages; the first failure is raised below
                 failures.append(exc)
                 slots.release()

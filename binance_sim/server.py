@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from binance_sim import admin, rest
+from binance_sim import admin, rest, vision
 from binance_sim.clock import SimClock
 from binance_sim.config import SimConfig
 from binance_sim.faults import Faults, Stats
@@ -67,6 +67,7 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_get("/ws/", sim.hub.handle)
     app.router.add_get("/ws/{names:.+}", sim.hub.handle)
     app.router.add_get("/stream", sim.hub.handle)
+    app.add_routes(vision.routes(sim))
     if sim.config.admin:
         app.add_routes(admin.routes(sim))
     app.router.add_route("*", "/{tail:.*}", rest.not_found(sim))

@@ -1,0 +1,108 @@
+"""`--source vision` against the simulator's data.binance.vision layout: whole months from the
+monthly zips (ms before 2025, µs from 2025-01), the partial edges over REST, byte-identical to
+the truth; a CHECKSUM that does not match stops the run before that month is written."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from backfill.__main__ import parse_time
+from backfill.run import Settings, run_backfill
+from binance_sim.testing import SimProcess, run_simulator
+
+from .conftest import Quiet, lake_bytes, run_cli
+
+SYMBOL = "ETHUSDT"
+LAKE_NAME = "binance_ethusdt_1h.jsonl"
+START = parse_time("2024-11-20")
+END = parse_time("2025-03-05", end=True)
+DEC_1 = parse_time("2024-12-01")
+MAR_1 = parse_time("2025-03-01")
+
+
+@pytest.fixture(scope="module")
+def vsim() -> Iterator[SimProcess]:
+    args = ("--start", "2025-03-10T00:00:00", "--synthetic", f"{SYMBOL}:1h:2024-11-01")
+    with run_simulator(None, *args) as running:
+        yield running
+
+
+def weight(sim: SimProcess) -> int:
+    return int(sim.state()["counters"]["weight"])
+
+
+async def run(sim: SimProcess, tmp: Path, source: str) -> tuple[int, int]:
+    """(weight the simulator charged, REST requests) for one run into tmp."""
+    settings = Settings(
+        symbols=(SYMBOL,), intervals=("1h",), start_ms=START, end_ms=END, rest_url=sim.url,
+        lake=str(tmp / "lake"), state_dir=tmp / "state", source=source, vision_url=sim.url,
+        page_limit=100,
+    )  # fmt: skip
+    before = weight(sim)
+    result = await run_backfill(settings, Quiet())
+    return weight(sim) - before, result.requests
+
+
+def test_dumps_are_ms_before_2025_and_us_after(vsim: SimProcess) -> None:
+    base = f"{vsim.url}/data/spot/monthly/klines/{SYMBOL}/1h/{SYMBOL}-1h-"
+    firsts = {}
+    for month in ("2024-12", "2025-01"):
+        body = httpx.get(f"{base}{month}.zip").content
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            assert zf.namelist() == [f"{SYMBOL}-1h-{month}.csv"]
+            firsts[month] = zf.read(zf.namelist()[0]).split(b"\n")[0].split(b",")
+        check = httpx.get(f"{base}{month}.zip.CHECKSUM").text
+        assert check.endswith(f"  {SYMBOL}-1h-{month}.zip\n")
+        assert httpx.get(f"{base}{month}.zip").content == body  # deterministic bytes
+    assert len(firsts["2024-12"][0]) == 13 and len(firsts["2025-01"][0]) == 16
+    assert firsts["2025-01"][-1] == b"0" and len(firsts["2025-01"]) == 12
+    # the current (incomplete) month is not published yet
+    before = weight(vsim)
+    assert httpx.get(f"{base}2025-03.zip").status_code == 404
+    assert weight(vsim) == before  # dumps cost no weight
+
+
+async def test_vision_run_equals_truth_with_rest_only_for_the_edges(
+    vsim: SimProcess, tmp_path: Path
+) -> None:
+    truth = vsim.truth(SYMBOL, "1h", START, END)
+    v_weight, v_requests = await run(vsim, tmp_path / "v", "vision")
+    assert lake_bytes(tmp_path / "v" / "lake", LAKE_NAME) == truth
+    r_weight, r_requests = await run(vsim, tmp_path / "r", "rest")
+    assert lake_bytes(tmp_path / "r" / "lake", LAKE_NAME) == truth
+    # edges: Nov 20-30 (264 h, 3 pages of 100 on the grid) and Mar 1-5 (120 h, 2 pages)
+    assert v_requests == 1 + 5 and r_requests >= 1 + 25
+    # a re-run skips every finished page (months included): only exchangeInfo is charged
+    info_weight, again_requests = await run(vsim, tmp_path / "v", "vision")
+    assert lake_bytes(tmp_path / "v" / "lake", LAKE_NAME) == truth and again_requests == 1
+    # the dumps cost nothing: the vision run paid for the 5 edge pages (weight 2 each) only
+    assert v_weight - info_weight == 5 * 2
+    assert r_weight - info_weight >= 25 * 2
+
+
+def test_checksum_mismatch_fails_and_writes_nothing_of_that_month(
+    vsim: SimProcess, tmp_path: Path
+) -> None:
+    r = httpx.post(f"{vsim.url}/_sim/vision", json={"corrupt": True})
+    assert r.status_code == 200
+    try:
+        out = run_cli(
+            vsim, tmp_path, "--symbols", SYMBOL, "--intervals", "1h", "--start", "2024-11-20",
+            "--end", "2025-03-05", "--source", "vision", "--vision-url", vsim.url,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        httpx.post(f"{vsim.url}/_sim/vision", json={"corrupt": False}).raise_for_status()
+    assert out.returncode == 1, out.stderr
+    assert "ChecksumMismatch" in out.stderr and "does not match" in out.stderr
+    assert "ETHUSDT-1h-2024-12.zip" in out.stderr
+    lines = lake_bytes(tmp_path / "lake", LAKE_NAME).splitlines()
+    assert all(orjson.loads(line)["open_time"] < DEC_1 for line in lines)
+    assert not any(DEC_1 <= orjson.loads(line)["open_time"] < MAR_1 for line in lines)
