@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from backfill.__main__ import parse_time
+from backfill.plan import plan_ranges
 from backfill.run import Settings, run_backfill
 from binance_sim.testing import SimProcess, run_simulator
 
@@ -29,7 +30,8 @@ MAR_1 = parse_time("2025-03-01")
 
 @pytest.fixture(scope="module")
 def vsim() -> Iterator[SimProcess]:
-    args = ("--start", "2025-03-10T00:00:00", "--synthetic", f"{SYMBOL}:1h:2024-11-01")
+    args = ("--start", "2025-03-10T00:00:00", "--synthetic", f"{SYMBOL}:1h:2024-11-01",
+            "--synthetic", "SOLUSDT:1h:2024-11-01")  # fmt: skip
     with run_simulator(None, *args) as running:
         yield running
 
@@ -106,3 +108,25 @@ def test_checksum_mismatch_fails_and_writes_nothing_of_that_month(
     lines = lake_bytes(tmp_path / "lake", LAKE_NAME).splitlines()
     assert all(orjson.loads(line)["open_time"] < DEC_1 for line in lines)
     assert not any(DEC_1 <= orjson.loads(line)["open_time"] < MAR_1 for line in lines)
+
+
+async def test_halts_are_left_out_of_dumps_and_a_404_month_falls_back_to_rest(
+    vsim: SimProcess, tmp_path: Path
+) -> None:
+    jan_10, jan_12 = parse_time("2025-01-10"), parse_time("2025-01-12", end=True)
+    feb_1, feb_end = parse_time("2025-02-01"), parse_time("2025-02-28", end=True)
+    for lo, hi in ((jan_10, jan_12), (feb_1, feb_end)):  # Feb wholly halted: its zip is a 404
+        vsim.admin({"halt": {"symbol": "SOLUSDT", "interval": "1h", "start": lo, "end": hi}})
+    settings = Settings(
+        symbols=("SOLUSDT",), intervals=("1h",), start_ms=START, end_ms=END, rest_url=vsim.url,
+        lake=str(tmp_path / "lake"), state_dir=tmp_path / "state", source="vision",
+        vision_url=vsim.url, page_limit=100,
+    )  # fmt: skip
+    result = await run_backfill(settings, Quiet())
+    got = lake_bytes(tmp_path / "lake", "binance_solusdt_1h.jsonl")
+    assert got == vsim.truth("SOLUSDT", "1h", START, END)
+    # exchangeInfo + 5 edge pages + Feb over REST (672 h on the 100-hour page grid)
+    feb_pages = plan_ranges("SOLUSDT", "1h", [(feb_1, feb_end)], 100)
+    assert len(feb_pages) == 8 and result.requests == 1 + 5 + len(feb_pages)
+    empties = sorted(gap for _, gap in result.empty_ranges)
+    assert empties == [(jan_10, jan_12 - 3_599_999), (feb_1, feb_end - 3_599_999)]
