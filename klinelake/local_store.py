@@ -204,11 +204,7 @@ class LocalStore:
             with self._locked(name, exclusive=True):
                 old = self._generation(path)
                 self._check(name, old, if_generation_match)
-                gen = self._bump(tmp, old)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, path)
-                self._fsync_dir(path)
-                return ObjectInfo(name, gen, os.stat(path).st_size)
+                return self._install(name, path, tmp, old)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -232,13 +228,17 @@ class LocalStore:
             try:
                 with open(tmp, "wb") as out:
                     self._copy_into(out, sources)
-                gen = self._bump(tmp, old)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, path)
-                self._fsync_dir(path)
-                return ObjectInfo(name, gen, os.stat(path).st_size)
+                return self._install(name, path, tmp, old)
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def _install(self, name: str, path: Path, tmp: Path, old: int | None) -> ObjectInfo:
+        """Swap the finished temp file in as the object's next generation (lock held)."""
+        gen = self._bump(tmp, old)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+        self._fsync_dir(path)
+        return ObjectInfo(name, gen, os.stat(path).st_size)
 
     def _copy_into(self, out: BinaryIO, sources: Sequence[str]) -> None:
         """Concatenate the sources' bytes onto `out` and make them durable."""
