@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -30,10 +29,12 @@ from streamer.connection import ConnCounters, Connection, ConnectionFailed, Stre
 from streamer.health import sd_notify, serve_http, write_atomic
 from streamer.sender import StreamSender
 from streamer.shards import shard
-from streamer.spool import Spool
+from streamer.spool import Spool, SpoolUnavailable
 
 log = logging.getLogger("streamer")
 
+EXIT_STATE_DIR = 2  # the state directory cannot hold the spool (read-only, full, missing)
+EXIT_UNSENT = 1  # stopped with klines neither spooled nor published
 INGEST_QUEUE = 10_000  # closed klines between the readers and the spool (~10 MB at most)
 CHECK_EVERY_S = 0.2
 
@@ -59,13 +60,22 @@ class Service:
         self.counters = ConnCounters()
         self._conn_seq = 0
         self.exit_code = 0
+        self._health_error: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
-        self.spool.open()
+        try:
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+            self.spool.open()
+        except (SpoolUnavailable, OSError) as exc:
+            # Refuse to start rather than run without a durable spool: nothing is received
+            # yet, so nothing is lost, and systemd's restarts make the line hard to miss.
+            line = f"state directory {s.state_dir} unusable: {exc}"
+            log_event(log, "CRITICAL", line, state_dir=str(s.state_dir))
+            print(f"streamer: {line}", file=sys.stderr, flush=True)
+            return EXIT_STATE_DIR
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
         await self._sync_clock(rest)
@@ -156,7 +166,8 @@ class Service:
         if self._rest is None:
             await rest.close()
         depth = sum(self.spool.depth().values())
-        self.spool.close()
+        self.spool.close()  # (writes what it holds, if the disk allows it by now)
+        self._report_unsent()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -170,6 +181,22 @@ class Service:
             exit_code=self.exit_code,
         )
         return self.exit_code
+
+    def _report_unsent(self) -> None:
+        """Klines the disk refused and the sink did not take before the drain ended are
+        lost with this process: say which, and exit non-zero."""
+        unsent = self.spool.held()
+        if not unsent:
+            return
+        total = sum(n for n, _, _ in unsent.values())
+        ranges = {sid: [first, last] for sid, (_, first, last) in sorted(unsent.items())}
+        line = (
+            f"stopped with {total} closed klines neither spooled nor published "
+            f"({self.spool.state}): backfill these open_time ranges: {ranges}"
+        )
+        log_event(log, "CRITICAL", line, unsent=total, ranges=ranges)
+        print(f"streamer: {line}", file=sys.stderr, flush=True)
+        self.exit_code = EXIT_UNSENT
 
     def _make_sink(self) -> Sink:
         s = self.settings
@@ -224,27 +251,15 @@ class Service:
         await self.queue.put((sid, kline))
 
     async def _flush_loop(self) -> None:
-        backoff = Backoff(0.2, 10.0)
+        # (the spool never raises for its disk: what it cannot write, it holds and serves)
         while True:
-            items = [await self.queue.get()]
-            while True:
-                try:
-                    self._flush(items)
-                    backoff.reset()
-                    break
-                except sqlite3.Error as exc:  # keep the items (bounded) and retry
-                    delay = backoff.next_delay()
-                    log_event(
-                        log, "ERROR", "cannot write the spool, retrying", error=repr(exc)[:300],
-                        pending=len(items), retry_in_s=round(delay, 2),
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
+            self._flush([await self.queue.get()])
 
     async def _flush_pending(self) -> None:
         self._flush([])
 
     def _flush(self, items: list[tuple[str, Kline]]) -> None:
-        while len(items) < INGEST_QUEUE:  # (on a retry, `items` already holds them)
+        while len(items) < INGEST_QUEUE:
             try:
                 items.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:
@@ -376,7 +391,7 @@ class Service:
     # --- health -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        depth = self.spool.depth() if self.spool._db is not None else {}
+        depth = self.spool.depth()
         streams: dict[str, Any] = {}
         for idx, refs in enumerate(self.slots):
             for ref in refs:
@@ -398,14 +413,22 @@ class Service:
             "malformed_frames": self.counters.malformed,
             "closed_klines_received": self.counters.closed_klines,
             "spool_depth": sum(depth.values()),
+            "spool": self.spool.state,  # "ok" or "degraded: disk full at PATH" (and the like)
+            "spool_held_in_memory": sum(n for n, _, _ in self.spool.held().values()),
             "streams": streams,
         }
 
     def _write_health(self) -> None:
+        path = self.settings.state_dir / "health.json"
         try:
-            write_atomic(self.settings.state_dir / "health.json", _dumps(self.snapshot()))
+            write_atomic(path, _dumps(self.snapshot()))
         except OSError as exc:
-            log_event(log, "ERROR", "cannot write health file", error=repr(exc))
+            if self._health_error != exc.errno:  # once per episode, not every few seconds
+                log_event(log, "ERROR", "cannot write health file (the HTTP endpoint still "
+                          "serves it)", path=str(path), error=repr(exc))  # fmt: skip
+            self._health_error = exc.errno
+            return
+        self._health_error = None
 
     async def _health_loop(self, rest: Any) -> None:
         last_sync = time.monotonic()

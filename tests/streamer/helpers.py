@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from klinelake.intervals import last_closed_open_time
@@ -28,6 +29,10 @@ class Streamer:
         *extra: str, lake: Path | None = None, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.state_dir = state_dir
+        # with --health-port, health comes from the endpoint (the state dir may be full)
+        self.health_port = int(extra[extra.index("--health-port") + 1]) if (
+            "--health-port" in extra
+        ) else None  # fmt: skip
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         args = [
             sys.executable, "-m", "streamer", "--symbols", symbols, "--intervals", intervals,
@@ -44,6 +49,14 @@ class Streamer:
         self.pid = self.proc.pid
 
     def health(self) -> dict[str, Any]:
+        if self.health_port is not None:
+            try:
+                got: dict[str, Any] = httpx.get(
+                    f"http://127.0.0.1:{self.health_port}/", timeout=5
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                return {}
+            return got
         try:
             out: dict[str, Any] = orjson.loads((self.state_dir / "health.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):

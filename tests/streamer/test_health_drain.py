@@ -77,8 +77,9 @@ def test_sigterm_with_pubsub_down_exits_within_the_drain_bound_and_keeps_the_spo
             assert sock.recv(100) == b"READY=1"
             assert sock.recv(100) == b"WATCHDOG=1"
             wait_health(st, lambda h: counter(h, "spool_depth") >= 5, 30, "spool fills")
-            live = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()
-            assert live["streams"]["DRAINUSDC@1m"]["send_failures"] > 0
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(lambda: httpx.get(url, timeout=5).json()["streams"]["DRAINUSDC@1m"][
+                "send_failures"] > 0, 30, 0.05, "the endpoint shows failures")  # fmt: skip
             t0 = time.monotonic()
             assert st.terminate() == 0
             took = time.monotonic() - t0

@@ -1,0 +1,158 @@
+"""The spool on a real full disk and a read-only state directory (issue 12, item 2): the real
+error logged once per episode with the path, nothing dropped, everything still published."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from binance_sim.testing import run_simulator
+from klinelake.intervals import MINUTE
+from localcloud.procs import free_port
+from streamer.sender import StreamSender
+from streamer.spool import OK, Spool, SpoolUnavailable
+from tests.streamer.helpers import assert_lake_matches_truth, counter, streamer, wait_health
+from tests.streamer.test_spool_sender import SID, T0, FakeRest, FlakySink, k
+from tests.streamer.tinyfs import fill, read_only_dir, tiny_fs
+
+
+def spool_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "streamer.spool" and r.levelno >= logging.ERROR]
+
+
+def test_full_disk_holds_klines_logs_the_real_error_once_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tiny_fs(tmp_path / "state") as state:
+        sp = Spool(state / "spool.sqlite3")
+        sp.open()
+        sp.add([(SID, k(0))])
+        filler = fill(state)
+        for i in range(1, 120):  # one transaction per kline, as the live stream does
+            sp.add([(SID, k(i))])
+        errors = spool_errors(caplog)
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        fields = errors[0].__dict__["fields"]
+        assert fields["error"] == "database or disk is full"
+        assert fields["path"] == str(state / "spool.sqlite3")
+        assert sp.state == f"degraded: disk full at {state / 'spool.sqlite3'}"
+        rows, _ = sp.peek(SID, 1000)
+        assert [r.open_time for r in rows] == [T0 + i * MINUTE for i in range(120)]
+        sp.ack(SID, T0 + 49 * MINUTE)  # sent: (the ack itself may not reach the disk)
+        assert sp.depth() == {SID: 70}
+        assert sp.peek(SID, 1000)[0][0].open_time == T0 + 50 * MINUTE
+        assert list(sp.open_times(SID, T0 + 51 * MINUTE)) == [T0 + 50 * MINUTE, T0 + 51 * MINUTE]
+        assert sp.last_spooled_upto(SID, T0 + 200 * MINUTE) == T0 + 119 * MINUTE
+
+        filler.unlink()  # space again: the next write stores what was held
+        sp.add([(SID, k(120))])
+        assert sp.state == OK and sp.held() == {}
+        assert "spool writable again" in caplog.text
+        sp.close()
+        sp = Spool(state / "spool.sqlite3")
+        sp.open()  # durable: the held rows and the ack reached the disk
+        assert sp.last_published(SID) == T0 + 49 * MINUTE
+        assert [r.open_time for r in sp.peek(SID, 1000)[0]] == [
+            T0 + i * MINUTE for i in range(50, 121)
+        ]
+        sp.close()
+
+
+async def test_a_sender_publishes_what_a_full_disk_refused(tmp_path: Path) -> None:
+    with tiny_fs(tmp_path / "state") as state:
+        sp = Spool(state / "spool.sqlite3")
+        sp.open()
+        fill(state)
+        sp.add([(SID, k(i)) for i in (0, 1, 2, 5)])
+        assert sp.state.startswith("degraded: disk full")
+        sink = FlakySink(failures=2)
+        sender = StreamSender(
+            symbol="AAAUSDC", interval="1m", spool=sp, sink=sink, rest=FakeRest(upto=5),
+            server_now=lambda: T0 + 6 * MINUTE, backoff_cap_s=0.01,
+        )  # fmt: skip
+        draining = asyncio.Event()
+        draining.set()
+        sender.request_repair()
+        await asyncio.wait_for(sender.run(draining), 10)
+        assert sink.open_times() == [T0 + i * MINUTE for i in range(6)]  # 3, 4 from REST
+        assert sp.depth() == {} and sp.held() == {}
+        assert sp.last_published(SID) == T0 + 5 * MINUTE
+        sp.close()
+
+
+def test_a_read_only_state_directory_is_refused_naming_the_path(tmp_path: Path) -> None:
+    with read_only_dir(tmp_path / "ro") as ro:
+        sp = Spool(ro / "spool.sqlite3")
+        with pytest.raises(SpoolUnavailable) as exc:
+            sp.open()
+        assert str(ro / "spool.sqlite3") in str(exc.value)
+        assert exc.value.reason.startswith("read-only")
+        assert not sp.is_open and sp.depth() == {}
+
+
+SPEED = 600.0  # a 1m kline every 0.1 s
+
+
+def sim_args(symbol: str) -> list[str]:
+    return ["--start", "2024-05-01T00:00:00", "--speed", str(SPEED),
+            "--synthetic", f"{symbol}:1m:2024-04-01"]  # fmt: skip
+
+
+def test_streamer_on_a_full_disk_publishes_everything_and_says_so(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with tiny_fs(tmp_path / "state") as state, run_simulator(None, *sim_args("FULLUSDC")) as sim:
+        flags = ("--health-port", str(free_port()))
+        with streamer(sim, state, "FULLUSDC", "1m", SPEED, *flags, lake=lake) as st:
+            wait_health(st, lambda h: h["streams"]["FULLUSDC@1m"]["last_closed_open_time"],
+                        30, "live")  # fmt: skip
+            fill(state)
+            full = f"degraded: disk full at {state / 'spool.sqlite3'}"
+            h = wait_health(st, lambda h: h["spool"] == full, 30, "health says disk full")
+            before = h["streams"]["FULLUSDC@1m"]["published_rows"]
+            wait_health(st, lambda h: h["streams"]["FULLUSDC@1m"]["published_rows"] > before + 50,
+                        30, "klines still published while the disk is full")  # fmt: skip
+            assert st.terminate() == 0
+            log = st.log_text()
+        assert log.count('"message":"spool write failed') == 1, log[-3000:]
+        assert '"error":"database or disk is full"' in log
+        assert "cannot rollback" not in log and "Traceback" not in log
+        assert assert_lake_matches_truth(lake, sim, "FULLUSDC", "1m") > 50
+
+
+def test_sigterm_on_a_full_disk_with_pubsub_down_names_what_it_could_not_send(
+    tmp_path: Path,
+) -> None:
+    dead = free_port()  # nothing listens there: every publish fails
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{dead}",
+           "KLINES_TOPIC": "projects/p/topics/klines"}  # fmt: skip
+    flags = ("--health-port", str(free_port()), "--drain-timeout", "1", "--publish-timeout", "1")
+    with (
+        tiny_fs(tmp_path / "state") as state,
+        run_simulator(None, *sim_args("LOSTUSDC")) as sim,
+        streamer(sim, state, "LOSTUSDC", "1m", SPEED, *flags, env=env) as st,
+    ):
+        wait_health(st, lambda h: counter(h, "spool_depth") >= 3, 30, "spool fills")
+        fill(state)
+        wait_health(st, lambda h: counter(h, "spool_held_in_memory") >= 3, 30, "held")
+        assert st.terminate() == 1
+        log = st.log_text()
+    assert "stopped with " in log and "closed klines neither spooled nor published" in log
+    assert "LOSTUSDC@1m" in log.split("neither spooled nor published", 1)[1]
+    assert "Traceback" not in log
+
+
+def test_streamer_refuses_a_read_only_state_directory_in_one_line(tmp_path: Path) -> None:
+    with (
+        read_only_dir(tmp_path / "ro") as ro,
+        run_simulator(None, *sim_args("ROUSDC")) as sim,
+        streamer(sim, ro, "ROUSDC", "1m", SPEED, lake=tmp_path / "lake") as st,
+    ):
+        assert st.proc.wait(30) == 2
+    text = st.log_path.read_text()
+    lines = [x for x in text.splitlines() if x.startswith("streamer: ")]
+    assert len(lines) == 1 and str(ro) in lines[0] and "read-only" in lines[0], text
+    assert "Traceback" not in text
