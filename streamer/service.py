@@ -29,7 +29,9 @@ from streamer.connection import ConnCounters, Connection, ConnectionFailed, Stre
 from streamer.health import sd_notify, serve_http, write_atomic
 from streamer.sender import StreamSender
 from streamer.shards import shard
+from streamer.slot_policy import Act, Replacement, SlotView, decide
 from streamer.spool import Spool, SpoolUnavailable
+from streamer.stall import RestVerdict
 
 log = logging.getLogger("streamer")
 
@@ -37,6 +39,7 @@ EXIT_STATE_DIR = 2  # the state directory cannot hold the spool (read-only, full
 EXIT_UNSENT = 1  # stopped with klines neither spooled nor published
 INGEST_QUEUE = 10_000  # closed klines between the readers and the spool (~10 MB at most)
 CHECK_EVERY_S = 0.2
+REST_RETRY_S = 5.0  # pause before asking REST again about a silent stream after a failure
 
 
 class Service:
@@ -61,6 +64,7 @@ class Service:
         self._conn_seq = 0
         self.exit_code = 0
         self._health_error: int | None = None
+        self.rest: Any | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -78,6 +82,7 @@ class Service:
             return EXIT_STATE_DIR
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
+        self.rest = rest
         await self._sync_clock(rest)
         refused = await self._check_symbols(rest)
         if refused is not None:
@@ -313,29 +318,20 @@ class Service:
             self.senders[ref.sid].request_repair()
 
     async def _run_slot(self, idx: int) -> None:
-        """Keep one live connection for slot `idx`: reconnect with backoff when it ends or
-        stalls; replace it (new one first, then close the old) on serverShutdown or with age."""
+        """Keep one live connection for slot `idx`: describe it to `slot_policy.decide` at
+        every check and do what it says (the policy and its reasons are there)."""
         s = self.settings
         backoff = Backoff(0.5, 30.0)
         conn: Connection | None = None
         replacing: asyncio.Task[Connection | None] | None = None
         retry_replacement_at = 0.0
+        asking: dict[str, asyncio.Task[RestVerdict]] = {}  # REST checks of silent streams
+        lost: set[str] = set()
         loop = asyncio.get_running_loop()
         try:
             while not self.stopping.is_set():
-                if conn is None or not conn.alive:
-                    if conn is not None:
-                        await conn.close()
-                        self.slot_reconnects[idx] += 1
-                    new: Connection | None = None
-                    if replacing is not None:  # a replacement is on its way: take it
-                        new = await replacing
-                        replacing = None
-                    if new is None:
-                        if conn is not None:
-                            await asyncio.sleep(backoff.next_delay())
-                        new = await self._open(idx, backoff)
-                    conn = new
+                if conn is None:
+                    conn = await self._open(idx, backoff)
                     self.slot_conns[idx] = conn
                     if conn is None:
                         return
@@ -343,42 +339,91 @@ class Service:
                     continue
                 if backoff.attempts and conn.counters.closed_klines:
                     backoff.reset()
+                for sid, task in list(asking.items()):
+                    if task.done():
+                        del asking[sid]
+                        if not task.cancelled() and task.result() is RestVerdict.LOST:
+                            lost.add(sid)
                 now = self.clock.now_ms()
                 tracker = conn.tracker
-                if tracker is not None and tracker.stalled(now):
-                    log_event(
-                        log, "WARNING", "connection stalled: closed klines overdue, reconnecting",
-                        conn=conn.conn_id, overdue=tracker.overdue(now)[:5],
-                    )  # fmt: skip
+                assert tracker is not None and conn.read_task is not None
+                tracker.on_frames(conn.frames_received, now)
+                for sid in tracker.resumed:
+                    log_event(log, "INFO", "stream resumed", conn=conn.conn_id, stream=sid)
+                tracker.resumed.clear()
+                verdict = tracker.verdict(now)
+                decision = decide(
+                    SlotView(
+                        alive=conn.alive,
+                        dead=verdict.dead,
+                        lost=tuple(sorted(lost)),
+                        silent=verdict.silent,
+                        asking_rest=frozenset(asking),
+                        shutdown_notice=conn.shutdown_notice,
+                        age_ms=conn.age_ms(),
+                        max_age_ms=int(s.max_conn_age_s * 1000),
+                        replacement=_replacement_state(replacing),
+                        replacement_retry_due=loop.time() >= retry_replacement_at,
+                    )
+                )
+                for sid in decision.ask_rest:
+                    asking[sid] = asyncio.create_task(self._ask_rest(conn, sid))
+                act = decision.act
+                if act in (Act.RECONNECT, Act.SWITCH):
+                    for task in asking.values():
+                        task.cancel()
+                    asking.clear()
+                    lost.clear()
+                if act is Act.RECONNECT:
+                    if conn.alive:
+                        message = (
+                            "connection stalled: every stream silent, reconnecting"
+                            if verdict.dead
+                            else "reconnecting"
+                        )
+                        log_event(log, "WARNING", message, conn=conn.conn_id,
+                                  reason=decision.reason, silent=verdict.silent[:5])  # fmt: skip
                     await conn.close()
+                    self.slot_reconnects[idx] += 1
+                    new: Connection | None = None
+                    if replacing is not None:  # a replacement is on its way: take it
+                        new = await replacing
+                        replacing = None
+                    if new is None:
+                        await asyncio.sleep(backoff.next_delay())
+                        new = await self._open(idx, backoff)
+                    conn = new
+                    self.slot_conns[idx] = conn
+                    if conn is None:
+                        return
+                    self._after_connect(idx)
                     continue
-                if tracker is not None:
-                    for sid in tracker.overdue(now):
-                        log_event(log, "WARNING", "stream quiet", conn=conn.conn_id, stream=sid)
-                        tracker.excuse(sid, now)
-                rollover = conn.shutdown_notice or conn.age_ms() >= s.max_conn_age_s * 1000
-                if rollover and replacing is None and loop.time() >= retry_replacement_at:
-                    reason = "serverShutdown" if conn.shutdown_notice else "connection age"
-                    log_event(log, "INFO", "replacing connection", conn=conn.conn_id, reason=reason)
-                    replacing = asyncio.create_task(self._open(idx, None))
-                if replacing is not None and replacing.done():
+                if act is Act.SWITCH:
+                    assert replacing is not None
                     new = replacing.result()
                     replacing = None
-                    if new is None:
-                        retry_replacement_at = loop.time() + backoff.next_delay()
-                    else:
-                        old, conn = conn, new
-                        self.slot_conns[idx] = conn
-                        await old.close()  # after the new one is subscribed: no gap
-                        self.slot_reconnects[idx] += 1
-                        self._after_connect(idx)
-                        continue
+                    assert new is not None
+                    old, conn = conn, new
+                    self.slot_conns[idx] = conn
+                    await old.close()  # after the new one is subscribed: no gap
+                    self.slot_reconnects[idx] += 1
+                    self._after_connect(idx)
+                    continue
+                if act is Act.RETRY_LATER:
+                    replacing = None
+                    retry_replacement_at = loop.time() + backoff.next_delay()
+                elif act is Act.REPLACE:
+                    log_event(log, "INFO", "replacing connection", conn=conn.conn_id,
+                              reason=decision.reason)  # fmt: skip
+                    replacing = asyncio.create_task(self._open(idx, None))
                 assert conn.read_task is not None
                 waits: set[asyncio.Future[Any]] = {conn.read_task}
                 if replacing is not None:
                     waits.add(replacing)
                 await asyncio.wait(waits, timeout=CHECK_EVERY_S)
         finally:
+            for task in asking.values():
+                task.cancel()
             if replacing is not None:
                 replacing.cancel()
                 with contextlib.suppress(BaseException):
@@ -388,6 +433,33 @@ class Service:
             if conn is not None:
                 await conn.close()
 
+    async def _ask_rest(self, conn: Connection, sid: str) -> RestVerdict:
+        """One stream is silent while the connection delivers: do its klines exist on REST?"""
+        tracker, snd = conn.tracker, self.senders[sid]
+        assert tracker is not None and self.rest is not None
+        window = tracker.rest_window(sid, self.clock.now_ms())
+        try:
+            rows = await asyncio.wait_for(
+                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 30
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # still silent: asked again after a pause
+            log_event(log, "WARNING", "cannot ask REST about a silent stream", stream=sid,
+                      error=repr(exc)[:300])  # fmt: skip
+            await asyncio.sleep(REST_RETRY_S)
+            return RestVerdict.MOOT
+        verdict = tracker.on_rest(sid, window, bool(rows), self.clock.now_ms())
+        if verdict is RestVerdict.HALTED:
+            log_event(
+                log, "WARNING", "stream halted: no closed klines on WS or REST, not reconnecting",
+                conn=conn.conn_id, stream=sid, since_open_time=window[0],
+            )  # fmt: skip
+        elif verdict is RestVerdict.LOST:
+            log_event(log, "WARNING", "stream silent on WS but REST has its klines",
+                      conn=conn.conn_id, stream=sid, first_open_time=window[0])  # fmt: skip
+        return verdict
+
     # --- health -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -396,7 +468,11 @@ class Service:
         for idx, refs in enumerate(self.slots):
             for ref in refs:
                 snd = self.senders[ref.sid]
+                conn = self.slot_conns[idx] if idx < len(self.slot_conns) else None
+                tracker = conn.tracker if conn is not None else None
                 streams[ref.sid] = {
+                    # live | silent (REST asked why) | halted (REST has none either)
+                    "ws_state": tracker.state(ref.sid).value if tracker else "connecting",
                     "last_closed_open_time": self.spool.last_published(ref.sid),
                     "lag_ms": snd.lag_ms(),
                     "reconnects": self.slot_reconnects[idx],
@@ -439,6 +515,14 @@ class Service:
                 last_sync = time.monotonic()
                 await self._sync_clock(rest)
             await asyncio.sleep(self.settings.health_interval_s)
+
+
+def _replacement_state(task: asyncio.Task[Connection | None] | None) -> Replacement:
+    if task is None:
+        return Replacement.NONE
+    if not task.done():
+        return Replacement.PENDING
+    return Replacement.READY if task.result() is not None else Replacement.FAILED
 
 
 def _dumps(obj: Any) -> bytes:

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from binance_sim.testing import run_simulator
 from klinelake.intervals import MINUTE
@@ -156,3 +161,79 @@ def test_streamer_refuses_a_read_only_state_directory_in_one_line(tmp_path: Path
     lines = [x for x in text.splitlines() if x.startswith("streamer: ")]
     assert len(lines) == 1 and str(ro) in lines[0] and "read-only" in lines[0], text
     assert "Traceback" not in text
+
+
+class BreakableDb:
+    """A spool connection whose writes fail while `broken` (the class of write failures: a
+    full disk, a remount read-only, an I/O error), reads still served by the real database."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.broken = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if self.broken and sql.startswith("BEGIN"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self.db.executemany(sql, rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def close(self) -> None:
+        self.db.close()
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 40)),
+        st.tuples(st.just("send"), st.integers(1, 5)),
+        st.tuples(st.just("disk"), st.booleans()),
+        st.tuples(st.just("reopen"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(OPS)
+def test_no_write_failure_pattern_loses_or_repeats_a_kline(ops: list[tuple[str, int]]) -> None:
+    """Whatever fails when: every kline accepted is sent exactly once, in order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sp = Spool(Path(tmp) / "s.sqlite3")
+        sp.open()
+        db = BreakableDb(sp.db)
+        sp._db = db  # type: ignore[assignment]
+        accepted: set[int] = set()
+        sent: list[int] = []
+
+        def send(n: int) -> None:
+            rows, _ = sp.peek(SID, n)
+            if rows:
+                sent.extend(r.open_time for r in rows)
+                sp.ack(SID, rows[-1].open_time)
+
+        for op, arg in ops:
+            if op == "add":
+                if sp.add([(SID, k(arg))]):
+                    accepted.add(T0 + arg * MINUTE)
+            elif op == "send":
+                send(arg)
+            elif op == "disk":
+                db.broken = arg
+            elif not db.broken:  # a clean restart: what is held must reach the disk first
+                sp.close()
+                assert sp.held() == {}
+                sp = Spool(Path(tmp) / "s.sqlite3")
+                sp.open()
+                db = BreakableDb(sp.db)
+                sp._db = db  # type: ignore[assignment]
+        while sp.depth():
+            send(5)
+        db.broken = False
+        sp.close()
+        assert sent == sorted(set(sent)), "sent twice or out of order"
+        assert set(sent) == accepted, "lost"
