@@ -14,6 +14,7 @@ from tests.streamer.helpers import (
     assert_lake_matches_truth,
     caught_up,
     counter,
+    seed_published,
     streamer,
     wait_health,
 )
@@ -33,6 +34,7 @@ def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path) -> None:
     # fell between that deadline and the next minute's closes.
     flags = ("--stall-grace", "400")
     with run_simulator(None, *args) as sim:
+        first = seed_published(state, sim, STREAMS)
         with streamer(sim, state, "HALTAUSDC,HALTBUSDC,HALTCUSDC", "1m", SPEED, *flags,
                       lake=lake) as st:  # fmt: skip
             h = wait_health(st, lambda h: all(
@@ -55,11 +57,12 @@ def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path) -> None:
             log = st.log_text()
             # (freezing the market makes every stream silent: reconnects from here are right)
             sim.clock(speed=0.001)
-            wait_for(lambda: caught_up(lake, sim, STREAMS), 30, 0.1, "lake caught up")
+            last = wait_for(lambda: caught_up(lake, sim, STREAMS), 30, 0.1, "lake caught up")
             assert st.terminate() == 0
         assert log.count('"message":"stream halted') == 1
         assert '"message":"stream resumed"' in log and "connection stalled" not in log
         for s, i in STREAMS:
-            assert_lake_matches_truth(lake, sim, s, i)
+            sid = f"{s}@{i}"
+            assert_lake_matches_truth(lake, sim, s, i, first=first[sid], last=last[sid])
         empty = EmptyRanges(state).get("HALTBUSDC", "1m")
         assert empty == [(halt["start"], halt["end"])]
