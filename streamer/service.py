@@ -313,7 +313,11 @@ class Service:
             return conn
         return None
 
-    def _after_connect(self, idx: int) -> None:
+    async def _after_connect(self, idx: int) -> None:
+        # Re-anchor the clock before repairing: REST repair publishes what the clock says is
+        # closed, and a clock run ahead of the exchange's would take the forming kline for one.
+        if self.rest is not None:
+            await self._sync_clock(self.rest)
         for ref in self.slots[idx]:
             self.senders[ref.sid].request_repair()
 
@@ -335,7 +339,7 @@ class Service:
                     self.slot_conns[idx] = conn
                     if conn is None:
                         return
-                    self._after_connect(idx)
+                    await self._after_connect(idx)
                     continue
                 if backoff.attempts and conn.counters.closed_klines:
                     backoff.reset()
@@ -396,7 +400,7 @@ class Service:
                     self.slot_conns[idx] = conn
                     if conn is None:
                         return
-                    self._after_connect(idx)
+                    await self._after_connect(idx)
                     continue
                 if act is Act.SWITCH:
                     assert replacing is not None
@@ -407,7 +411,7 @@ class Service:
                     self.slot_conns[idx] = conn
                     await old.close()  # after the new one is subscribed: no gap
                     self.slot_reconnects[idx] += 1
-                    self._after_connect(idx)
+                    await self._after_connect(idx)
                     continue
                 if act is Act.RETRY_LATER:
                     replacing = None
