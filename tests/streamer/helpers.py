@@ -32,6 +32,9 @@ class Streamer:
         *extra: str, lake: Path | None = None, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.state_dir = state_dir
+        # a previous run's health file would answer for this one until it writes its own
+        with contextlib.suppress(OSError):
+            (state_dir / "health.json").unlink()
         # with --health-port, health comes from the endpoint (the state dir may be full)
         self.health_port = int(extra[extra.index("--health-port") + 1]) if (
             "--health-port" in extra
