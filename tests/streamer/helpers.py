@@ -126,6 +126,16 @@ def published_upto(state_dir: Path) -> dict[str, int]:
         db.close()
 
 
+def truncate_wal(spool_path: Path) -> None:
+    """Checkpoint the spool's WAL down to zero bytes, so that its next write needs new disk
+    space (a WAL that already has room reuses it: a full disk would go unnoticed for a while)."""
+    db = sqlite3.connect(spool_path, timeout=10)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
 def lake_has_published(lake: Any, state_dir: Path) -> bool:
     for sid, upto in published_upto(state_dir).items():
         symbol, interval = sid.split("@")

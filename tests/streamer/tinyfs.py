@@ -19,18 +19,24 @@ from pathlib import Path
 import pytest
 
 
-def _mount(path: Path, options: str) -> None:
+def why_no_mount(path: Path, options: str = "size=64k") -> str | None:
+    """Mount a tmpfs at `path`; None if it worked, else why not (the caller skips, saying so)."""
     if os.geteuid() != 0:
-        pytest.skip("a real full disk needs a tmpfs mount, which needs root (CI runs as root)")
+        return "a real full disk needs a tmpfs mount, which needs root (CI runs as root)"
     path.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
     )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    return None if out.returncode == 0 else f"cannot mount a tmpfs here: {out.stderr.strip()}"
 
 
-def _umount(path: Path) -> None:
+def _mount(path: Path, options: str) -> None:
+    reason = why_no_mount(path, options)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
@@ -41,7 +47,7 @@ def tiny_fs(path: Path, size: str = "512k") -> Iterator[Path]:
     try:
         yield path
     finally:
-        _umount(path)
+        umount(path)
 
 
 def fill(directory: Path) -> Path:
@@ -72,7 +78,7 @@ def read_only_dir(path: Path) -> Iterator[Path]:
         try:
             yield path
         finally:
-            _umount(path)
+            umount(path)
         return
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o555)
