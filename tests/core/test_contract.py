@@ -111,10 +111,13 @@ def test_cloudevent_unwrap(jan2022: list[Kline]) -> None:
     assert received == ReceivedMessage("42", msg.data, msg.attributes, "2026-11-24T00:00:00Z")
     assert decode_received(received).rows == (jan2022[0],)
     bad = unwrap_pubsub_event({"message": {"data": "***", "messageId": "7"}})
+    assert (bad.message_id, bad.data) == ("7", b"***")  # kept as received, for the dead letter
     with pytest.raises(InvalidMessage, match="base64"):
         decode_received(bad)
+    no_message = unwrap_pubsub_event({"foo": 1})
+    assert (no_message.message_id, no_message.data) == ("unknown", b'{"foo":1}')
     with pytest.raises(InvalidMessage, match="no Pub/Sub"):
-        unwrap_pubsub_event({"foo": 1})
+        decode_received(no_message)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,7 @@ def test_unicode_symbols_allowed(symbol: str) -> None:
     assert validate_symbol(symbol) == symbol
     name = object_name(symbol, "1h")
     assert name == f"raw/binance_{symbol.lower()}_1h.jsonl"
-    assert parse_object_name(name) == (symbol.lower(), "1h")
+    assert parse_object_name(name) == (symbol, "1h")
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def test_quirks_are_accepted(jan2022: list[Kline]) -> None:
         ({"close_time": 1640998800000}, "close_time", "after the end"),
         ({"open_time": 1640995200001, "close_time": 1640998799999}, "open_time", "aligned"),
         ({"trades": "38608"}, "trades", "integer"),
-        ({"trades": -1}, "trades", "negative"),
+        ({"trades": -1}, "trades", "0 to 2^53-1"),
         ({"symbol": "../x"}, "symbol", ".."),
         ({"interval": "1H"}, "interval", "interval"),
     ],

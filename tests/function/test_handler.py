@@ -13,13 +13,12 @@ import orjson
 import pytest
 
 from ingest_function.handler import (
-    DEAD_LETTER_MAX_DATA,
     FailFirstN,
     IngestConfig,
     IngestHandler,
     InjectedFailure,
-    dead_letter_copy,
 )
+from klinelake.contract import DEAD_LETTER_MAX_DATA, dead_letter_copy
 from klinelake.errors import TransientError
 from klinelake.lake import read_object
 from klinelake.local_store import LocalStore
