@@ -182,6 +182,7 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         raise InvalidMessage(f"'klines' holds 1 to {MAX_ROWS} rows, got {len(klines)}")
     try:
         validate_symbol(symbol)
+        check_interval(interval)  # before the rows, so the reason names the interval
         rows = tuple(kline_from_dict(r, where=f"klines[{i}]") for i, r in enumerate(klines))
     except InvalidMessage:
         raise

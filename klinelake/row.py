@@ -119,6 +119,8 @@ def validate_kline(k: Kline, where: str = "") -> None:
         raise InvalidRow("trades", trades, "must be an integer", where=where)
     if not (_MIN_MS <= ot < _MAX_MS):
         raise InvalidRow("open_time", ot, "not a plausible epoch time in ms", where=where)
+    if ct >= _MAX_MS:  # (close_time >= open_time is checked below)
+        raise InvalidRow("close_time", ct, "not a plausible epoch time in ms", where=where)
     if not (0 <= trades <= MAX_TRADES):
         raise InvalidRow("trades", trades, f"must be 0 to 2^53-1 ({MAX_TRADES})", where=where)
     if interval not in NOMINAL_MS:

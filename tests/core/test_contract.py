@@ -15,13 +15,24 @@ from klinelake.contract import (
     decode_received,
     encode_batch,
     make_batches,
+    message_schema,
     unwrap_pubsub_event,
 )
 from klinelake.errors import InvalidData, InvalidMessage, InvalidSymbol
 from klinelake.row import Kline
 from klinelake.symbols import object_name, parse_object_name, stream_id, validate_symbol
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = message_schema()
+PACKAGED_SCHEMA = "klinelake/schema/message.schema.json"
+
+
+def test_the_schema_has_one_copy_and_the_docs_point_to_it() -> None:
+    assert (ROOT / PACKAGED_SCHEMA).is_file()
+    copies = [p for p in ROOT.rglob("*.schema.json") if ".venv" not in p.parts]
+    assert [p.relative_to(ROOT).as_posix() for p in copies] == [PACKAGED_SCHEMA]
+    for doc in ("README.md", "docs/contracts.md"):
+        assert PACKAGED_SCHEMA in (ROOT / doc).read_text(), doc
 
 
 def test_encode_decode_roundtrip(jan2022: list[Kline]) -> None:
@@ -62,12 +73,22 @@ def test_make_batches_splits_at_5000_sorted_unique(jan2022: list[Kline]) -> None
         (b'{"symbol":"BTCUSDT","interval":"1h"}', {}, "klines"),
         (b'{"symbol":"BTCUSDT","interval":"1h","klines":[{}],"x":1}', {}, "unknown keys"),
         (b'{"symbol":"../x","interval":"1h","klines":[{}]}', {}, "'..'"),
-        (b'{"symbol":"BTCUSDT","interval":"1H","klines":[{}]}', {}, "open_time"),
     ],
 )
 def test_poison_messages(data: bytes, attrs: dict[str, str], why: str) -> None:
     with pytest.raises(InvalidData, match=why):
         decode_message(data, attrs)
+
+
+@pytest.mark.parametrize("interval", ["1H", "1min", "60m", "1Y", ""])
+def test_an_unknown_interval_is_poison_however_the_rows_are_spelled(
+    jan2022: list[Kline], interval: str
+) -> None:
+    """Complete rows, so the only fault is the interval (message and rows alike)."""
+    row = {**jan2022[0].to_dict(), "interval": interval}
+    data = orjson.dumps({"symbol": "BTCUSDT", "interval": interval, "klines": [row]})
+    with pytest.raises(InvalidMessage, match=f"invalid interval '{interval}'"):
+        decode_message(data)
 
 
 def test_contradicting_attributes_and_wrong_stream_rows(jan2022: list[Kline]) -> None:

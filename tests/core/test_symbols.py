@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections import defaultdict
 import unicodedata
+from collections import defaultdict
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
