@@ -59,6 +59,8 @@ def collect(
         listed = store.list(OBJECT_PREFIX)
     except ObjectNotFound as exc:  # GCS answers 404 for the bucket itself
         raise LakeUnavailable(f"lake {uri}: no such bucket ({exc})") from None
+    except LakeUnavailable as exc:  # no credentials, no permission
+        raise LakeUnavailable(f"lake {uri}: {exc}") from None
     reports, unknown = [], []
     for info in listed:
         parsed = parse_object_name(info.name)

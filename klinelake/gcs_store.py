@@ -64,9 +64,7 @@ class GCSStore:
             try:
                 self._client = make_client()
             except DefaultCredentialsError as exc:
-                raise LakeUnavailable(
-                    f"gs://{self.bucket_name}: no Google credentials: {exc}"
-                ) from None
+                raise LakeUnavailable(f"no Google credentials: {exc}") from None
         return self._client
 
     def _bucket(self) -> Any:

@@ -195,3 +195,20 @@ def test_verify_a_missing_bucket_on_fake_gcs(stack: Stack) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert one_line(out).startswith("verify: lake gs://no-such-bucket: no such bucket")
+
+
+def test_verify_without_google_credentials_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from klinelake import cli, gcs_store
+
+    def no_credentials() -> None:
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.setattr(gcs_store, "make_client", no_credentials)
+    out = CliRunner().invoke(cli.main, ["verify", "--lake", "gs://some-bucket"])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        "verify: lake gs://some-bucket: no Google credentials: "
+        "Your default credentials were not found."
+    ]
