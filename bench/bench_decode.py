@@ -22,26 +22,16 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_core import synth  # noqa: E402
 from klinelake.contract import (  # noqa: E402
     KlineBatch,
     _refuse_repeated_keys,
     decode_message,
     encode_batch,
 )
-from klinelake.row import Kline  # noqa: E402
 
-MIN = 60_000
-T0 = 1_640_995_200_000  # 2022-01-01
 ROWS = 5000
 REPEAT = 30
-
-
-def synth(k: int) -> Kline:
-    p = f"{40000 + (k % 5000)}.{k % 100:02d}000000"
-    return Kline(
-        T0 + k * MIN, T0 + k * MIN + MIN - 1, "BTCUSDT", "1m", p, p, p, p,
-        "1.50000000", "60000.00000000", k % 997, "0.70000000", "28000.00000000",
-    )  # fmt: skip
 
 
 def median_ms(fn: Callable[[], object]) -> float:
