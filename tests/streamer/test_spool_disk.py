@@ -21,14 +21,8 @@ from localcloud import wait_for
 from localcloud.procs import free_port
 from streamer.sender import StreamSender
 from streamer.spool import OK, Spool, SpoolUnavailable
-from tests.streamer.helpers import (
-    assert_lake_matches_truth,
-    caught_up,
-    counter,
-    seed_published,
-    streamer,
-    wait_health,
-)
+from tests.streamer import helpers
+from tests.streamer.helpers import counter, streamer, wait_health
 from tests.streamer.test_spool_sender import SID, T0, FakeRest, FlakySink, k
 from tests.streamer.tinyfs import fill, read_only_dir, tiny_fs
 
@@ -118,7 +112,7 @@ def sim_args(symbol: str) -> list[str]:
 def test_streamer_on_a_full_disk_publishes_everything_and_says_so(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     with tiny_fs(tmp_path / "state") as state, run_simulator(None, *sim_args("FULLUSDC")) as sim:
-        first = seed_published(state, sim, [("FULLUSDC", "1m")])["FULLUSDC@1m"]
+        first = helpers.seed_published(state, sim, [("FULLUSDC", "1m")])["FULLUSDC@1m"]
         flags = ("--health-port", str(free_port()))
         with streamer(sim, state, "FULLUSDC", "1m", SPEED, *flags, lake=lake) as st:
             wait_health(st, lambda h: h["streams"]["FULLUSDC@1m"]["last_closed_open_time"],
@@ -129,14 +123,16 @@ def test_streamer_on_a_full_disk_publishes_everything_and_says_so(tmp_path: Path
             before = h["streams"]["FULLUSDC@1m"]["published_rows"]
             wait_health(st, lambda h: h["streams"]["FULLUSDC@1m"]["published_rows"] > before + 50,
                         30, "klines still published while the disk is full")  # fmt: skip
-            last = wait_for(lambda: caught_up(lake, sim, [("FULLUSDC", "1m")]), 30, 0.05,
+            last = wait_for(lambda: helpers.caught_up(lake, sim, [("FULLUSDC", "1m")]), 30, 0.05,
                             "the lake has the newest kline")["FULLUSDC@1m"]  # fmt: skip
             assert st.terminate() == 0
             log = st.log_text()
         assert log.count('"message":"spool write failed') == 1, log[-3000:]
         assert '"error":"database or disk is full"' in log
         assert "cannot rollback" not in log and "Traceback" not in log
-        rows = assert_lake_matches_truth(lake, sim, "FULLUSDC", "1m", first=first, last=last)
+        rows = helpers.assert_lake_matches_truth(
+            lake, sim, "FULLUSDC", "1m", first=first, last=last
+        )
         assert rows > 50
 
 
