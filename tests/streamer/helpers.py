@@ -136,8 +136,12 @@ def truncate_wal(spool_path: Path) -> None:
         db.close()
 
 
-def lake_has_published(lake: Any, state_dir: Path) -> bool:
+def lake_has_published(lake: Any, state_dir: Path, seeded: dict[str, int] | None = None) -> bool:
+    """The lake has every kline the spool says the sink acknowledged (with `seeded`, from
+    `seed_published`: a stream still at its seed has published nothing yet)."""
     for sid, upto in published_upto(state_dir).items():
+        if seeded is not None and upto < seeded.get(sid, upto):
+            continue
         symbol, interval = sid.split("@")
         last = lake_last_open(lake, symbol, interval)
         if last is None or last < upto:

@@ -47,7 +47,8 @@ def test_pubsub_outage_loses_nothing(stack: Stack, tmp_path: Path) -> None:
             # emulator keeps nothing across a restart (a real outage loses no acked message).
             os.kill(st.pid, signal.SIGSTOP)
             try:
-                wait_for(lambda: lake_has_published(stack, state), 60, 0.1, "acked rows landed")
+                wait_for(lambda: lake_has_published(stack, state, first), 60, 0.1,
+                         "acked rows landed")  # fmt: skip
                 stop_group(stack.state.pids["pubsub"])  # the emulator is down from here
             finally:
                 os.kill(st.pid, signal.SIGCONT)
@@ -73,7 +74,7 @@ def test_pubsub_outage_loses_nothing(stack: Stack, tmp_path: Path) -> None:
             assert st.terminate() == 0
             h = st.health()
         assert published_upto(state)["OUTAGEUSDC@1m"] > up_at
-        wait_for(lambda: lake_has_published(stack, state), 120, 0.2, "lake complete")
+        wait_for(lambda: lake_has_published(stack, state, first), 120, 0.2, "lake complete")
         for s, i in STREAMS:
             sid = f"{s}@{i}"
             assert_lake_matches_truth(stack, sim, s, i, first=first[sid], last=last[sid])
