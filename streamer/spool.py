@@ -22,7 +22,8 @@ import heapq
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from klinelake.logs import log_event
@@ -70,8 +71,15 @@ def failure_kind(exc: BaseException) -> str:
 
 
 class Spool:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self, path: Path | str, retry_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.path = Path(path)
+        # while degraded, try the disk again at most every `retry_s` seconds: each try
+        # re-inserts everything held, and a full disk fails the same way many times a second
+        self.retry_s = retry_s
+        self._clock = clock
+        self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
         self._published: dict[str, int] = {}  # one entry per configured stream: bounded
         # Degraded mode: rows and acks that could not be written (see the module docstring).
@@ -134,7 +142,7 @@ class Spool:
                 rows.append((stream, k.open_time, k.to_line(), source))
         if not rows:
             return set()
-        written = self._write(rows)
+        written = self._write(rows) if self._may_try() else None
         if written is None:  # held in memory
             for stream, t, line, src in rows:
                 self._held.setdefault(stream, {}).setdefault(t, (line, src))
@@ -175,7 +183,11 @@ class Spool:
             self.state = OK
         return max(inserted, 0)
 
+    def _may_try(self) -> bool:
+        return self.state == OK or self._clock() >= self._retry_at
+
     def _degrade(self, exc: sqlite3.Error) -> None:
+        self._retry_at = self._clock() + self.retry_s
         state = f"degraded: {failure_kind(exc)} at {self.path}"
         if state != self.state:  # once per episode, not once per kline
             log_event(
@@ -250,6 +262,9 @@ class Spool:
                 del held[t]
             if not held:
                 del self._held[stream]
+        if not self._may_try():
+            self._unwritten_acks[stream] = self._published[stream]
+            return
         db = self.db
         try:
             db.execute("PRAGMA synchronous=NORMAL")

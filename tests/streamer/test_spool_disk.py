@@ -35,7 +35,7 @@ def test_full_disk_holds_klines_logs_the_real_error_once_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with tiny_fs(tmp_path / "state") as state:
-        sp = Spool(state / "spool.sqlite3")
+        sp = Spool(state / "spool.sqlite3", retry_s=0)
         sp.open()
         sp.add([(SID, k(0))])
         filler = fill(state)
@@ -60,7 +60,7 @@ def test_full_disk_holds_klines_logs_the_real_error_once_and_recovers(
         assert sp.state == OK and sp.held() == {}
         assert "spool writable again" in caplog.text
         sp.close()
-        sp = Spool(state / "spool.sqlite3")
+        sp = Spool(state / "spool.sqlite3", retry_s=0)
         sp.open()  # durable: the held rows and the ack reached the disk
         assert sp.last_published(SID) == T0 + 49 * MINUTE
         assert [r.open_time for r in sp.peek(SID, 1000)[0]] == [
@@ -71,7 +71,7 @@ def test_full_disk_holds_klines_logs_the_real_error_once_and_recovers(
 
 async def test_a_sender_publishes_what_a_full_disk_refused(tmp_path: Path) -> None:
     with tiny_fs(tmp_path / "state") as state:
-        sp = Spool(state / "spool.sqlite3")
+        sp = Spool(state / "spool.sqlite3", retry_s=0)
         sp.open()
         fill(state)
         sp.add([(SID, k(i)) for i in (0, 1, 2, 5)])
@@ -178,8 +178,10 @@ class BreakableDb:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         self.broken = False
+        self.transactions = 0
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self.transactions += sql.startswith("BEGIN")
         if self.broken and sql.startswith("BEGIN"):
             raise sqlite3.OperationalError("disk I/O error")
         return self.db.execute(sql, *args)
@@ -211,7 +213,7 @@ OPS = st.lists(
 def test_no_write_failure_pattern_loses_or_repeats_a_kline(ops: list[tuple[str, int]]) -> None:
     """Whatever fails when: every kline accepted is sent exactly once, in order."""
     with tempfile.TemporaryDirectory() as tmp:
-        sp = Spool(Path(tmp) / "s.sqlite3")
+        sp = Spool(Path(tmp) / "s.sqlite3", retry_s=0)
         sp.open()
         db = BreakableDb(sp.db)
         sp._db = db  # type: ignore[assignment]
@@ -235,7 +237,7 @@ def test_no_write_failure_pattern_loses_or_repeats_a_kline(ops: list[tuple[str, 
             elif not db.broken:  # a clean restart: what is held must reach the disk first
                 sp.close()
                 assert sp.held() == {}
-                sp = Spool(Path(tmp) / "s.sqlite3")
+                sp = Spool(Path(tmp) / "s.sqlite3", retry_s=0)
                 sp.open()
                 db = BreakableDb(sp.db)
                 sp._db = db  # type: ignore[assignment]
@@ -245,3 +247,25 @@ def test_no_write_failure_pattern_loses_or_repeats_a_kline(ops: list[tuple[str, 
         sp.close()
         assert sent == sorted(set(sent)), "sent twice or out of order"
         assert set(sent) == accepted, "lost"
+
+
+def test_a_degraded_spool_tries_the_disk_at_most_every_retry_s(tmp_path: Path) -> None:
+    now = [0.0]
+    sp = Spool(tmp_path / "s.sqlite3", retry_s=5.0, clock=lambda: now[0])
+    sp.open()
+    db = BreakableDb(sp.db)
+    sp._db = db  # type: ignore[assignment]
+    db.broken = True
+    for i in range(10):
+        sp.add([(SID, k(i))])
+        sp.ack(SID, T0 + (i - 1) * MINUTE) if i % 3 == 2 else None
+    assert db.transactions == 1 and sp.state.startswith("degraded")
+    db.broken = False
+    sp.add([(SID, k(10))])
+    assert db.transactions == 1  # not yet: held, still served
+    assert [r.open_time for r in sp.peek(SID, 100)[0]] == [T0 + i * MINUTE for i in range(8, 11)]
+    now[0] = 5.0
+    sp.add([(SID, k(11))])
+    assert db.transactions == 2 and sp.state == OK and sp.held() == {}
+    assert sp.depth() == {SID: 4}
+    sp.close()
