@@ -249,11 +249,13 @@ def test_fault_suite_lake_equals_truth(
                 log = st.log_text()
                 assert log.count('"message":"spool write failed') == 1
                 assert '"error":"database or disk is full"' in log
-            # the tail: everything closed by now must reach the lake through the drain
+            # the tail: everything closed by now must reach the lake through the drain. (Up to
+            # 120 s: after the emulator restart one ordering key can stay blocked for a while,
+            # its timed-out publish still in flight inside the client library.)
             tail = {f"{s}@{i}": newest_closed(sim, s, i) or 0 for s, i in STREAMS}
             h = wait_health(st, lambda h: all(
                 (h["streams"][sid]["last_closed_open_time"] or 0) >= t for sid, t in tail.items()
-            ), 30, "published up to hour 26")  # fmt: skip
+            ), 120, "published up to hour 26")  # fmt: skip
             assert st.terminate() == 0
             wait_for(lambda: lake_has_published(stack, state), 240, 0.5, "queue drained")
         finally:
