@@ -149,36 +149,6 @@ def test_fault_suite_lake_equals_truth(
             stack.restart_function({"INGEST_FAIL_FIRST_N": "12",
                                     "INGEST_FAIL_STATE": str(tmp_path / "fails")})  # fmt: skip
 
-            # 5b. a halted symbol on the shared connection, longer than the stall grace (72
-            #     simulated minutes at this speed): asked about over REST, marked halted, no
-            #     reconnect; the three other streams on that connection lose nothing (below).
-            #     A fresh connection first, so that the simulator's 8 h age cut stays clear.
-            rc = counter(st.health(), "reconnects")
-            sim.admin({"ws_drop": True})
-            h = wait_health(st, lambda h: counter(h, "reconnects") > rc
-                            and h["connections"] == 1, 30, "a fresh connection")  # fmt: skip
-            rc_halt = counter(h, "reconnects")
-            opened_halt = sim.state()["counters"]["ws_opened"]
-            now = sim.state()["now"]
-            start = now - now % MINUTE + 15 * MINUTE
-            btc_halt = {"symbol": "FAULTBTC", "interval": "1m", "start": start,
-                        "end": start + 2 * HOUR + 30 * MINUTE}  # fmt: skip
-            sim.admin({"halt": btc_halt})
-            halted = "FAULTBTC@1m"
-            wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "halted", 60,
-                        "the halted stream marked halted")  # fmt: skip
-
-            wait_for(lambda: sim.state()["now"] > btc_halt["end"] + 5 * MINUTE, 60, 0.05,
-                     "the halt ends")  # fmt: skip
-            h = wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "live" and (
-                h["streams"][halted]["last_closed_open_time"] or 0) > btc_halt["end"], 30,
-                "the halted stream resumed")  # fmt: skip
-            halt_reconnects = counter(h, "reconnects") - rc_halt
-            assert halt_reconnects == 0, "the halt dropped the shared connection"
-            assert sim.state()["counters"]["ws_opened"] == opened_halt
-            log = st.log_text()
-            assert log.count('"message":"stream halted') == 1 and '"stream resumed"' in log
-
             # 6. SIGKILL the streamer; two simulated hours later, restart it (gap repair)
             at_hour(sim, t0, 10)
             st.kill()
@@ -239,6 +209,36 @@ def test_fault_suite_lake_equals_truth(
             assert decode_message(msg.data, msg.attributes)  # the data itself was fine
 
             assert backfill.wait(timeout=180) == 0
+
+            # 10b. a halted symbol on the shared connection, longer than the stall grace (72
+            #     simulated minutes at this speed): asked about over REST, marked halted, no
+            #     reconnect; the three other streams on that connection lose nothing (below).
+            #     A fresh connection first, so that the simulator's 8 h age cut stays clear.
+            rc = counter(st.health(), "reconnects")
+            sim.admin({"ws_drop": True})
+            h = wait_health(st, lambda h: counter(h, "reconnects") > rc
+                            and h["connections"] == 1, 30, "a fresh connection")  # fmt: skip
+            rc_halt = counter(h, "reconnects")
+            opened_halt = sim.state()["counters"]["ws_opened"]
+            now = sim.state()["now"]
+            start = now - now % MINUTE + 15 * MINUTE
+            btc_halt = {"symbol": "FAULTBTC", "interval": "1m", "start": start,
+                        "end": start + 2 * HOUR + 30 * MINUTE}  # fmt: skip
+            sim.admin({"halt": btc_halt})
+            halted = "FAULTBTC@1m"
+            wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "halted", 60,
+                        "the halted stream marked halted")  # fmt: skip
+
+            wait_for(lambda: sim.state()["now"] > btc_halt["end"] + 5 * MINUTE, 60, 0.05,
+                     "the halt ends")  # fmt: skip
+            h = wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "live" and (
+                h["streams"][halted]["last_closed_open_time"] or 0) > btc_halt["end"], 30,
+                "the halted stream resumed")  # fmt: skip
+            halt_reconnects = counter(h, "reconnects") - rc_halt
+            assert halt_reconnects == 0, "the halt dropped the shared connection"
+            assert sim.state()["counters"]["ws_opened"] == opened_halt
+            log = st.log_text()
+            assert log.count('"message":"stream halted') == 1 and '"stream resumed"' in log
 
             # 11. run on past the scaled 24 h cut (connections cut at 8 simulated hours of age),
             #     then stop the streamer (SIGTERM drains) and let the function finish the queue
