@@ -244,9 +244,9 @@ class Service:
                 return None
         return None
 
-    async def _sync_clock(self, rest: Any) -> None:
+    async def _sync_clock(self, rest: Any, timeout_s: float = 10.0) -> None:
         try:
-            self.clock.sync(await asyncio.wait_for(rest.server_time(), 10))
+            self.clock.sync(await asyncio.wait_for(rest.server_time(), timeout_s))
         except Exception as exc:  # the clock then follows event times
             log_event(log, "WARNING", "server time unavailable", error=repr(exc)[:300])
 
@@ -317,7 +317,7 @@ class Service:
         # Re-anchor the clock before repairing: REST repair publishes what the clock says is
         # closed, and a clock run ahead of the exchange's would take the forming kline for one.
         if self.rest is not None:
-            await self._sync_clock(self.rest)
+            await self._sync_clock(self.rest, timeout_s=3.0)  # (REST down: go on, unsynced)
         for ref in self.slots[idx]:
             self.senders[ref.sid].request_repair()
 
