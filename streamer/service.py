@@ -331,6 +331,7 @@ class Service:
         retry_replacement_at = 0.0
         asking: dict[str, asyncio.Task[RestVerdict]] = {}  # REST checks of silent streams
         lost: set[str] = set()
+        unknown: set[str] = set()
         loop = asyncio.get_running_loop()
         try:
             while not self.stopping.is_set():
@@ -346,8 +347,13 @@ class Service:
                 for sid, task in list(asking.items()):
                     if task.done():
                         del asking[sid]
-                        if not task.cancelled() and task.result() is RestVerdict.LOST:
+                        answer = None if task.cancelled() else task.result()
+                        if answer is RestVerdict.LOST:
                             lost.add(sid)
+                        elif answer is RestVerdict.UNKNOWN:
+                            unknown.add(sid)
+                        else:
+                            unknown.discard(sid)
                 now = self.clock.now_ms()
                 tracker = conn.tracker
                 assert tracker is not None and conn.read_task is not None
@@ -361,6 +367,7 @@ class Service:
                         alive=conn.alive,
                         dead=verdict.dead,
                         lost=tuple(sorted(lost)),
+                        unknown=tuple(sorted(unknown)),
                         silent=verdict.silent,
                         asking_rest=frozenset(asking),
                         shutdown_notice=conn.shutdown_notice,
@@ -378,6 +385,7 @@ class Service:
                         task.cancel()
                     asking.clear()
                     lost.clear()
+                    unknown.clear()
                 if act is Act.RECONNECT:
                     if conn.alive:
                         message = (
@@ -444,7 +452,7 @@ class Service:
         window = tracker.rest_window(sid, self.clock.now_ms())
         try:
             rows = await asyncio.wait_for(
-                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 30
+                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 10
             )
         except asyncio.CancelledError:
             raise
@@ -452,7 +460,7 @@ class Service:
             log_event(log, "WARNING", "cannot ask REST about a silent stream", stream=sid,
                       error=repr(exc)[:300])  # fmt: skip
             await asyncio.sleep(REST_RETRY_S)
-            return RestVerdict.MOOT
+            return RestVerdict.UNKNOWN
         verdict = tracker.on_rest(sid, window, bool(rows), self.clock.now_ms())
         if verdict is RestVerdict.HALTED:
             log_event(

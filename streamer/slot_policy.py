@@ -4,7 +4,10 @@ A slot keeps one live connection for a fixed group of streams. At every check th
 describes the slot (`SlotView`) and does what `decide` says:
 
     connection ended ─────────────────────────────> RECONNECT  (take a ready replacement if any)
-    every stream silent (stall.Verdict.dead) ─────> RECONNECT
+    every stream silent (stall.Verdict.dead) ─────> ask REST about one silent stream first:
+        it has klines WS did not deliver, or REST cannot say > RECONNECT
+        none (a halt: e.g. the only stream on the connection) > it is marked halted, and the
+        connection is dead only if the others are silent too (ask the next one)
     a stream silent on WS while REST has its klines > RECONNECT  (its subscription is lost)
     replacement subscribed ───────────────────────> SWITCH     (then close the old: no gap)
     replacement failed ───────────────────────────> RETRY_LATER (the old one still serves)
@@ -41,6 +44,7 @@ class SlotView:
     alive: bool
     dead: bool = False  # stall.Verdict.dead
     lost: tuple[str, ...] = ()  # streams REST showed to be lost on this connection
+    unknown: tuple[str, ...] = ()  # silent streams REST could not answer for
     silent: tuple[str, ...] = ()  # stall.Verdict.silent
     asking_rest: frozenset[str] = frozenset()  # silent streams whose REST check is in flight
     shutdown_notice: bool = False
@@ -60,11 +64,16 @@ class Decision:
 def decide(view: SlotView) -> Decision:
     if not view.alive:
         return Decision(Act.RECONNECT, "connection ended")
-    if view.dead:
-        return Decision(Act.RECONNECT, "stalled: every stream silent")
     if view.lost:
         return Decision(Act.RECONNECT, f"silent on WS, klines on REST: {', '.join(view.lost)}")
     ask = tuple(s for s in view.silent if s not in view.asking_rest)
+    if view.dead:
+        if view.unknown:
+            return Decision(Act.RECONNECT, "stalled: every stream silent, REST unavailable")
+        if view.asking_rest:
+            return Decision(Act.WAIT, "every stream silent: waiting for REST")
+        # one question settles it: a halted stream, or a dead connection
+        return Decision(Act.WAIT, "every stream silent: asking REST", ask[:1])
     if view.replacement is Replacement.READY:
         return Decision(Act.SWITCH, "replacement subscribed", ask)
     if view.replacement is Replacement.FAILED:

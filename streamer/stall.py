@@ -35,6 +35,7 @@ class RestVerdict(StrEnum):
     HALTED = "halted"  # newly confirmed halted
     STILL_HALTED = "still halted"
     LOST = "lost"  # REST has klines that WS did not deliver: the subscription is broken
+    UNKNOWN = "unknown"  # REST did not answer
     MOOT = "moot"  # the stream delivered meanwhile (or is unknown): nothing to do
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from binance_sim.testing import run_simulator
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.intervals import MINUTE
@@ -23,7 +25,10 @@ STREAMS = [(s, "1m") for s in ("HALTAUSDC", "HALTBUSDC", "HALTCUSDC")]  # one co
 HALTED = "HALTBUSDC@1m"
 
 
-def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_connection", [3, 1], ids=["shared", "alone"])
+def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path, per_connection: int) -> None:
+    """Shared: the other streams on the connection deliver. Alone: every stream on the halted
+    stream's connection is silent, which REST tells apart from a dead connection."""
     args = ["--start", "2024-06-01T00:00:00", "--speed", str(SPEED)]
     for s, i in STREAMS:
         args += ["--synthetic", f"{s}:{i}:2024-05-30"]
@@ -31,7 +36,7 @@ def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path) -> None:
     # A grace that is not a whole number of minutes: the old stall check, which compared the
     # halted stream's deadline with the other streams' last close, reconnected whenever a check
     # fell between that deadline and the next minute's closes.
-    flags = ("--stall-grace", "400")
+    flags = ("--stall-grace", "400", "--streams-per-connection", str(per_connection))
     with run_simulator(None, *args) as sim:
         first = seed_published(state, sim, STREAMS)
         with streamer(sim, state, "HALTAUSDC,HALTBUSDC,HALTCUSDC", "1m", SPEED, *flags,
@@ -52,7 +57,7 @@ def test_a_halted_stream_is_not_a_reason_to_reconnect(tmp_path: Path) -> None:
                             and h["streams"][HALTED]["last_closed_open_time"] > halt["end"],
                             30, "the halted stream resumes")  # fmt: skip
             assert h["reconnects"] == 0, "a halt dropped the shared connection"
-            assert sim.state()["counters"]["ws_opened"] == 1
+            assert sim.state()["counters"]["ws_opened"] == 3 // per_connection
             log = st.log_text()
             # (freezing the market makes every stream silent: reconnects from here are right)
             sim.clock(speed=0.001)

@@ -117,7 +117,23 @@ def view(**kw: object) -> SlotView:
 def test_slot_policy_table() -> None:
     cases: list[tuple[SlotView, Decision]] = [
         (SlotView(alive=False), Decision(Act.RECONNECT, "connection ended")),
-        (view(dead=True, silent=("A",)), Decision(Act.RECONNECT, "stalled: every stream silent")),
+        # every stream silent: one REST question first (a lone halted stream is not a stall)
+        (
+            view(dead=True, silent=("A", "B")),
+            Decision(Act.WAIT, "every stream silent: asking REST", ("A",)),
+        ),
+        (
+            view(dead=True, silent=("A", "B"), asking_rest=frozenset({"A"})),
+            Decision(Act.WAIT, "every stream silent: waiting for REST"),
+        ),
+        (
+            view(dead=True, silent=("A",), lost=("A",)),
+            Decision(Act.RECONNECT, "silent on WS, klines on REST: A"),
+        ),
+        (
+            view(dead=True, silent=("A",), unknown=("A",)),
+            Decision(Act.RECONNECT, "stalled: every stream silent, REST unavailable"),
+        ),
         (view(lost=("H",)), Decision(Act.RECONNECT, "silent on WS, klines on REST: H")),
         # one silent stream: ask REST, never reconnect
         (view(silent=("H", "K"), asking_rest=frozenset({"K"})), Decision(Act.WAIT, "", ("H",))),
