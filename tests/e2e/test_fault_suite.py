@@ -178,7 +178,13 @@ def test_fault_suite_lake_equals_truth(
                     wait_health(st, lambda h: h["spool"] == degraded and counter(
                         h, "spool_held_in_memory") > 10, 30, "klines held in memory")  # fmt: skip
             finally:
-                stack.restart_pubsub()
+                # (paused meanwhile: a publish accepted between the topic's and the push
+                # subscription's re-creation would be dropped, which real Pub/Sub never does)
+                os.kill(st.pid, signal.SIGSTOP)
+                try:
+                    stack.restart_pubsub()
+                finally:
+                    os.kill(st.pid, signal.SIGCONT)
             stack.restart_function({})
             disk_full = "skipped: " + no_disk_full if no_disk_full else "filled"
 
@@ -229,11 +235,12 @@ def test_fault_suite_lake_equals_truth(
             wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "halted", 60,
                         "the halted stream marked halted")  # fmt: skip
 
+            # live again on WS (what it sends from here is checked in the lake at the end;
+            # publishing may still lag behind the Pub/Sub outage of step 7)
             wait_for(lambda: sim.state()["now"] > btc_halt["end"] + 5 * MINUTE, 60, 0.05,
                      "the halt ends")  # fmt: skip
-            h = wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "live" and (
-                h["streams"][halted]["last_closed_open_time"] or 0) > btc_halt["end"], 30,
-                "the halted stream resumed")  # fmt: skip
+            h = wait_health(st, lambda h: h["streams"][halted]["ws_state"] == "live", 30,
+                            "the halted stream resumed")  # fmt: skip
             halt_reconnects = counter(h, "reconnects") - rc_halt
             assert halt_reconnects == 0, "the halt dropped the shared connection"
             assert sim.state()["counters"]["ws_opened"] == opened_halt
