@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from backfill.checkpoint import Checkpoint
 from backfill.plan import (
@@ -30,7 +29,7 @@ from backfill.plan import (
     plan_stream,
 )
 from backfill.vision import VisionFetcher, plan_vision_stream
-from klinelake.binance_rest import BinanceRest, UnknownSymbol
+from klinelake.binance_rest import BinanceRest
 from klinelake.contract import MAX_ROWS, make_batches
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import InvalidData, TransientError
@@ -40,16 +39,28 @@ from klinelake.intervals import (
     align_down,
     check_interval,
     find_gaps,
-    grid_is_documented,
     last_closed_open_time,
 )
 from klinelake.lake import open_store, read_lines
+from klinelake.publish import (
+    Patience,
+    UnlistedSymbols,
+    check_listed,
+    confirmed_empty,
+    fetch_range,
+    send_until_durable,
+)
 from klinelake.row import Kline, open_time_of_line
 from klinelake.sink import Sink, make_sink
 from klinelake.symbols import object_name, validate_symbol
 from klinelake.weight import WeightBudget
 
 DEFAULT_DAYS = 30
+# The backfill may give up on the sink: its checkpoint holds the progress and a re-run resumes.
+# Transient failures get 6 tries over ~20 s; anything else (bad config, a rejected batch) ends it.
+SINK_PATIENCE = Patience(
+    attempts=6, first_s=0.5, cap_s=10.0, permanent=lambda e: not isinstance(e, TransientError)
+)
 
 
 class BadInput(Exception):
@@ -167,21 +178,12 @@ def resolve_range(settings: Settings, interval: str, now_ms: int) -> tuple[int, 
 
 
 async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, Any]:
-    """One exchangeInfo request for all symbols; on -1121 find which one is unknown."""
+    """exchangeInfo for all symbols (`klinelake.publish.check_listed`); unknown ones are bad
+    input."""
     try:
-        info = await rest.exchange_info(list(symbols))
-    except UnknownSymbol:
-        for symbol in symbols if len(symbols) > 1 else ():
-            try:
-                await rest.exchange_info([symbol])
-            except UnknownSymbol:
-                raise BadInput(f"unknown symbol {symbol}") from None
-        raise BadInput(f"unknown symbol {', '.join(symbols)}") from None
-    listed = {s.get("symbol") for s in info.get("symbols", []) if isinstance(s, dict)}
-    for symbol in symbols:
-        if symbol not in listed:
-            raise BadInput(f"unknown symbol {symbol}")
-    return info
+        return await check_listed(rest, symbols)
+    except UnlistedSymbols as exc:
+        raise BadInput(f"unknown symbol {exc}") from None
 
 
 _UNIT_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
@@ -299,24 +301,15 @@ class StreamEmitter:
 
     async def _send(self, rows: list[Kline]) -> None:
         for batch in make_batches(rows):
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(6),
-                wait=wait_exponential(multiplier=0.5, max=10),
-                reraise=True,
-            ):
-                with attempt:
-                    await self.sink.send(batch, self.source)
+            await send_until_durable(self.sink, batch, self.source, patience=SINK_PATIENCE)
             self.result.batches_sent += 1
             self.result.rows_sent += len(batch.rows)
 
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
     """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
-    if not grid_is_documented(page.interval) and rows:
-        return []  # Binance's 3d anchor is undocumented: do not infer holes from our grid
     last_open = align_down(page.end, page.interval)
-    return find_gaps((r.open_time for r in rows), page.start, last_open, page.interval)
+    return confirmed_empty((r.open_time for r in rows), page.start, last_open, page.interval)
 
 
 async def run_backfill(
@@ -440,9 +433,11 @@ async def _fetch_all(
                 if fetch_page is not None:  # --source vision: a month dump, or REST pages
                     rows = await fetch_page(page)
                 else:
-                    rows = await rest.klines(
-                        page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
-                    )
+                    pages = fetch_range(
+                        rest, page.symbol, page.interval, page.start, page.end,
+                        limit=settings.page_limit,
+                    )  # fmt: skip
+                    rows = [k async for part in pages for k in part]
             except Exception as exc:  # stop taking pages; the first failure is raised below
                 failures.append(exc)
                 slots.release()

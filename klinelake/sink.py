@@ -42,10 +42,11 @@ class LakeSink:
         return None
 
 
-def make_sink(topic: str | None, lake_uri: str) -> Sink:
-    """`KLINES_TOPIC` set → Pub/Sub; otherwise the local lake (DESIGN.md, embedded default)."""
+def make_sink(topic: str | None, lake_uri: str, *, publish_timeout_s: float = 60.0) -> Sink:
+    """`KLINES_TOPIC` set → Pub/Sub; otherwise the local lake (DESIGN.md, embedded default).
+    The one place both publishers build their sink."""
     if topic:
         from klinelake.pubsub_sink import PubsubSink  # the cloud client only when asked for
 
-        return PubsubSink(topic)
+        return PubsubSink(topic, publish_timeout_s=publish_timeout_s)
     return LakeSink(lake_uri)

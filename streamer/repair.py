@@ -2,26 +2,26 @@
 
 A stream's published history must be contiguous up to what it sends next. The missing ranges are
 the gaps between the last published kline, the spooled ones and the target (the newest kline
-closed by server time); they are fetched with the shared weight-aware REST client, page by page
-(1000 rows), and handed to `store` (the spool) in order. What REST does not return for a closed
-range does not exist (a halt or an exchange outage): those ranges are confirmed empty.
+closed by server time); the sender fetches them through the core's REST range pager
+(`klinelake.publish.fetch_range`) into the spool, in order. What REST does not return for a
+closed range does not exist (a halt or an exchange outage): `klinelake.publish.confirmed_empty`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Iterable
 
 from klinelake.intervals import Gap, find_gaps, next_open_time
-from klinelake.row import Kline
-
-PAGE = 1000
 
 
-class KlineSource(Protocol):
-    async def klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE
-    ) -> list[Kline]: ...
+def history_head(
+    last_published: int | None, first_spooled: int | None, interval: str
+) -> int | None:
+    """The first open time the published history must contain next: after the last published
+    kline, or (nothing published yet) the first spooled one; None when there is neither."""
+    if last_published is not None:
+        return next_open_time(last_published, interval)
+    return first_spooled
 
 
 def plan_gaps(
@@ -36,38 +36,7 @@ def plan_gaps(
 
     With nothing published yet, history starts at the first spooled kline (the streamer does not
     backfill: that is `python -m backfill`'s job)."""
-    if last_published is not None:
-        head = next_open_time(last_published, interval)
-    elif first_spooled is not None:
-        head = first_spooled
-    else:
-        return []
-    if target < head:
+    head = history_head(last_published, first_spooled, interval)
+    if head is None or target < head:
         return []
     return find_gaps(spooled, head, target, interval)
-
-
-async def fetch_gap(
-    rest: KlineSource,
-    *,
-    symbol: str,
-    interval: str,
-    gap: Gap,
-    closed_upto: int,
-    store: Callable[[list[Kline]], object],
-) -> int:
-    """Fetch every closed kline in the inclusive range `gap` (bounded by `closed_upto`, the
-    newest closed open_time) and pass them to `store` a page at a time. Returns the row count."""
-    first, last = gap[0], min(gap[1], closed_upto)
-    total = 0
-    start = first
-    while start <= last:
-        page = await rest.klines(symbol, interval, start, last, PAGE)
-        rows = [k for k in page if start <= k.open_time <= last]
-        if rows:
-            store(rows)
-            total += len(rows)
-        if len(page) < PAGE or not rows:
-            break
-        start = next_open_time(rows[-1].open_time, interval)
-    return total

@@ -4,7 +4,9 @@ The sender is the only code that publishes a stream. Each step it reads the olde
 (up to 5,000, one contract batch), first repairs any gap between the last published kline and
 what it is about to send (or the repair target set on start and after a reconnect), then sends
 the batch and acknowledges it in the spool. While backlogged (a Pub/Sub outage) the batches are
-naturally large. Failures are retried with capped backoff forever: the spool holds the rows.
+naturally large. Sending, REST paging and halt inference are the core's one publish path
+(`klinelake.publish`); here: the spool, the repair target and the logging. Failures are retried
+with capped jittered backoff forever: the spool holds the rows.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ from dataclasses import dataclass
 from klinelake.contract import MAX_ROWS, KlineBatch
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import BinanceError, TransientError
-from klinelake.intervals import last_closed_open_time, next_open_time
+from klinelake.intervals import Gap, last_closed_open_time, next_open_time
 from klinelake.logs import log_event
+from klinelake.publish import (
+    KlineSource,
+    Patience,
+    confirmed_empty,
+    fetch_range,
+    retry_until_done,
+    send_until_durable,
+)
 from klinelake.row import Kline
 from klinelake.sink import Sink
 from klinelake.symbols import stream_id
 from streamer.backoff import Backoff
-from streamer.repair import KlineSource, fetch_gap, plan_gaps
+from streamer.repair import history_head, plan_gaps
 from streamer.spool import Spool
 
 log = logging.getLogger("streamer.sender")
@@ -117,13 +127,14 @@ class StreamSender:
 
     async def _repair(self, target: int, rows: list[Kline]) -> bool:
         """Fill the gaps up to `target`; True if rows were added. Retries until REST answers."""
-        backoff = Backoff(0.5, self.backoff_cap_s)
-        while True:
+        first_spooled = rows[0].open_time if rows else None
+
+        async def attempt() -> tuple[list[Gap], int]:
             last = self.spool.last_published(self.stream)
             gaps = plan_gaps(
                 last_published=last,
                 spooled=self.spool.open_times(self.stream, target),
-                first_spooled=rows[0].open_time if rows else None,
+                first_spooled=first_spooled,
                 target=target,
                 interval=self.interval,
             )
@@ -132,47 +143,44 @@ class StreamSender:
                     gaps, self.empty.get(self.symbol, self.interval), self.interval
                 )
             if not gaps:
-                return False
+                return gaps, 0
             closed = last_closed_open_time(self.server_now(), self.interval)
             added = 0
-            try:
-                for gap in gaps:
-                    assert self.rest is not None
-                    added += await fetch_gap(
-                        self.rest,
-                        symbol=self.symbol,
-                        interval=self.interval,
-                        gap=gap,
-                        closed_upto=closed,
-                        store=self._store_rest,
-                    )
-            except (BinanceError, TransientError, OSError) as exc:
-                self.stats.repair_failures += 1
-                delay = backoff.next_delay()
-                log_event(
-                    log,
-                    "WARNING",
-                    "gap repair failed, retrying",
-                    stream=self.stream,
-                    gaps=len(gaps),
-                    error=repr(exc)[:300],
-                    retry_in_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.stats.repaired_rows += added
-            self._record_empty(last, rows[0].open_time if rows else None, min(target, closed))
+            assert self.rest is not None
+            for first, last_open in gaps:
+                async for page in fetch_range(
+                    self.rest, self.symbol, self.interval, first, min(last_open, closed)
+                ):
+                    if page:
+                        self._store_rest(page)
+                        added += len(page)
+            self._record_empty(last, first_spooled, min(target, closed))
+            return gaps, added
+
+        def on_retry(exc: BaseException, delay: float) -> None:
+            self.stats.repair_failures += 1
             log_event(
-                log,
-                "INFO",
-                "gaps repaired over REST",
-                stream=self.stream,
-                gaps=len(gaps),
-                first=gaps[0][0],
-                last=gaps[-1][1],
-                rows=added,
-            )
-            return added > 0
+                log, "WARNING", "gap repair failed, retrying", stream=self.stream,
+                error=repr(exc)[:300], retry_in_s=round(delay, 2),
+            )  # fmt: skip
+
+        gaps, added = await retry_until_done(
+            attempt,
+            patience=Patience(
+                first_s=0.5,
+                cap_s=self.backoff_cap_s,
+                permanent=lambda e: not isinstance(e, (BinanceError, TransientError, OSError)),
+            ),
+            on_retry=on_retry,
+        )
+        if not gaps:
+            return False
+        self.stats.repaired_rows += added
+        log_event(
+            log, "INFO", "gaps repaired over REST", stream=self.stream, gaps=len(gaps),
+            first=gaps[0][0], last=gaps[-1][1], rows=added,
+        )  # fmt: skip
+        return added > 0
 
     def _record_empty(self, last: int | None, first_spooled: int | None, upto: int) -> None:
         """What REST did not return, before a kline that exists, does not exist (a halt or an
@@ -181,15 +189,11 @@ class StreamSender:
         if self.empty is None:
             return
         newest = self.spool.last_spooled_upto(self.stream, upto)
-        if newest is None:
+        head = history_head(last, first_spooled, self.interval)
+        if newest is None or head is None or newest < head:
             return
-        holes = plan_gaps(
-            last_published=last,
-            spooled=self.spool.open_times(self.stream, newest),
-            first_spooled=first_spooled,
-            target=newest,
-            interval=self.interval,
-        )
+        holes = confirmed_empty(self.spool.open_times(self.stream, newest), head, newest,
+                                self.interval)  # fmt: skip
         if holes:
             try:
                 self.empty.add(self.symbol, self.interval, holes)
@@ -208,40 +212,26 @@ class StreamSender:
         self.spool.add(((self.stream, k) for k in rows), source="rest")
 
     async def _send(self, batch: KlineBatch, source: str) -> None:
-        backoff = Backoff(0.2, self.backoff_cap_s)
-        while True:
-            try:
-                await self.sink.send(batch, source)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a sink outage must not lose anything: retry forever
-                self.stats.send_failures += 1
-                delay = backoff.next_delay()
-                severity = "WARNING" if isinstance(exc, TransientError) else "ERROR"
-                log_event(
-                    log,
-                    severity,
-                    "publish failed, retrying",
-                    stream=self.stream,
-                    rows=len(batch.rows),
-                    first=batch.first_open_time,
-                    error=repr(exc)[:300],
-                    retry_in_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+        def on_retry(exc: BaseException, delay: float) -> None:
+            self.stats.send_failures += 1
+            severity = "WARNING" if isinstance(exc, TransientError) else "ERROR"
+            log_event(
+                log, severity, "publish failed, retrying", stream=self.stream,
+                rows=len(batch.rows), first=batch.first_open_time, error=repr(exc)[:300],
+                retry_in_s=round(delay, 2),
+            )  # fmt: skip
+
+        # a sink outage must not lose anything: retry forever (the spool holds the rows)
+        await send_until_durable(
+            self.sink, batch, source, patience=Patience(cap_s=self.backoff_cap_s),
+            on_retry=on_retry,
+        )  # fmt: skip
         self.spool.ack(self.stream, batch.last_open_time)
         self.stats.published_rows += len(batch.rows)
         log_event(
-            log,
-            "DEBUG",
-            "published",
-            stream=self.stream,
-            rows=len(batch.rows),
-            first=batch.first_open_time,
-            last=batch.last_open_time,
-            source=source,
-        )
+            log, "DEBUG", "published", stream=self.stream, rows=len(batch.rows),
+            first=batch.first_open_time, last=batch.last_open_time, source=source,
+        )  # fmt: skip
 
     def lag_ms(self) -> int | None:
         last = self.spool.last_published(self.stream)

@@ -17,9 +17,10 @@ import sys
 import time
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest, UnknownSymbol
+from klinelake.binance_rest import BinanceRest
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.logs import log_event
+from klinelake.publish import UnlistedSymbols, check_listed
 from klinelake.row import Kline
 from klinelake.sink import Sink, make_sink
 from streamer.backoff import Backoff, TokenBucket
@@ -80,7 +81,9 @@ class Service:
             log_event(log, "CRITICAL", line, state_dir=str(s.state_dir))
             print(f"streamer: {line}", file=sys.stderr, flush=True)
             return EXIT_STATE_DIR
-        sink = self._sink if self._sink is not None else self._make_sink()
+        sink = self._sink
+        if sink is None:
+            sink = make_sink(s.topic, s.lake_uri, publish_timeout_s=s.publish_timeout_s)
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
         self.rest = rest
         await self._sync_clock(rest)
@@ -203,14 +206,6 @@ class Service:
         print(f"streamer: {line}", file=sys.stderr, flush=True)
         self.exit_code = EXIT_UNSENT
 
-    def _make_sink(self) -> Sink:
-        s = self.settings
-        if s.topic:
-            from klinelake.pubsub_sink import PubsubSink  # the cloud client only when asked for
-
-            return PubsubSink(s.topic, publish_timeout_s=s.publish_timeout_s)
-        return make_sink(None, s.lake_uri)
-
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         """A supervised task ended on its own: a bug. Never run on silently half-dead: log it,
         stop (draining what can be drained) and exit non-zero so systemd restarts us."""
@@ -232,16 +227,13 @@ class Service:
         looks like a quiet symbol, not an error. Binance unreachable: start anyway (the streams
         and gap repair retry on their own)."""
         symbols = sorted({spec.symbol for spec in self.settings.streams})
-        for i in range(0, len(symbols), 100):  # keep the `symbols=[...]` query short
-            chunk = symbols[i : i + 100]
-            try:
-                await asyncio.wait_for(rest.exchange_info(chunk), 30)
-            except UnknownSymbol:
-                return f"Binance does not list one of these symbols (-1121): {', '.join(chunk)}"
-            except Exception as exc:
-                log_event(log, "WARNING", "exchangeInfo unavailable: symbols not checked",
-                          error=repr(exc)[:300])  # fmt: skip
-                return None
+        try:
+            await asyncio.wait_for(check_listed(rest, symbols), 30)
+        except UnlistedSymbols as exc:
+            return f"Binance does not list these symbols (-1121): {exc}"
+        except Exception as exc:
+            log_event(log, "WARNING", "exchangeInfo unavailable: symbols not checked",
+                      error=repr(exc)[:300])  # fmt: skip
         return None
 
     async def _sync_clock(self, rest: Any, timeout_s: float = 10.0) -> None:

@@ -1,0 +1,194 @@
+"""The one publish path (klinelake.publish): send policy, REST range pager, halt inference,
+symbols against exchangeInfo. In process, no network; hypothesis derandomized."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from klinelake.binance_rest import UnknownSymbol
+from klinelake.contract import KlineBatch
+from klinelake.errors import InvalidData, TransientError
+from klinelake.intervals import MINUTE, find_gaps
+from klinelake.publish import (
+    Patience,
+    UnlistedSymbols,
+    check_listed,
+    confirmed_empty,
+    fetch_range,
+    send_until_durable,
+)
+from klinelake.row import Kline
+
+T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday
+_SEEDED = settings(derandomize=True, max_examples=200, deadline=None)
+
+
+def kline(i: int) -> Kline:
+    t = T0 + i * MINUTE
+    return Kline(
+        open_time=t, close_time=t + MINUTE - 1, symbol="AAAUSDC", interval="1m", open="1",
+        high="2", low="0.5", close="1.5", volume="10", quote_volume="15", trades=3,
+        taker_buy_base_volume="5", taker_buy_quote_volume="7.5",
+    )  # fmt: skip
+
+
+class ListRest:
+    """REST over a fixed set of kline indexes: at most `limit` per request, ascending."""
+
+    def __init__(self, present: set[int]) -> None:
+        self.rows = [kline(i) for i in sorted(present)]
+        self.requests = 0
+
+    async def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1000
+    ) -> list[Kline]:
+        self.requests += 1
+        return [k for k in self.rows if start_ms <= k.open_time <= end_ms][:limit]
+
+
+def _fetch(rest: ListRest, first: int, last: int, limit: int) -> list[list[Kline]]:
+    async def go() -> list[list[Kline]]:
+        pages = fetch_range(rest, "AAAUSDC", "1m", T0 + first * MINUTE, T0 + last * MINUTE,
+                            limit=limit)  # fmt: skip
+        return [p async for p in pages]
+
+    return asyncio.run(go())
+
+
+@_SEEDED
+@given(
+    present=st.sets(st.integers(0, 60), max_size=61),
+    first=st.integers(0, 60),
+    span=st.integers(0, 60),
+    limit=st.integers(1, 7),
+)
+def test_pager_returns_every_kline_of_the_range_once_in_order(
+    present: set[int], first: int, span: int, limit: int
+) -> None:
+    last = first + span
+    rest = ListRest(present)
+    pages = _fetch(rest, first, last, limit)
+    got = [k.open_time for p in pages for k in p]
+    assert got == [T0 + i * MINUTE for i in sorted(present) if first <= i <= last]
+    assert all(len(p) <= limit for p in pages)
+    # one request per full page, plus the one that finds the range complete (at most)
+    assert rest.requests <= len(got) // limit + 1
+
+
+@_SEEDED
+@given(present=st.sets(st.integers(0, 40), max_size=41), first=st.integers(0, 40),
+       span=st.integers(0, 40))  # fmt: skip
+def test_confirmed_empty_is_what_the_complete_answer_lacks(
+    present: set[int], first: int, span: int
+) -> None:
+    last = first + span
+    times = [T0 + i * MINUTE for i in sorted(present)]
+    holes = confirmed_empty(times, T0 + first * MINUTE, T0 + last * MINUTE, "1m")
+    lacking = {i for i in range(first, last + 1) if i not in present}
+    covered = {(t - T0) // MINUTE for a, b in holes for t in range(a, b + 1, MINUTE)}
+    assert covered == lacking
+    assert holes == find_gaps(times, T0 + first * MINUTE, T0 + last * MINUTE, "1m")
+
+
+def test_confirmed_empty_3d_only_when_nothing_came() -> None:
+    day3 = 3 * 86_400_000
+    assert confirmed_empty([T0], T0, T0 + 4 * day3, "3d") == []  # our 3d grid may not be Binance's
+    assert confirmed_empty([], T0, T0 + day3, "3d") != []
+
+
+class Sink:
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.sent = 0
+
+    async def send(self, batch: KlineBatch, source: str) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent += 1
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def description(self) -> str:
+        return "memory"
+
+
+BATCH = KlineBatch("AAAUSDC", "1m", (kline(0),))
+QUICK = Patience(first_s=0.0001, cap_s=0.0005)
+
+
+def test_send_forever_outlasts_any_failure_kind_and_reports_each() -> None:
+    failures: list[Exception] = [TransientError("a")] * 20 + [RuntimeError("b"), OSError("c")]
+    sink = Sink(list(failures))
+    seen: list[tuple[str, float]] = []
+    asyncio.run(
+        send_until_durable(sink, BATCH, "ws", patience=QUICK,
+                           on_retry=lambda e, d: seen.append((type(e).__name__, d)))
+    )  # fmt: skip
+    assert sink.sent == 1
+    assert [n for n, _ in seen] == [type(e).__name__ for e in failures]
+    assert all(0 <= d <= QUICK.cap_s for _, d in seen)
+
+
+def test_bounded_patience_gives_up_on_permanent_at_once_and_transient_after_attempts() -> None:
+    patience = Patience(attempts=3, first_s=0.0001, cap_s=0.0005,
+                        permanent=lambda e: not isinstance(e, TransientError))  # fmt: skip
+    sink = Sink([InvalidData("rejected"), TransientError("never")])
+    with pytest.raises(InvalidData, match="rejected"):
+        asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+    sink = Sink([TransientError(str(i)) for i in range(3)])
+    with pytest.raises(TransientError, match="2"):
+        asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+    sink = Sink([TransientError(str(i)) for i in range(2)])
+    asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+    assert sink.sent == 1
+
+
+def test_cancellation_is_not_retried() -> None:
+    class Stuck(Sink):
+        async def send(self, batch: KlineBatch, source: str) -> None:
+            self.sent += 1
+            if self.sent == 1:  # blocks until cancelled; a (wrong) retry would succeed
+                await asyncio.Event().wait()
+
+    async def go() -> None:
+        task = asyncio.create_task(send_until_durable(Stuck([]), BATCH, "ws"))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)  # a deadline: a retried cancel would never end
+        assert task.cancelled()
+
+    asyncio.run(go())
+
+
+class InfoRest:
+    def __init__(self, listed: set[str]) -> None:
+        self.listed = listed
+        self.requests: list[list[str]] = []
+
+    async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
+        assert symbols is not None
+        self.requests.append(symbols)
+        if any(s not in self.listed for s in symbols):
+            raise UnknownSymbol(400, -1121, "Invalid symbol.")
+        return {"serverTime": 5, "symbols": [{"symbol": s} for s in symbols]}
+
+
+def test_check_listed_names_exactly_the_unknown_symbols() -> None:
+    rest = InfoRest({"AUSDT", "BUSDT"})
+    with pytest.raises(UnlistedSymbols) as err:
+        asyncio.run(check_listed(rest, ["AUSDT", "NOPE1", "BUSDT", "NOPE2"]))
+    assert err.value.symbols == ("NOPE1", "NOPE2")
+    info = asyncio.run(check_listed(InfoRest({"AUSDT"}), ["AUSDT"]))
+    assert info["serverTime"] == 5 and [s["symbol"] for s in info["symbols"]] == ["AUSDT"]
+    many = [f"S{i:03d}USDT" for i in range(250)]
+    rest = InfoRest(set(many))
+    info = asyncio.run(check_listed(rest, many))
+    assert [len(r) for r in rest.requests] == [100, 100, 50]
+    assert [s["symbol"] for s in info["symbols"]] == many
