@@ -1,6 +1,6 @@
 """The local cloud: fake-gcs-server + the Pub/Sub emulator + the ingest function, wired together.
 
-    publisher ──> topic ──ordered push──> functions-framework (ingest_function/main.py: ingest)
+    publisher ──> topic ──ordered push──> functions-framework (localcloud/function_main.py: ingest)
                                             │           └──> dead-letter topic ──> pull sub
                                             └──> fake-gcs-server bucket (LAKE_URI)
 
@@ -326,7 +326,7 @@ class Stack:
         env.update(overrides)
         argv = [
             sys.executable, "-m", "functions_framework",
-            "--source", str(REPO_ROOT / "ingest_function" / "main.py"),
+            "--source", str(REPO_ROOT / "localcloud" / "function_main.py"),
             "--target", "ingest", "--signature-type", "cloudevent",
             "--host", "127.0.0.1", "--port", str(self.state.function_port),
         ]  # fmt: skip
