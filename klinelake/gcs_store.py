@@ -8,7 +8,6 @@ google.api_core / google.cloud exceptions are translated here and never reach th
   (ObjectNotFound: the writer re-reads) rather than a torn read.
 - An object's first and last open_time ride in its custom metadata (`_FIRST`, `_LAST`), set by
   every write and compose, so a stat tells the writer where a batch goes without a read.
-- Compose deletes its staged part in the same call (`deleteSourceObjects`).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.cloud.storage.exceptions import InvalidResponse
 
 from klinelake.errors import ObjectNotFound, PreconditionFailed, TransientError
 from klinelake.merge import split_lines
@@ -45,6 +45,17 @@ def _translated(name: str) -> Iterator[None]:
     except gexc.GoogleAPICallError as exc:
         if getattr(exc, "code", None) == 412:
             raise PreconditionFailed(f"{name}: {exc}") from None
+        raise
+    except InvalidResponse as exc:
+        # resumable uploads report through google-resumable-media, not google.api_core: a
+        # 412 when the last chunk lands means another write finalised first
+        code = getattr(exc.response, "status_code", None)
+        if code == 412:
+            raise PreconditionFailed(f"{name}: 412 at upload finalisation") from None
+        if code == 404:
+            raise ObjectNotFound(f"{name}: 404") from None
+        if code == 429 or (isinstance(code, int) and code >= 500):
+            raise TransientError(f"{name}: {exc}") from exc
         raise
     except (ConnectionError, TimeoutError) as exc:
         raise TransientError(f"{name}: {exc}") from exc
@@ -167,18 +178,13 @@ class GCSStore:
         blob = bucket.blob(name)
         blob.content_type = "application/x-ndjson"
         blob.metadata = _metadata(bounds)
-        # deleteSourceObjects deletes every source: only when that is what was asked for
-        own = sorted(delete_sources) == sorted(s for s in sources if s != name)
         with _translated(name):
-            blob.compose(
-                [bucket.blob(s) for s in sources],
-                if_generation_match=if_generation_match,
-                delete_source_objects=True if own and delete_sources else None,
-            )
-        if delete_sources and not own:
-            for src in delete_sources:
-                with contextlib.suppress(ObjectNotFound):
-                    self.delete(src)
+            blob.compose([bucket.blob(s) for s in sources], if_generation_match=if_generation_match)
+        # Not `deleteSourceObjects`: our sources include the destination itself (append and
+        # prepend compose onto the object), and GCS does not document that case.
+        for src in delete_sources:
+            with contextlib.suppress(ObjectNotFound):
+                self.delete(src)
         return _info(name, blob)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:

