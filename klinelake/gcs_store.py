@@ -172,7 +172,6 @@ class GCSStore:
         sources: Sequence[str],
         if_generation_match: int,
         bounds: Bounds | None = None,
-        delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
         bucket = self._bucket()
         blob = bucket.blob(name)
@@ -180,11 +179,6 @@ class GCSStore:
         blob.metadata = _metadata(bounds)
         with _translated(name):
             blob.compose([bucket.blob(s) for s in sources], if_generation_match=if_generation_match)
-        # Not `deleteSourceObjects`: our sources include the destination itself (append and
-        # prepend compose onto the object), and GCS does not document that case.
-        for src in delete_sources:
-            with contextlib.suppress(ObjectNotFound):
-                self.delete(src)
         return _info(name, blob)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:

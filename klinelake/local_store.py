@@ -310,7 +310,6 @@ class LocalStore:
         sources: Sequence[str],
         if_generation_match: int,
         bounds: Bounds | None = None,
-        delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
         if not 1 <= len(sources) <= 32:
             raise ValueError(f"compose takes 1 to 32 sources, got {len(sources)}")
@@ -326,19 +325,14 @@ class LocalStore:
                 if not self._path(src).exists():
                     raise ObjectNotFound(f"compose source {src}")
             if in_place:
-                info = self._append_in_place(name, path, rest, old or 0)
-            else:
-                tmp = self._temp()
-                try:
-                    with open(tmp, "wb") as out:
-                        self._copy_into(out, sources)
-                    info = self._install(name, path, tmp, old)
-                finally:
-                    tmp.unlink(missing_ok=True)
-        for src in delete_sources:  # GCS deletes them in the same call; here right after
-            with contextlib.suppress(ObjectNotFound):
-                self.delete(src)
-        return info
+                return self._append_in_place(name, path, rest, old or 0)
+            tmp = self._temp()
+            try:
+                with open(tmp, "wb") as out:
+                    self._copy_into(out, sources)
+                return self._install(name, path, tmp, old)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def _install(self, name: str, path: Path, tmp: Path, old: int | None) -> ObjectInfo:
         """Swap the finished temp file in as the object's next generation (lock held)."""

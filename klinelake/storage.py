@@ -73,10 +73,8 @@ class ObjectStore(Protocol):
         sources: Sequence[str],
         if_generation_match: int,
         bounds: Bounds | None = None,
-        delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
-        """Concatenate `sources` (1 to 32 object names, in any order) into `name`; then delete
-        `delete_sources` (the staged parts)."""
+        """Concatenate `sources` (1 to 32 object names, in any order) into `name`."""
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         """Delete the object; missing objects raise ObjectNotFound."""
@@ -133,10 +131,9 @@ class CountingStore:
         sources: Sequence[str],
         if_generation_match: int,
         bounds: Bounds | None = None,
-        delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
         self.calls["compose"] += 1
-        return self.inner.compose(name, sources, if_generation_match, bounds, delete_sources)
+        return self.inner.compose(name, sources, if_generation_match, bounds)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         self.calls["delete"] += 1

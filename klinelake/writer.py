@@ -162,13 +162,12 @@ class LakeWriter:
             store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
             sources = [name, part] if action == "append" else [part, name]
             try:
-                after = store.compose(
-                    name, sources, if_generation_match=gen, bounds=bounds, delete_sources=[part]
-                )
-            except BaseException:
-                # the compose did not happen, so neither did its delete of the part
+                after = store.compose(name, sources, if_generation_match=gen, bounds=bounds)
+            finally:
+                # Not compose's `deleteSourceObjects`: our sources include the destination
+                # itself, a case GCS does not document. A part a crash leaves here is removed
+                # by `clean_leftovers` (local) or the bucket's staging/ lifecycle rule (GCS).
                 _delete_quietly(store, part)
-                raise
             self._remember(after, bounds)
             return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)
         if cached is not None:  # a merge or no-op decides on the rows: read the current ones

@@ -32,6 +32,7 @@ def _fault() -> FailFirstN | None:
 
 @functions_framework.cloud_event
 def ingest(cloud_event: CloudEvent) -> None:
+    production.handler()  # sets up the function's logging, which the failure line goes to
     fault = _fault()
     if fault is not None:
         try:

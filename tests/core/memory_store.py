@@ -1,7 +1,7 @@
 """An in-memory ObjectStore with GCS's semantics, for fast property tests of the writer:
 generations on every mutation, a 412 on a failed precondition, a 404 when a generation that
-is no longer current is read (a bucket without versioning), compose in any source order with
-`deleteSourceObjects`, custom metadata (the bounds) returned by stat, and no partial writes
+is no longer current is read (a bucket without versioning), compose in any source order,
+custom metadata (the bounds) returned by stat, and no partial writes
 (`replace_from` rewrites the whole object, as GCSStore does)."""
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class MemoryStore:
         sources: Sequence[str],
         if_generation_match: int,
         bounds: Bounds | None = None,
-        delete_sources: Sequence[str] = (),
     ) -> ObjectInfo:
         if not 1 <= len(sources) <= 32:
             raise ValueError("compose takes 1 to 32 sources")
@@ -82,10 +81,7 @@ class MemoryStore:
             if src not in self.objects:
                 raise ObjectNotFound(src)
             body += self.objects[src][1]
-        info = self._put(name, body, if_generation_match, bounds)
-        for src in delete_sources:
-            self.objects.pop(src, None)
-        return info
+        return self._put(name, body, if_generation_match, bounds)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         have = self.objects.get(name)

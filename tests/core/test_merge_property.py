@@ -90,11 +90,12 @@ def test_writer_routes_append_merge_noop(tmp_path: object) -> None:
     assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(10, 20)]).action == "create"
     r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(20, 22)])
     # the live path: the writer knows the generation and bounds it made: upload + compose
-    assert r.action == "append" and r.storage_calls == {"write": 1, "compose": 1}
+    assert r.action == "append"
+    assert r.storage_calls == {"write": 1, "compose": 1, "delete": 1}
     r = LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(22, 24)])
     # a cold writer on a backend without metadata: a stat and two small reads more, no pass
     assert r.action == "append" and r.storage_calls == {
-        "stat": 1, "read_range": 2, "write": 1, "compose": 1,
+        "stat": 1, "read_range": 2, "write": 1, "compose": 1, "delete": 1,
     }  # fmt: skip
     r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 10)])
     assert r.action == "prepend" and "open_lines" not in r.storage_calls
@@ -191,7 +192,8 @@ def test_history_behind_a_week_is_prepended_then_inserted_cheaply(tmp_path: obje
     w.write_rows("ETHUSDT", "1m", week)
     for start in range(900, -1, -100):  # newest history first: every batch is a prepend
         r = LakeWriter(gcs).write_rows("ETHUSDT", "1m", [row(k) for k in range(start, start + 100)])
-        assert r.action == "prepend" and r.storage_calls == {"stat": 1, "write": 1, "compose": 1}
+        assert r.action == "prepend"
+        assert r.storage_calls == {"stat": 1, "write": 1, "compose": 1, "delete": 1}
     local = LocalStore(str(tmp_path))
     lw = LakeWriter(local)
     lw.write_rows("ETHUSDT", "1m", week)

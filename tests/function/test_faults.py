@@ -36,7 +36,7 @@ def test_the_local_entry_point_fails_exactly_n_invocations_then_writes(
     monkeypatch.setenv("INGEST_FAIL_STATE", str(tmp_path / "fails"))
     monkeypatch.delenv("DEAD_LETTER_TOPIC", raising=False)
     function_main._fault.cache_clear()
-    production._handler.cache_clear()
+    production._build_handler.cache_clear()
     rows = klines("FAULT", 3)
     data, attrs, _ = message(rows)
     event = CloudEvent(
@@ -50,7 +50,7 @@ def test_the_local_entry_point_fails_exactly_n_invocations_then_writes(
         function_main.ingest(event)
     finally:
         function_main._fault.cache_clear()
-        production._handler.cache_clear()
+        production._build_handler.cache_clear()
     store = LocalStore(tmp_path / "lake")
     assert read_object(store, object_name("FAULT", "1h")) == lines(rows)
     assert (tmp_path / "fails").read_text() == "3"

@@ -85,16 +85,15 @@ def test_fake_gcs_alone_lets_stale_writes_through(gcs: GcsPair) -> None:
     assert let_through == ["resumable upload", "compose", "delete"]
 
 
-def test_prepend_by_compose_deletes_its_part_and_keeps_bounds(gcs: GcsPair) -> None:
+def test_prepend_by_compose_keeps_bounds_in_metadata(gcs: GcsPair) -> None:
     store = store_at(gcs.url, "compose")
     base = store.write("raw/c.jsonl", b"2\n", if_generation_match=0, bounds=Bounds(2, 2))
     store.write("staging/part", b"1\n", if_generation_match=0)
     out = store.compose(
         "raw/c.jsonl", ["staging/part", "raw/c.jsonl"], if_generation_match=base.generation,
-        bounds=Bounds(1, 2), delete_sources=["staging/part"],
+        bounds=Bounds(1, 2),
     )  # fmt: skip
     assert store.read_range("raw/c.jsonl", 0, 10, out.generation) == b"1\n2\n"
-    assert store.stat("staging/part") is None
     info = store.stat("raw/c.jsonl")
     assert info is not None and info.bounds == Bounds(1, 2)
 
