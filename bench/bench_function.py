@@ -264,7 +264,7 @@ def main() -> None:
         action="store_true",
         help="only the handler's CPU/calls per message, baseline vs this tree",
     )
-    ap.add_argument("--baseline", default="df8fe1d")
+    ap.add_argument("--baseline", default="df8fe1d", help="'' to run this tree alone")
     ap.add_argument("--cpu-live", type=int, default=300)
     ap.add_argument("--cpu-big-rows", type=int, default=400_000)
     args = ap.parse_args()
@@ -294,7 +294,7 @@ def main() -> None:
     print(json.dumps(results, indent=2))
 
 
-def bench_function_cpu(baseline: str, live: int, big_rows: int) -> dict[str, Any]:
+def bench_function_cpu(baseline: str | None, live: int, big_rows: int) -> dict[str, Any]:
     """The handler's CPU per message and GCS calls, baseline tree vs this tree, one
     fake-gcs-server (`function_cpu_child.py` runs in each tree)."""
     from bench.bench_behind import export_tree
@@ -314,7 +314,9 @@ def bench_function_cpu(baseline: str, live: int, big_rows: int) -> dict[str, Any
             url = f"http://127.0.0.1:{port}"
             poll(lambda: http_answers(f"{url}/storage/v1/b", (200,)), 30, "fake-gcs-server",
                  alive=lambda: pid_alive(gcs.pid))  # fmt: skip
-            trees = {"baseline": export_tree(baseline, work / "baseline"), "this tree": ROOT}
+            trees = {"this tree": ROOT}
+            if baseline:
+                trees = {"baseline": export_tree(baseline, work / "baseline"), **trees}
             for i, (label, tree) in enumerate(trees.items()):
                 bucket = f"bench-{i}"
                 httpx.post(f"{url}/storage/v1/b", params={"project": "bench"},
