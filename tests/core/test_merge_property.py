@@ -204,3 +204,25 @@ def test_history_behind_a_week_is_prepended_then_inserted_cheaply(tmp_path: obje
         assert r.action == "merge" and r.storage_calls["replace_from"] == 1
         assert os.stat(local._path(NAME)).st_ino == inode  # rewritten from the week on, in place
     assert read_object(local, NAME) == read_object(gcs, NAME)  # type: ignore[arg-type]
+
+
+def test_a_redelivered_append_is_a_cheap_noop() -> None:
+    """After a crash (or a slow ack) Pub/Sub redelivers a batch that was already appended: the
+    writer finds it a no-op by reading about the batch's span, never passing over the object
+    (issue 12 item 8), and a redelivery racing the first delivery is refused by the generation
+    precondition, then finds the same no-op (item 6)."""
+    from .memory_store import MemoryStore
+
+    store = MemoryStore()
+    w = LakeWriter(store)
+    w.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 3000)])
+    size = store.stat(NAME).size  # type: ignore[union-attr]
+    batch = [row(k) for k in range(2990, 3005)]
+    assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(3000, 3005)]).action == "append"
+    store.bytes_read = 0
+    r = LakeWriter(store).write_rows("ETHUSDT", "1m", batch)  # a fresh instance: cold cache
+    assert r.action == "noop" and "write" not in r.storage_calls
+    assert store.bytes_read < 40 * 1024 < size // 10  # probes and the span, not the object
+    store.bytes_read = 0
+    r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(1500, 1510)])  # middle: same
+    assert r.action == "noop" and store.bytes_read < 40 * 1024
