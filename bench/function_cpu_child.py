@@ -76,11 +76,13 @@ def main() -> None:
 
     # 2. backfill: 5,000-row messages behind a recent week, newest first (what backfill emits
     #    to Pub/Sub now); and the same history oldest first (what it emitted before)
-    for label, order in (("newest_first", -1), ("oldest_first", 1)):
-        sym = f"BF{label.split('_')[0].upper()}"
+    #    and the same history newest first into an empty object (the goal's yardstick)
+    for label, order in (("newest_first", -1), ("oldest_first", 1), ("into_empty", -1)):
+        sym = f"BF{label.split('_')[0].upper()}{label.split('_')[1].upper()}"
         week = range(200_000, 200_000 + 10_000)  # ~7 days of 1m
-        send(handler, sym, range(week.start, week.start + 5000), 0)
-        send(handler, sym, range(week.start + 5000, week.start + 10_000), 0)
+        if label != "into_empty":
+            send(handler, sym, range(week.start, week.start + 5000), 0)
+            send(handler, sym, range(week.start + 5000, week.start + 10_000), 0)
         starts = list(range(0, HISTORY_ROWS, 5000))[::order]
         total_cpu, actions, wall = 0.0, set(), time.perf_counter()
         for n, s in enumerate(starts):
