@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from klinelake.gcs_store import GCSStore
 from localcloud.procs import (
     READY_TIMEOUT,
     StackError,
@@ -88,3 +89,24 @@ def running_gcs(directory: Path, env: Mapping[str, str] | None = None) -> Iterat
     finally:
         for proc in reversed(procs):
             stop_group(proc.pid, popen=proc)
+
+
+def gcs_store(url: str, project: str, bucket: str) -> GCSStore:
+    """A klinelake GCSStore on a local bucket (explicit anonymous client: no env needed)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": url},
+    )
+    return GCSStore(bucket, client=client)
+
+
+def create_bucket(url: str, project: str, bucket: str) -> None:
+    from google.api_core import exceptions as gexc
+
+    store = gcs_store(url, project, bucket)
+    with contextlib.suppress(gexc.Conflict):
+        store.client.create_bucket(bucket)

@@ -13,7 +13,7 @@ import pytest
 from klinelake.errors import ObjectNotFound, PreconditionFailed
 from klinelake.gcs_store import GCSStore
 from klinelake.storage import Bounds
-from localcloud.gcs import GcsPair, running_gcs
+from localcloud.gcs import GcsPair, create_bucket, gcs_store, running_gcs
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +23,8 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsPair]:
 
 
 def store_at(url: str, bucket: str) -> GCSStore:
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    client = storage.Client(
-        project="test",
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options={"api_endpoint": url},
-    )
-    if client.lookup_bucket(bucket) is None:
-        client.create_bucket(bucket)
-    return GCSStore(bucket, client=client)
+    create_bucket(url, "test", bucket)
+    return gcs_store(url, "test", bucket)
 
 
 def streamed(data: bytes) -> Iterator[bytes]:
