@@ -157,27 +157,6 @@ def cloud_scenario(
     return {"empty_s": empty, "behind_s": behind, "ratio": round(behind / empty, 2)}
 
 
-def main_cloud(opts: argparse.Namespace) -> None:
-    total = opts.days + opts.week
-    sim_args = (
-        "--synthetic", f"BTCUSDC:1m:{START.strftime('%Y-%m-%d')}",
-        "--synthetic", f"ETHUSDC:1m:{START.strftime('%Y-%m-%d')}",
-        "--start", (START + timedelta(days=total + 1)).strftime("%Y-%m-%dT%H:%M:%S"),
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp, run_simulator(None, *sim_args) as sim:
-        work = Path(tmp)
-        trees = {
-            f"baseline {opts.baseline}": export_tree(opts.baseline, work / "baseline-tree"),
-            "this tree": ROOT,
-        }
-        print(f"{opts.days} days of 1m behind {opts.week} days, local cloud (Pub/Sub emulator, "
-              f"function, fake-gcs)")  # fmt: skip
-        for label, tree in trees.items():
-            out = cloud_scenario(tree, sim, opts.days, opts.week, work / label.split()[0])
-            print(f"{label}: {out}", flush=True)
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=358)
@@ -186,24 +165,23 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--cloud", action="store_true", help="through each tree's local cloud")
     opts = parser.parse_args()
-    if opts.cloud:
-        main_cloud(opts)
-        return
-    total = opts.days + opts.week
-    sim_args = (
-        "--synthetic", f"BTCUSDC:1m:{START.strftime('%Y-%m-%d')}",
-        "--start", (START + timedelta(days=total + 1)).strftime("%Y-%m-%dT%H:%M:%S"),
+    first = START.strftime("%Y-%m-%d")
+    sim_args = [
+        "--synthetic", f"BTCUSDC:1m:{first}", "--synthetic", f"ETHUSDC:1m:{first}",
+        "--start", (START + timedelta(days=opts.days + opts.week + 1)).isoformat()[:19],
         "--latency-ms", str(opts.latency_ms),
-    )  # fmt: skip
+    ]  # fmt: skip
+    run = cloud_scenario if opts.cloud else scenario
+    where = "local cloud (Pub/Sub emulator, function, fake-gcs)" if opts.cloud else "local lake"
     with tempfile.TemporaryDirectory() as tmp, run_simulator(None, *sim_args) as sim:
         work = Path(tmp)
         trees = {
             f"baseline {opts.baseline}": export_tree(opts.baseline, work / "baseline-tree"),
             "this tree": ROOT,
         }
-        print(f"{opts.days} days of BTCUSDC 1m behind {opts.week} days, local lake; {sim.url}")
+        print(f"{opts.days} days of 1m behind {opts.week} days, {where}; {sim.url}")
         for label, tree in trees.items():
-            out = scenario(tree, sim, opts.days, opts.week, work / label.split()[0])
+            out = run(tree, sim, opts.days, opts.week, work / label.split()[0])
             print(f"{label}: {out}", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -24,7 +24,7 @@ from google.cloud.storage.exceptions import InvalidResponse
 
 from klinelake.errors import ObjectNotFound, PreconditionFailed, TransientError
 from klinelake.merge import split_lines
-from klinelake.storage import Bounds, ObjectInfo
+from klinelake.storage import Bounds, Chunks, Data, ObjectInfo, ObjectNames, OptBounds
 
 _CHUNK = 8 * 1024 * 1024  # resumable uploads need multiples of 256 KiB
 _READ_CHUNK = 16 * 1024 * 1024  # one ranged download: large enough that latency does not count
@@ -124,11 +124,7 @@ class GCSStore:
         yield split_lines(self._chunks(name, generation, start))
 
     def write(
-        self,
-        name: str,
-        data: bytes | Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         blob = self._bucket().blob(name)
         blob.metadata = _metadata(bounds)
@@ -155,23 +151,14 @@ class GCSStore:
         return _info(name, blob)
 
     def replace_from(
-        self,
-        name: str,
-        offset: int,
-        data: Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
     ) -> ObjectInfo:
         # GCS has no partial write: the head is streamed through (one pass over the object).
         head = self._chunks(name, if_generation_match, 0) if offset > 0 else iter(())
         return self.write(name, _clip(head, offset, data), if_generation_match, bounds)
 
     def compose(
-        self,
-        name: str,
-        sources: Sequence[str],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         bucket = self._bucket()
         blob = bucket.blob(name)

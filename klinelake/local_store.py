@@ -35,7 +35,14 @@ import orjson
 
 from klinelake.errors import ObjectNotFound, PreconditionFailed
 from klinelake.merge import split_lines
-from klinelake.storage import STAGING_PREFIX, Bounds, ObjectInfo
+from klinelake.storage import (
+    STAGING_PREFIX,
+    Chunks,
+    Data,
+    ObjectInfo,
+    ObjectNames,
+    OptBounds,
+)
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _META = ".klinelake"
@@ -248,11 +255,7 @@ class LocalStore:
             yield split_lines(_chunks_upto(f, st.st_size - start, unchanged))
 
     def write(
-        self,
-        name: str,
-        data: bytes | Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         path = self._path(name)
         with self._staged(data) as tmp, self._locked(name, exclusive=True):
@@ -261,12 +264,7 @@ class LocalStore:
             return self._install(name, path, tmp, old)
 
     def replace_from(
-        self,
-        name: str,
-        offset: int,
-        data: Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
     ) -> ObjectInfo:
         path = self._path(name)
         with self._staged(data) as tmp, self._locked(name, exclusive=True):
@@ -305,11 +303,7 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
 
     def compose(
-        self,
-        name: str,
-        sources: Sequence[str],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         if not 1 <= len(sources) <= 32:
             raise ValueError(f"compose takes 1 to 32 sources, got {len(sources)}")

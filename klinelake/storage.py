@@ -26,6 +26,12 @@ class Bounds:
     last: int
 
 
+OptBounds = Bounds | None
+Data = bytes | Iterable[bytes]  # a whole object, or its chunks in order
+Chunks = Iterable[bytes]
+ObjectNames = Sequence[str]
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     name: str
@@ -48,31 +54,18 @@ class ObjectStore(Protocol):
         with b"\\n"). A concurrent change to the bytes raises PreconditionFailed."""
 
     def write(
-        self,
-        name: str,
-        data: bytes | Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         """Create or replace the object from bytes or a stream of chunks, atomically."""
 
     def replace_from(
-        self,
-        name: str,
-        offset: int,
-        data: Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
     ) -> ObjectInfo:
         """Keep bytes [0, offset), replace the rest with `data`, atomically. The local disk does
         it in place (cost O(size - offset)); GCS rewrites the object (it has no partial write)."""
 
     def compose(
-        self,
-        name: str,
-        sources: Sequence[str],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         """Concatenate `sources` (1 to 32 object names, in any order) into `name`."""
 
@@ -105,32 +98,19 @@ class CountingStore:
         return self.inner.open_lines(name, generation, start)
 
     def write(
-        self,
-        name: str,
-        data: bytes | Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         self.calls["write"] += 1
         return self.inner.write(name, data, if_generation_match, bounds)
 
     def replace_from(
-        self,
-        name: str,
-        offset: int,
-        data: Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
     ) -> ObjectInfo:
         self.calls["replace_from"] += 1
         return self.inner.replace_from(name, offset, data, if_generation_match, bounds)
 
     def compose(
-        self,
-        name: str,
-        sources: Sequence[str],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         self.calls["compose"] += 1
         return self.inner.compose(name, sources, if_generation_match, bounds)

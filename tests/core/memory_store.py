@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 
 from klinelake.errors import ObjectNotFound, PreconditionFailed
 from klinelake.merge import split_lines
-from klinelake.storage import Bounds, ObjectInfo
+from klinelake.storage import Bounds, Chunks, Data, ObjectInfo, ObjectNames, OptBounds
 
 
 class MemoryStore:
@@ -54,32 +54,19 @@ class MemoryStore:
         return chunk
 
     def write(
-        self,
-        name: str,
-        data: bytes | Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         body = data if isinstance(data, bytes) else b"".join(data)
         return self._put(name, body, if_generation_match, bounds)
 
     def replace_from(
-        self,
-        name: str,
-        offset: int,
-        data: Iterable[bytes],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
     ) -> ObjectInfo:
         head = self._current(name, if_generation_match)[:offset]
         return self._put(name, head + b"".join(data), if_generation_match, bounds)
 
     def compose(
-        self,
-        name: str,
-        sources: Sequence[str],
-        if_generation_match: int,
-        bounds: Bounds | None = None,
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         if not 1 <= len(sources) <= 32:
             raise ValueError("compose takes 1 to 32 sources")

@@ -122,16 +122,16 @@ def test_replace_from_keeps_the_head_and_is_atomic(tmp_path: os.PathLike[str]) -
     s = LocalStore(tmp_path)
     info = s.write("raw/a.jsonl", b"row1\nrow2\n", if_generation_match=0)
     with pytest.raises(PreconditionFailed):
-        s.replace_from("raw/a.jsonl", 5, [b"x\n"], if_generation_match=info.generation + 1)
+        s.replace_from("raw/a.jsonl", 5, [b"x\n"], info.generation + 1, None)
 
     def chunks() -> object:
         yield b"half"
         raise RuntimeError("crash while producing the new bytes")
 
     with pytest.raises(RuntimeError):
-        s.replace_from("raw/a.jsonl", 5, chunks(), if_generation_match=info.generation)  # type: ignore[arg-type]
+        s.replace_from("raw/a.jsonl", 5, chunks(), info.generation, None)  # type: ignore[arg-type]
     assert s.stat("raw/a.jsonl") == info
-    out = s.replace_from("raw/a.jsonl", 5, [b"new2\n", b"row3\n"], info.generation)
+    out = s.replace_from("raw/a.jsonl", 5, [b"new2\n", b"row3\n"], info.generation, None)
     assert out.generation > info.generation
     assert s.read_range("raw/a.jsonl", 0, 100, out.generation) == b"row1\nnew2\nrow3\n"
 
@@ -145,7 +145,7 @@ def test_a_reader_sees_no_bytes_rewritten_under_it(tmp_path: os.PathLike[str]) -
     info = s.write("raw/a.jsonl", body, if_generation_match=0)
     with s.open_lines("raw/a.jsonl", info.generation) as lines:
         assert next(lines) == b"row000000\n"
-        s.replace_from("raw/a.jsonl", 10, [b"new\n"], info.generation)
+        s.replace_from("raw/a.jsonl", 10, [b"new\n"], info.generation, None)
         with pytest.raises(PreconditionFailed):
             list(lines)
     assert len(body) > ls._CHUNK

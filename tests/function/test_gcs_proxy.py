@@ -36,7 +36,7 @@ STALE_WRITES: dict[str, Callable[[GCSStore, str, int], Any]] = {
     "multipart upload": lambda s, n, g: s.write(n, b"late\n", if_generation_match=g),
     "compose": lambda s, n, g: s.compose(n, [n, "parts/p"], if_generation_match=g),
     "delete": lambda s, n, g: s.delete(n, if_generation_match=g),
-    "merge (replace_from)": lambda s, n, g: s.replace_from(n, 2, [b"x\n"], g),
+    "merge (replace_from)": lambda s, n, g: s.replace_from(n, 2, [b"x\n"], g, None),
 }
 
 
