@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 from typing import Any
 
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
-
-from ingest_function.handler import IngestHandler
+from ingest_function.handler import IngestConfig, IngestHandler
 from klinelake.contract import KlineBatch, encode_batch
-from klinelake.gcs_store import GCSStore
 from klinelake.row import Kline
 from klinelake.symbols import object_name
 
@@ -53,12 +50,10 @@ def send(handler: IngestHandler, symbol: str, keys: range, n: int) -> tuple[floa
 
 def main() -> None:
     gcs_url, bucket, live, big_rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    client = storage.Client(
-        project="bench", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options={"api_endpoint": gcs_url},
-    )  # fmt: skip
-    store = GCSStore(bucket, client=client)
-    handler = IngestHandler(store, None)
+    # the function's own path: LAKE_URI=gs://BUCKET, the client honouring STORAGE_EMULATOR_HOST
+    os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
+    handler = IngestHandler.from_config(IngestConfig(f"gs://{bucket}", None, "bench"))
+    store: Any = handler.writer.store
     out: dict[str, Any] = {}
 
     # 1. live: one-row messages appended to one stream, one after another (a warm instance)

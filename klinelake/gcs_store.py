@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -65,11 +66,23 @@ def make_client(project: str | None = None) -> storage.Client:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(
+        client = storage.Client(
             project=project or "local-emulator",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         )
-    return storage.Client(project=project)
+    else:
+        client = storage.Client(project=project)
+    return without_env_lookups(client)
+
+
+def without_env_lookups(client: storage.Client) -> storage.Client:
+    """requests looks the proxy and CA variables up in the environment on every request: ~10%
+    of a live message's CPU in the function (issue 15). Where none is set, skip that."""
+    if not urllib.request.getproxies() and not any(
+        os.environ.get(v) for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+    ):
+        client._http.trust_env = False  # the client's requests.Session (AuthorizedSession)
+    return client
 
 
 class GCSStore:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from klinelake.gcs_store import GCSStore
+from klinelake.gcs_store import GCSStore, without_env_lookups
 from localcloud.procs import (
     READY_TIMEOUT,
     StackError,
@@ -101,7 +101,7 @@ def gcs_store(url: str, project: str, bucket: str) -> GCSStore:
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options={"api_endpoint": url},
     )
-    return GCSStore(bucket, client=client)
+    return GCSStore(bucket, client=without_env_lookups(client))
 
 
 def create_bucket(url: str, project: str, bucket: str) -> None:
