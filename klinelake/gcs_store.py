@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.exceptions import InvalidResponse
 
-from klinelake.errors import ObjectNotFound, PreconditionFailed, TransientError
+from klinelake.errors import LakeUnavailable, ObjectNotFound, PreconditionFailed, TransientError
 from klinelake.merge import split_lines
 from klinelake.storage import Bounds, Chunks, Data, ObjectInfo, ObjectNames, OptBounds
 
@@ -43,6 +43,8 @@ def _translated(name: str) -> Iterator[None]:
         raise ObjectNotFound(f"{name}: {exc.message}") from None
     except (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable) as exc:
         raise TransientError(f"{name}: {exc}") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise LakeUnavailable(f"{name}: {exc.message}") from None
     except gexc.GoogleAPICallError as exc:
         if getattr(exc, "code", None) == 412:
             raise PreconditionFailed(f"{name}: {exc}") from None
@@ -93,7 +95,12 @@ class GCSStore:
     @property
     def client(self) -> storage.Client:
         if self._client is None:  # created lazily: no I/O in constructors
-            self._client = make_client()
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._client = make_client()
+            except DefaultCredentialsError as exc:
+                raise LakeUnavailable(f"no Google credentials: {exc}") from None
         return self._client
 
     def _bucket(self) -> Any:
