@@ -292,11 +292,8 @@ def regular_rest_page(
     ):
         return None
     return _trusted_klines(
-        n,
-        open_time=opens, close_time=closes, symbol=repeat(symbol), interval=repeat(interval),
-        open=columns[1], high=columns[2], low=columns[3], close=columns[4], volume=columns[5],
-        quote_volume=columns[7], trades=trades, taker_buy_base_volume=columns[9],
-        taker_buy_quote_volume=columns[10],
+        opens, closes, repeat(symbol), repeat(interval), columns[1], columns[2], columns[3],
+        columns[4], columns[5], columns[7], trades, columns[9], columns[10],
     )  # fmt: skip
 
 
@@ -312,19 +309,23 @@ def _trades_ok(lowest: int, highest: int) -> bool:
     return lowest >= 0
 
 
-_NEW = object.__new__
-# Slot descriptors: setting them is what the frozen dataclass's __init__ does for each field.
-_SLOT_SETTERS = {f.name: getattr(Kline, f.name).__set__ for f in dataclasses.fields(Kline)}
+# A mutable twin of Kline with the same slots, so the same memory layout: its plain __init__
+# stores the fields (what Kline's frozen __init__ does, minus __post_init__) about 2x faster
+# than setting Kline's slots one by one; each object then becomes a Kline by `__class__`
+# assignment, which CPython allows between classes of the same layout.
+_KlineFields = dataclasses.make_dataclass(
+    "_KlineFields",
+    [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Kline)],
+    slots=True,
+    eq=False,
+)
 
 
-def _trusted_klines(n: int, **columns: Iterable[object]) -> list[Kline]:
-    """n Klines built column by column, without `__post_init__`: only for columns that the
-    caller has validated in bulk with the same rules (`regular_rest_page`)."""
-    if columns.keys() != _SLOT_SETTERS.keys():
-        raise TypeError(f"columns {sorted(columns)} are not the Kline fields")
-    out: list[Kline] = list(map(_NEW, repeat(Kline, n)))
-    for name, setter in _SLOT_SETTERS.items():
-        deque(map(setter, out, columns[name]), maxlen=0)
+def _trusted_klines(*columns: Iterable[object]) -> list[Kline]:
+    """Klines from one iterable per field (in field order) without `__post_init__`: only for
+    values that the caller has validated in bulk with the same rules (`regular_rest_page`)."""
+    out: list[Kline] = list(map(_KlineFields, *columns))
+    deque(map(setattr, out, repeat("__class__"), repeat(Kline)), maxlen=0)
     return out
 
 

@@ -8,6 +8,7 @@ the same Klines (and bytes), or the same error naming the same row and field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -141,8 +142,11 @@ def test_a_regular_page_takes_the_bulk_path(interval: str) -> None:
     body = orjson.dumps(regular_page(1000, interval, first_open(interval)))
     fast = regular_rest_page(body, orjson.loads(body), "BTCUSDT", interval)
     assert fast is not None and len(fast) == 1000
-    assert fast == parse_rest_rows(orjson.loads(body), "BTCUSDT", interval)
+    reference = parse_rest_rows(orjson.loads(body), "BTCUSDT", interval)
+    assert fast == reference and list(map(hash, fast)) == list(map(hash, reference))
     assert all(type(k) is Kline for k in fast)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast[0].open = "1.0"  # type: ignore[misc]
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
