@@ -161,9 +161,9 @@ _EVENT_TIME_AT = len(b'","data":{"e":"kline","E":')
 
 
 @functools.lru_cache(maxsize=65_536)  # one entry per subscribed stream
-def forming_frame_shape(stream: bytes) -> bytes | None:
-    """The digit-free bytes of any well-formed forming frame of `stream` (None if the name is
-    not a kline stream):
+def forming_frame_shapes(stream: bytes) -> frozenset[bytes]:
+    """The digit-free bytes of a well-formed forming frame of `stream`, with trades and
+    without (`"f":-1,"L":-1`); empty if the name is not a kline stream:
 
     {"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1617566591776,"s":"BTCUSDT","k":{
      "t":1617566580000,"T":1617566639999,"s":"BTCUSDT","i":"1m","f":346711017,"L":346711087,
@@ -174,33 +174,39 @@ def forming_frame_shape(stream: bytes) -> bytes | None:
     try:
         name = stream.decode()
     except UnicodeDecodeError:
-        return None
+        return frozenset()
     parsed = parse_stream_name(name)
     if parsed is None:
-        return None
+        return frozenset()
     symbol, interval = parsed[0].upper(), parsed[1]
     if stream_name(symbol, interval) != name.removesuffix("@+08:00"):
-        return None  # a symbol whose case does not round-trip: leave it to the parser
-    sample = (
-        f'{{"stream":"{name}","data":{{"e":"kline","E":0,"s":"{symbol}","k":{{"t":0,"T":0,'
-        f'"s":"{symbol}","i":"{interval}","f":0,"L":0,"o":"0.0","c":"0.0","h":"0.0",'
-        f'"l":"0.0","v":"0.0","n":0,"x":false,"q":"0.0","V":"0.0","Q":"0.0","B":"0"}}}}}}'
+        return frozenset()  # a symbol whose case does not round-trip: leave it to the parser
+    return frozenset(
+        (
+            f'{{"stream":"{name}","data":{{"e":"kline","E":0,"s":"{symbol}","k":{{"t":0,"T":0,'
+            f'"s":"{symbol}","i":"{interval}","f":{first},"L":{first},"o":"0.0","c":"0.0",'
+            f'"h":"0.0","l":"0.0","v":"0.0","n":0,"x":false,"q":"0.0","V":"0.0","Q":"0.0",'
+            f'"B":"0"}}}}}}'
+        )
+        .encode()
+        .translate(None, _ASCII_DIGITS)
+        for first in (0, -1)
     )
-    return sample.encode().translate(None, _ASCII_DIGITS)
 
 
 def forming_event_time(frame: bytes) -> int | None:
     """The event time (ms) of a well-formed forming-kline frame, else None (parse it).
 
     "Well-formed" here is the frame's layout: one JSON object in Binance's key order with
-    `"x":false`, non-negative integers, decimals with one dot and nothing but ASCII digits
-    around it. The values of a forming kline are not checked further: they never reach the
-    lake (the closed kline is parsed and validated in full)."""
+    `"x":false`, non-negative integers (`f` and `L` may be -1: no trades yet), decimals with
+    one dot and nothing but ASCII digits around it. The values of a forming kline are not
+    checked further: they never reach the lake (the closed kline is parsed in full)."""
     if not frame.startswith(_COMBINED_PREFIX):
         return None
     end = frame.find(b'"', len(_COMBINED_PREFIX))
-    shape = forming_frame_shape(frame[len(_COMBINED_PREFIX) : end])
-    if shape is None or frame.translate(None, _ASCII_DIGITS) != shape:
+    if frame.translate(None, _ASCII_DIGITS) not in forming_frame_shapes(
+        frame[len(_COMBINED_PREFIX) : end]
+    ):
         return None
     start = end + _EVENT_TIME_AT
     return to_millis(int(frame[start : frame.index(b",", start)]), "E")

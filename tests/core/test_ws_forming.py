@@ -30,9 +30,10 @@ def kline_frames(draw: Any) -> dict[str, Any]:
     symbol = draw(st.sampled_from(["BTCUSDT", "1INCHUSDT", "ETHBTC", "币安币USDT"]))
     interval = draw(st.sampled_from(["1s", "1m", "15m", "1h", "1d", "1w", "1M"]))
     t = align_down(T0, interval)
+    first = draw(st.sampled_from([-1, 0, 10**9]))  # -1: no trades yet
     k = {
         "t": t, "T": next_open_time(t, interval) - 1, "s": symbol, "i": interval,
-        "f": draw(st.integers(0, 10**9)), "L": draw(st.integers(0, 10**9)),
+        "f": first, "L": -1 if first == -1 else first + draw(st.integers(0, 10**6)),
         "o": draw(decimals), "c": draw(decimals),
         "h": draw(decimals), "l": draw(decimals), "v": draw(decimals),
         "n": draw(st.integers(0, 10**6)), "x": draw(st.booleans()), "q": draw(decimals),
@@ -67,7 +68,7 @@ def apply(frame: dict[str, Any], how: tuple[Any, ...]) -> bytes:
         i = how[1] % len(text)
         return text[:i] + how[2] + text[i:]
     if kind == "garbage":  # what the simulator's ws_malformed fault sends
-        return _garbage(frame, how[1])
+        return _garbage(frame, int(how[1]))
     k = frame["data"]["k"]
     if kind == "key":
         k[how[1]] = how[2]
@@ -88,8 +89,10 @@ def assert_forming_event(frame: bytes, event_time: int) -> None:
     k = data["k"]
     assert data["e"] == "kline" and k["x"] is False and list(k) == list(KEYS)
     assert obj["stream"] == stream_name(k["s"], k["i"]) and data["s"] == k["s"]
-    for key in ("t", "T", "f", "L", "n"):
+    for key in ("t", "T", "n"):
         assert type(k[key]) is int and k[key] >= 0
+    assert type(k["f"]) is int and type(k["L"]) is int
+    assert (k["f"] >= 0 and k["L"] >= 0) or k["f"] == k["L"] == -1
     for key in ("o", "c", "h", "l", "v", "q", "V", "Q"):
         assert isinstance(k[key], str) and DECIMAL.fullmatch(k[key])
     assert event_time == (data["E"] // 1000 if data["E"] >= 10**14 else data["E"])
