@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +25,7 @@ def market(halts: list[Halt]) -> Market:
     return m
 
 
-def expected(m: Market, interval: str, now: int, start: int, end: int | None, limit: int) -> bytes:
+def expected(m: Market, interval: str, now: int, *, start: int, end: int | None, limit: int) -> bytes:
     rows = m.select("BTCUSDT", interval, now, start=start, end=end, limit=limit)
     return orjson.dumps([rest_row(k, False) for k in rows])
 
@@ -56,15 +58,15 @@ def test_cached_pages_equal_rendered_selections(
         end = None if span is None else start + span
         page = m.closed_page_json("BTCUSDT", interval, now, start=start, end=end, limit=limit)
         if page is not None:
-            assert page == expected(m, interval, now, start, end, limit)
+            assert page == expected(m, interval, now, start=start, end=end, limit=limit)
 
 
 def test_a_history_page_is_served_from_the_cache() -> None:
     m = market([])
-    args = {"start": JAN_START, "end": None, "limit": 1000}
+    args: dict[str, Any] = {"start": JAN_START, "end": None, "limit": 1000}
     first = m.closed_page_json("BTCUSDT", "1m", NOW, **args)
     assert first is not None and len(orjson.loads(first)) == 1000
-    assert first == expected(m, "1m", NOW, JAN_START, None, 1000)
+    assert first == expected(m, "1m", NOW, **args)
     assert m.closed_page_json("BTCUSDT", "1m", NOW, **args) == first
     # the page holding the forming kline is not cached: select renders it (partial)
     assert m.closed_page_json("BTCUSDT", "1m", NOW, start=NOW - 60_000, end=None, limit=5) is None
@@ -72,11 +74,11 @@ def test_a_history_page_is_served_from_the_cache() -> None:
 
 def test_a_halt_added_later_reaches_cached_pages() -> None:
     m = market([])
-    args = {"start": JAN_START, "end": JAN_START + DAY, "limit": 1000}
+    args: dict[str, Any] = {"start": JAN_START, "end": JAN_START + DAY, "limit": 1000}
     before = m.closed_page_json("BTCUSDT", "1m", NOW, **args)
     m.add_halt(Halt("BTCUSDT", "1m", JAN_START + HOUR, JAN_START + 2 * HOUR))
     after = m.closed_page_json("BTCUSDT", "1m", NOW, **args)
-    assert after != before and after == expected(m, "1m", NOW, JAN_START, JAN_START + DAY, 1000)
+    assert after != before and after == expected(m, "1m", NOW, **args)
 
 
 def test_a_kline_forming_past_the_chunk_end_is_not_cached() -> None:
@@ -85,4 +87,4 @@ def test_a_kline_forming_past_the_chunk_end_is_not_cached() -> None:
     m = Market({}, [SyntheticSpec("BTCUSDT", "1w", boundary - 70 * DAY)])
     now, start, end = boundary + DAY, boundary - 30 * DAY, boundary - 1
     page = m.closed_page_json("BTCUSDT", "1w", now, start=start, end=end, limit=9)
-    assert page is None or page == expected(m, "1w", now, start, end, 9)
+    assert page is None or page == expected(m, "1w", now, start=start, end=end, limit=9)
