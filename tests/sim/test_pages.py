@@ -25,7 +25,9 @@ def market(halts: list[Halt]) -> Market:
     return m
 
 
-def expected(m: Market, interval: str, now: int, *, start: int, end: int | None, limit: int) -> bytes:
+def expected(
+    m: Market, interval: str, now: int, *, start: int, end: int | None, limit: int
+) -> bytes:
     rows = m.select("BTCUSDT", interval, now, start=start, end=end, limit=limit)
     return orjson.dumps([rest_row(k, False) for k in rows])
 
