@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from klinelake.contract import message_schema
 from klinelake.errors import InvalidData
 from klinelake.intervals import NOMINAL_MS, align_down
 from klinelake.row import (
-    DECIMAL_PATTERN,
+    MAX_TRADES,
     Kline,
     parse_rest_page,
     parse_rest_rows,
@@ -30,11 +31,16 @@ from klinelake.row import (
 T0 = 1_640_995_200_000  # 2022-01-01, aligned to every fixed interval but 1w
 INTERVALS = ("1s", "1m", "1h", "3d", "1w", "1M")
 DECIMAL_FIELDS = (1, 2, 3, 4, 5, 7, 9, 10)
+# The documented rule, as the packaged JSON Schema states it ("^...$", for re.fullmatch without)
+DECIMAL_PATTERN = (
+    message_schema()["$defs"]["decimal"]["pattern"].removeprefix("^").removesuffix("$")
+)
 # Texts that look like decimals and are not (or are, at the edges of the rule).
 odd_decimal = st.one_of(
     st.text(alphabet="0123456789.-+e x٣²", max_size=40),
-    st.sampled_from(["", ".", ".5", "5.", "1..2", "1.2.3", "0" * 30, "0" * 31, "1." + "0" * 30,
-                     "1." + "0" * 31, "１.0", "1.0\n", " 1.0", "1,0", "0"]),
+    st.sampled_from(["", ".", ".5", "5.", "1..2", "1.2.3", "0" * 29, "0" * 30, "1." + "0" * 9,
+                     "1." + "0" * 10, "9" * 29 + ".5", "9" * 30 + ".5", "１.0", "1.0\n", " 1.0",
+                     "1,0", "0"]),
     st.floats(allow_nan=False), st.integers(-(2**63), 2**63 - 1), st.none(), st.booleans(),
 )  # fmt: skip
 
@@ -161,3 +167,24 @@ def test_bulk_decimal_rule_is_the_documented_pattern(value: object, field: int) 
     fast = regular_rest_page(body, orjson.loads(body), "BTCUSDT", "1m")
     valid = isinstance(value, str) and re.fullmatch(DECIMAL_PATTERN, value) is not None
     assert (fast is not None) == (valid and "." in value)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("interval", "first", "trades", "valid"),
+    [
+        ("1m", T0, MAX_TRADES, True),
+        ("1m", T0, MAX_TRADES + 1, False),
+        ("1m", T0, 2**64 - 1, False),
+        ("1w", align_down(4_102_444_800_000, "1w") - 7 * 86_400_000, 1, False),  # closes in 2100
+        ("1d", 4_102_444_800_000 - 2 * 86_400_000, 1, True),  # the last day before 2100
+        ("1d", 1_230_768_000_000 - 86_400_000, 1, False),  # opens in 2008
+    ],
+)
+def test_the_bounds_are_the_row_rules(interval: str, first: int, trades: int, valid: bool) -> None:
+    rows = regular_page(2, interval, first)
+    rows[-1][8] = trades
+    body = orjson.dumps(rows)
+    fast = regular_rest_page(body, orjson.loads(body), "BTCUSDT", interval)
+    reference = outcome(parse_rest_rows, orjson.loads(body), "BTCUSDT", interval)
+    assert (reference[0] == "rows") == valid
+    assert (fast is not None) == valid
