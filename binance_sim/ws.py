@@ -43,6 +43,19 @@ _EIGHT_HOURS = 8 * 3600 * 1000
 _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other streams get a turn
 
 
+# Forming frames are due on a grid of simulated time, every 2 s per stream (1 s for 1s), as
+# Binance sends them; with each stream's phase on a 250 ms grid, a connection's pusher makes at
+# most 4 passes per simulated second over its streams (not one per frame), which keeps the
+# simulator cheap at tens of thousands of streams. A frame is stamped with its due time.
+_TICK_MS = 250
+
+
+def next_forming_due(sent_at: int, interval: str) -> int:
+    """When the stream's next forming frame is due, the last one having been stamped `sent_at`."""
+    period = 1000 if interval == "1s" else 2000
+    return -(-(sent_at + period) // _TICK_MS) * _TICK_MS
+
+
 class ControlError(Exception):
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(msg)
@@ -437,10 +450,13 @@ class Hub:
                         sub.next_close = current
                 real = time.monotonic()
                 if now >= sub.next_forming_sim and real - sub.last_forming_real >= min_gap:
-                    k_now = market.forming(symbol, interval, now)
+                    due = sub.next_forming_sim
+                    if now - due >= _TICK_MS or due < current:  # late, or of a closed kline
+                        due = now
+                    k_now = market.forming(symbol, interval, due)
                     if k_now is not None:
-                        await self._send(conn, sub, k_now, False, now)
-                    sub.next_forming_sim = now + (1000 if interval == "1s" else 2000)
+                        await self._send(conn, sub, k_now, False, due)
+                    sub.next_forming_sim = next_forming_due(due, interval)
                     sub.last_forming_real = real
                 forming_due = max(
                     clock.real_seconds_until(sub.next_forming_sim),
