@@ -4,7 +4,8 @@ Per connection: a reader (control frames, client ping/pong, the 5 frames/s limit
 (server pings every `ping_interval` real s, close when no echoing pong within `pong_timeout`),
 and a pusher that, per subscribed kline stream, sends one `x:true` frame for every kline that
 closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline every 2 s of
-simulated time (1 s for `1s`), at most `max_update_hz` forming frames per stream per real second.
+simulated time (1 s for `1s`; due on a 250 ms grid, E = the due time), at most `max_update_hz`
+forming frames per stream per real second.
 
 Undocumented choices: a 1025th stream is refused with `{"error":{"code":2,"msg":"Invalid
 request: too many streams"},"id":..}`; a URL with more than 1024 streams gets HTTP 400; the
