@@ -86,6 +86,20 @@ def run_ours(
     }
 
 
+def peer_result(
+    sim: SimProcess, before: dict[str, int], sim_cpu: float, wall: float, rows: int
+) -> dict[str, object]:
+    """A peer library's figures (it only collects rows in memory) from the simulator's counters."""
+    after = counters(sim)
+    return {
+        "wall_s": wall,
+        "sim_cpu_s": sim_cpu_s(sim) - sim_cpu,
+        "rows": rows,
+        "requests": after["requests"] - before["requests"],
+        "weight": after["weight"] - before["weight"],
+    }
+
+
 def prerender(sim: SimProcess, start: int, end: int) -> dict[str, object]:
     """Request every page once, untimed, so the simulator serves every timed run from
     pre-rendered rows (rendering a year of synthetic 1m rows costs it seconds of CPU)."""
@@ -122,15 +136,7 @@ def run_ccxt(sim: SimProcess, start: int, end: int) -> dict[str, object]:
             break
         rows += page
         since = int(page[-1][0]) + 60_000
-    wall = time.perf_counter() - t0
-    after = counters(sim)
-    return {
-        "wall_s": wall,
-        "sim_cpu_s": sim_cpu_s(sim) - sim_cpu,
-        "rows": len(rows),
-        "requests": after["requests"] - before["requests"],
-        "weight": after["weight"] - before["weight"],
-    }
+    return peer_result(sim, before, sim_cpu, time.perf_counter() - t0, len(rows))
 
 
 def run_python_binance(sim: SimProcess, start: int, end: int) -> dict[str, object]:
@@ -144,14 +150,7 @@ def run_python_binance(sim: SimProcess, start: int, end: int) -> dict[str, objec
     rows = client.get_historical_klines("BTCUSDC", "1m", start, end)
     wall = time.perf_counter() - t0
     client.close_connection()
-    after = counters(sim)
-    return {
-        "wall_s": wall,
-        "sim_cpu_s": sim_cpu_s(sim) - sim_cpu,
-        "rows": len(rows),
-        "requests": after["requests"] - before["requests"],
-        "weight": after["weight"] - before["weight"],
-    }
+    return peer_result(sim, before, sim_cpu, wall, len(rows))
 
 
 def main() -> None:

@@ -24,15 +24,10 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from klinelake import row as lake_row  # noqa: E402
 from klinelake.contract import decode_message, encode_batch, make_batches  # noqa: E402
 from klinelake.local_store import LocalStore  # noqa: E402
-from klinelake.row import (  # noqa: E402
-    Kline,
-    parse_csv,
-    parse_lake_line,
-    parse_rest_page,
-    parse_rest_rows,
-)
+from klinelake.row import Kline, parse_csv, parse_lake_line  # noqa: E402
 from klinelake.symbols import object_name  # noqa: E402
 from klinelake.writer import LakeWriter  # noqa: E402
 
@@ -96,10 +91,10 @@ def rest_page_throughput() -> None:
     )  # fmt: skip
 
     def bulk() -> list[Kline]:
-        return parse_rest_page(body, "BTCUSDT", "1m")
+        return lake_row.parse_rest_page(body, "BTCUSDT", "1m")
 
     def row_by_row() -> list[Kline]:
-        return parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
+        return lake_row.parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
 
     rates = {}
     for label, parse in (("bulk (parse_rest_page)", bulk), ("row by row (reference)", row_by_row)):
