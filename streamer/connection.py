@@ -85,6 +85,7 @@ class Connection:
         self.opened_at = 0  # server ms
         self.shutdown_notice = False
         self.tracker: StallTracker | None = None
+        self.frames_received = 0
         self._pending: dict[int, asyncio.Future[ControlReply]] = {}
         self._closing = False
 
@@ -143,6 +144,7 @@ class Connection:
                 # bytes: a forming frame is recognised without decoding or parsing it
                 frame = await self.ws.recv(decode=False)
                 self.counters.frames += 1
+                self.frames_received += 1  # this connection's: stall.py's sign of life
                 await self._handle(frame)
         except ConnectionClosedOK:
             pass  # as `async for` over the connection ends
