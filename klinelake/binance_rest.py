@@ -12,6 +12,8 @@ translated here, at the edge, into the project's tree (binance-spot-api.md §8, 
     ├── IPBanned(retry_after_s, until_ms)    418: nothing is sent until the ban ends
     ├── Blocked(status, url, detail)         451 restricted location, 403 WAF: configuration,
     │                                        never retried; its message is the operator's line
+    ├── NoAnswer(url, within, last_error)    exchangeInfo never answered (callers raise it when
+    │                                        their retries are spent): configuration too
     └── ServerError(status)                  5xx: outcome unknown; retried (also a TransientError)
     TransientError (klinelake.errors)        network failures and timeouts; retried
 
@@ -124,6 +126,18 @@ def blocked_line(status: int, url: str, detail: str = "") -> str:
         f"infra/config.env) or switch endpoints: {REST_URL.env}={MARKET_DATA_REST_URL} "
         f"{WS_URL.env}={MARKET_DATA_WS_URL} (docs/deploy.md, 'Region and endpoints')"
     )
+
+
+class NoAnswer(BinanceError):
+    """exchangeInfo did not answer 200 within the caller's budget: nothing can be collected."""
+
+    def __init__(self, url: str, within: str, last_error: str) -> None:
+        self.url = url
+        super().__init__(
+            f"blocked: exchangeInfo at {url} did not answer within {within} (last error: "
+            f"{' '.join(last_error.split())[:200]}); check {REST_URL.env} and the network, or "
+            "the region (docs/deploy.md, 'Region and endpoints')"
+        )
 
 
 class ServerError(BinanceError, TransientError):

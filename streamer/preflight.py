@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from websockets.exceptions import ConnectionClosed
 
-from klinelake.binance_rest import BinanceRest, Blocked, UnknownSymbol
+from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
 from klinelake.binance_ws import KlineEvent, parse_ws_frame
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.errors import InvalidData
@@ -68,10 +68,7 @@ async def preflight(settings: Settings, timeout_s: float = 20.0) -> tuple[int, s
     except UnknownSymbol as exc:
         return EXIT_BAD_CONFIG, f"Binance does not list one of the symbols: {exc}"
     except Exception as exc:
-        return EXIT_BLOCKED, (
-            f"blocked: exchangeInfo at {settings.rest_url} did not answer within {timeout_s:g} s: "
-            f"{exc!r}"[:400]
-        )
+        return EXIT_BLOCKED, str(NoAnswer(settings.rest_url, f"{timeout_s:g} s", repr(exc)))
     try:
         await check_ws(settings, timeout_s)
     except Blocked as exc:

@@ -17,8 +17,8 @@ import sqlite3
 import time
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest, Blocked, UnknownSymbol
-from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, REST_URL
+from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
+from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.logs import log_event
 from klinelake.row import Kline
@@ -133,7 +133,7 @@ class Service:
 
         # --- drain ---
         sd_notify("STOPPING=1")
-        if self.state != "blocked":
+        if self.reason is None:  # a blocked state stays visible to the end
             self.state = "stopping"
         t0 = time.monotonic()
         log_event(log, "INFO", "stopping: closing connections, draining sends")
@@ -239,12 +239,9 @@ class Service:
                     self._write_health()
                     delay = backoff.next_delay()
                     if time.monotonic() + delay >= deadline:
-                        return self.fatal(
-                            f"blocked: exchangeInfo at {self.settings.rest_url} did not answer "
-                            f"within {self.settings.exchange_info_deadline_s:g} s (last error: "
-                            f"{last}); check {REST_URL.env} and the network, or the region "
-                            "(docs/deploy.md, 'Region and endpoints')", EXIT_BLOCKED,
-                        )  # fmt: skip
+                        within = f"{self.settings.exchange_info_deadline_s:g} s"
+                        line = str(NoAnswer(self.settings.rest_url, within, last))
+                        return self.fatal(line, EXIT_BLOCKED)
                     log_event(log, "WARNING", "exchangeInfo unavailable, retrying",
                               error=last, retry_in_s=round(delay, 2))  # fmt: skip
                     await asyncio.sleep(delay)
