@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from klinelake.config import DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
 from klinelake.contract import ReceivedMessage, decode_received, unwrap_pubsub_event
 from klinelake.errors import InvalidData, TransientError
 from klinelake.lake import open_store
@@ -60,8 +61,8 @@ class IngestConfig:
         if fail_n and not fail_state:
             raise ValueError("INGEST_FAIL_FIRST_N needs INGEST_FAIL_STATE (a counter file path)")
         return cls(
-            lake_uri=env.get("LAKE_URI") or "./lake",
-            dead_letter_topic=env.get("DEAD_LETTER_TOPIC") or None,
+            lake_uri=LAKE.value(env) or DEFAULT_LAKE_URI,
+            dead_letter_topic=DEAD_LETTER_TOPIC.value(env),
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
             fail_first_n=fail_n,
             fail_state=fail_state,

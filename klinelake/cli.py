@@ -12,8 +12,9 @@ from typing import Any
 import click
 import orjson
 
+from klinelake import config as cfg
 from klinelake.intervals import Gap
-from klinelake.lake import DEFAULT_LAKE_URI, open_store
+from klinelake.lake import open_store
 from klinelake.status import StreamReport, inspect_lines
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_object_name
@@ -84,12 +85,13 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
             click.echo(f"{r.symbol}@{r.interval}: {p}")
 
 
-@click.group()
+@click.group(context_settings=cfg.CONTEXT_SETTINGS)
+@cfg.version_option("klinelake")
 def main() -> None:
     """Inspect the raw kline lake."""
 
 
-_lake = click.option("--lake", envvar="LAKE_URI", default=DEFAULT_LAKE_URI, show_default=True)
+_lake = cfg.option(cfg.LAKE)
 _state = click.option("--state-dir", type=click.Path(path_type=Path), default=Path("state"))
 _json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 _now = click.option("--now", "now_ms", type=int, default=None, help="epoch ms for the lag")

@@ -21,8 +21,9 @@ clients on Google Cloud. The defaults are the main hosts; docs/deploy.md says wh
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,7 +60,7 @@ class Setting:
         if self.flag is not None and not self.flag.startswith("--"):
             raise ValueError(f"flag {self.flag!r} must start with --")
 
-    def value(self, environ: dict[str, str]) -> str | None:
+    def value(self, environ: Mapping[str, str]) -> str | None:
         """The value from `environ` (empty counts as unset), else the default."""
         if self.env is not None and environ.get(self.env):
             return environ[self.env]
@@ -157,6 +158,14 @@ def env_help(*settings: Setting) -> str:
 
 # The conventions every entry point follows: -h as well as --help, and --version.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def version() -> str:
+    """The installed distribution's version (for entry points that do not use click)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def version_option(prog: str) -> Callable[[F], F]:

@@ -9,8 +9,6 @@ from klinelake.row import Kline, parse_lake_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import object_name
 
-DEFAULT_LAKE_URI = "./lake"
-
 
 def open_store(uri: str) -> ObjectStore:
     if uri.startswith("gs://"):

@@ -29,7 +29,7 @@ EPILOG = (
 
 def default_state_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
-    return (cfg.STATE_DIRECTORY.value(dict(os.environ)) or "").split(":")[0] or "./state"
+    return (cfg.STATE_DIRECTORY.value(os.environ) or "").split(":")[0] or "./state"
 
 
 @click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
