@@ -163,10 +163,15 @@ load_config() {
   source "$CONFIG_FILE"
   set +a
   local v
-  for v in PROJECT REGION ZONE BUCKET TOPIC DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION \
+  # The VM's zone is its own setting (Binance sees the VM's address); ZONE is its old name.
+  VM_ZONE="${VM_ZONE:-${ZONE:-}}"
+  for v in PROJECT REGION VM_ZONE BUCKET TOPIC DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION \
     PUSH_SUBSCRIPTION FUNCTION_NAME VM_NAME SYMBOLS INTERVALS STREAMER_SA FUNCTION_SA PUSH_SA; do
     [[ -n ${!v:-} ]] || die "$v is not set in $CONFIG_FILE"
   done
+  VM_REGION="${VM_REGION:-${VM_ZONE%-*}}"
+  [[ $VM_ZONE == "$VM_REGION"-* ]] || die "VM_ZONE $VM_ZONE is not in VM_REGION $VM_REGION"
+  # Defaults as in klinelake/config.py (tests/infra checks they agree).
   BINANCE_REST_URL="${BINANCE_REST_URL:-https://api.binance.com}"
   BINANCE_WS_URL="${BINANCE_WS_URL:-wss://stream.binance.com:9443}"
   ADDRESS_NAME="${ADDRESS_NAME:-${VM_NAME}-ip}"
@@ -185,6 +190,9 @@ load_config() {
   MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-10}"
   DEAD_LETTER_RETENTION="${DEAD_LETTER_RETENTION:-7d}"
   GRANT_PUBSUB_TOKEN_CREATOR="${GRANT_PUBSUB_TOKEN_CREATOR:-true}"
+  FRESHNESS_BEHIND="${FRESHNESS_BEHIND:-3}"
+  NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:-}"
+  WRITES_METRIC="${WRITES_METRIC:-klines_written}"
 
   TOPIC_PATH="projects/${PROJECT}/topics/${TOPIC}"
   DEAD_LETTER_TOPIC_PATH="projects/${PROJECT}/topics/${DEAD_LETTER_TOPIC}"

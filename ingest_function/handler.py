@@ -226,6 +226,9 @@ class IngestHandler:
             self.log, "INFO", f"{batch.stream}: {result.action} {result.rows_in} rows",
             message_id=message_id, stream=batch.stream, publish_time=received.publish_time,
             source=received.attributes.get("source"),
+            # the freshness alert's log-based metric (infra/monitoring.sh) reads these two
+            interval=batch.interval,
+            newest_open_time=batch.rows[-1].open_time if batch.rows else None,
             latency_ms=round((self.clock() - started) * 1000, 3), **fields,
         )  # fmt: skip
         return result
