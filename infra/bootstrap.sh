@@ -160,24 +160,12 @@ step_iam() {
   # The push identity's roles/run.invoker on the function is granted by deploy_function.sh.
 }
 
+USAGE="  --only STEPS    comma list of: $ALL_STEPS (default: all, in that order)
+"
+
 main() {
   local only="$ALL_STEPS"
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --only) only=$2; shift ;;
-      --only=*) only=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --only STEPS    comma list of: %s (default: all, in that order)\n' "$ALL_STEPS"
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --only=only -- "$@"
   load_config
   local s
   IFS=',' read -r -a wanted <<<"$only"

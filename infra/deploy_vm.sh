@@ -161,30 +161,15 @@ preflight() {
   fi
 }
 
+USAGE='  --no-restart     update metadata only; do not stop/start a running VM
+  --no-preflight   skip the preflight (streamer --check on the VM)
+  --build-dir DIR  where to build the wheel (default: infra/.build/vm)
+  --wheel FILE     deploy this wheel (e.g. a CI artifact) instead of building one
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --no-restart) RESTART=0 ;;
-      --no-preflight) PREFLIGHT=0 ;;
-      --build-dir) BUILD_DIR=$2; shift ;;
-      --build-dir=*) BUILD_DIR=${1#*=} ;;
-      --wheel) WHEEL_FILE=$2; shift ;;
-      --wheel=*) WHEEL_FILE=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --no-restart     update metadata only; do not stop/start a running VM\n'
-        printf '  --no-preflight   skip the preflight (streamer --check on the VM)\n'
-        printf '  --build-dir DIR  where to build the wheel (default: infra/.build/vm)\n'
-        printf '  --wheel FILE     deploy this wheel (e.g. a CI artifact) instead of building one\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --no-restart:RESTART=0 --no-preflight:PREFLIGHT=0 --build-dir=BUILD_DIR \
+    --wheel=WHEEL_FILE -- "$@"
   load_config
   pick_python
   ensure_address

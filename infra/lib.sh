@@ -225,6 +225,58 @@ usage_common() {
 USAGE
 }
 
+# parse_args SPEC... -- "$@": the flags every script takes (--config FILE, --dry-run, -h/--help)
+# and the script's own, one SPEC each: "--flag=VAR" takes a value (also as --flag=VALUE) into
+# VAR; "--flag:VAR=VALUE" is a switch that sets VAR to VALUE. --help prints usage_common and
+# then $USAGE (the script's own lines). Variables are set in the caller's scope (a caller's
+# `local` works), so the parser's own locals carry a _pa_ prefix.
+parse_args() {
+  local -a _pa_specs=()
+  while [[ $1 != -- ]]; do
+    _pa_specs+=("$1")
+    shift
+  done
+  shift
+  local _pa_arg _pa_spec _pa_flag _pa_var _pa_taken
+  while (($#)); do
+    _pa_arg=$1 _pa_taken=0
+    case $_pa_arg in
+      --config) CONFIG_FILE=$2; shift ;;
+      --config=*) CONFIG_FILE=${_pa_arg#*=} ;;
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help)
+        printf 'usage: %s [options]\n' "$0"
+        usage_common
+        printf '%s' "${USAGE:-}"
+        exit 0 ;;
+      *)
+        for _pa_spec in "${_pa_specs[@]}"; do
+          if [[ $_pa_spec == *:* ]]; then # a switch: --flag:VAR=VALUE
+            _pa_flag=${_pa_spec%%:*} _pa_var=${_pa_spec#*:}
+            if [[ $_pa_arg == "$_pa_flag" ]]; then
+              printf -v "${_pa_var%%=*}" '%s' "${_pa_var#*=}"
+              _pa_taken=1
+            fi
+          else # a value: --flag=VAR
+            _pa_flag=${_pa_spec%%=*} _pa_var=${_pa_spec#*=}
+            if [[ $_pa_arg == "$_pa_flag" ]]; then
+              (($# >= 2)) || die "$_pa_flag needs a value"
+              printf -v "$_pa_var" '%s' "$2"
+              shift
+              _pa_taken=1
+            elif [[ $_pa_arg == "$_pa_flag"=* ]]; then
+              printf -v "$_pa_var" '%s' "${_pa_arg#*=}"
+              _pa_taken=1
+            fi
+          fi
+          ((_pa_taken)) && break
+        done
+        ((_pa_taken)) || die "unknown argument: $_pa_arg" ;;
+    esac
+    shift
+  done
+}
+
 # The Python that builds bundles and wheels: $PYTHON, else the repo venv, else python3.
 pick_python() {
   if [[ -z $PYTHON ]]; then

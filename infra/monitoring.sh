@@ -79,23 +79,11 @@ ensure_policies() {
   done <"$OUT_DIR/policies.tsv"
 }
 
+USAGE='  --out-dir DIR   where to write the definitions (default: infra/.build/monitoring)
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --out-dir) OUT_DIR=$2; shift ;;
-      --out-dir=*) OUT_DIR=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --out-dir DIR   where to write the definitions (default: infra/.build/monitoring)\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --out-dir=OUT_DIR -- "$@"
   load_config
   pick_python
   write_files

@@ -42,24 +42,12 @@ revoke_bucket() {
   fi
 }
 
+USAGE='  --yes           required to delete for real (not needed with --dry-run)
+  --delete-data   also delete the bucket and every object in it (the lake)
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --yes) YES=1 ;;
-      --delete-data) DELETE_DATA=1 ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --yes           required to delete for real (not needed with --dry-run)\n'
-        printf '  --delete-data   also delete the bucket and every object in it (the lake)\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --yes:YES=1 --delete-data:DELETE_DATA=1 -- "$@"
   load_config
   if [[ $DRY_RUN != 1 && $YES != 1 ]]; then
     die "this deletes the deployment in project $PROJECT; re-run with --yes (or --dry-run to see what)"

@@ -231,3 +231,21 @@ def test_deploy_fails_naming_the_region_when_the_preflight_fails(  # noqa: PLR09
     assert "preflight failed on klines-streamer in region asia-northeast1" in line
     assert "streamer --check: blocked: Binance answered HTTP" in line
     assert "VM_REGION/VM_ZONE" in line and "BINANCE_REST_URL" in line
+
+
+# --- the scripts' shared argument parser (infra/lib.sh parse_args) ---------------------------
+
+
+def test_flags_in_both_forms_and_unknown_ones(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = no_gcloud_env(gcloud_env, tmp_path)
+    out = run_script(
+        "monitoring.sh", f"--config={config}", "--dry-run", f"--out-dir={tmp_path / 'a'}", env=env
+    )
+    assert (tmp_path / "a" / "metric.json").exists() and "Done:" in out.stdout
+    bad = run_script("teardown.sh", "--config", config, "--dry-run", "--bogus", env=env,
+                     check=False)  # fmt: skip
+    assert bad.returncode == 1 and "unknown argument: --bogus" in bad.stderr
+    missing = run_script("deploy_vm.sh", "--config", config, "--wheel", env=env, check=False)
+    assert missing.returncode == 1 and "--wheel needs a value" in missing.stderr
