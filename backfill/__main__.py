@@ -125,6 +125,8 @@ def main(  # noqa: PLR0917 - click passes every option
         )
     except click.BadParameter as exc:
         _fail(EXIT_BAD_INPUT, str(exc.message))
+    except BadInput as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
     from backfill.progress import make_reporter
 
     reporter = make_reporter()

@@ -76,6 +76,9 @@ class Settings:
     page_limit: int = 1000
     batch_rows: int = MAX_ROWS
 
+    def __post_init__(self) -> None:
+        check_settings(self)  # validated when built: a Settings that exists can run
+
     @property
     def sink_target(self) -> str:
         return f"pubsub:{self.topic}" if self.topic else f"lake:{self.lake}"
@@ -329,7 +332,6 @@ async def run_backfill(
     on_used_weight: Callable[[int], None] | None = None,
     sink: Sink | None = None,
 ) -> RunResult:
-    check_settings(settings)
     started = time.monotonic()
     symbols = tuple(s.upper() for s in settings.symbols)
     settings = replace(settings, symbols=symbols)
