@@ -1,5 +1,6 @@
 """The configuration table (klinelake/config.py, issue 14): one row per setting, names unique,
-defaults as DESIGN.md's configuration table states them; settings objects refuse what cannot run when they are built."""
+defaults as DESIGN.md's configuration table states them; settings objects refuse what cannot
+run when they are built."""
 
 from __future__ import annotations
 
