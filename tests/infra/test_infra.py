@@ -318,6 +318,8 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
         "google-cloud-pubsub",
         "cloudevents",
     } <= names
+    # the function's extra only: not the streamer's, the simulator's or the test tools'
+    assert not names & {"websockets", "rich", "aiohttp", "psutil", "pytest"}, names
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", r) for r in pinned), pinned
     if (REPO / "constraints.txt").exists():
         assert "-c constraints.txt" in reqs
@@ -774,9 +776,37 @@ def test_startup_script_refuses_a_wheel_whose_hash_differs(
 def test_startup_script_installs_the_wheel_with_its_dependencies(
     tmp_path: Path, built_wheel: Path
 ) -> None:
-    """The real thing: pip resolves the wheel's dependencies; the streamer's imports work."""
+    """The real thing: pip resolves the [streamer] extra pinned by constraints.txt; the
+    streamer's imports work, and what only the function, the simulator or tests need is absent."""
     root, _ = _startup(tmp_path, built_wheel)
-    _assert_installed(root, tmp_path, "streamer, google.cloud.pubsub, websockets")
+    _assert_installed(root, tmp_path, "streamer, backfill, google.cloud.pubsub, websockets, rich")
+    python = root / "opt/klines/venv/bin/python"
+    for module in ("functions_framework", "aiohttp", "psutil", "pytest"):
+        absent = subprocess.run(
+            [str(python), "-c", f"import {module}"], capture_output=True, cwd=tmp_path, check=False
+        )
+        assert absent.returncode != 0, f"{module} was installed on the VM"
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {
+        canonical(name): version
+        for name, _, version in (
+            line.partition("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+        )
+        if version
+    }
+    frozen = subprocess.run(
+        [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    ).stdout
+    checked = 0
+    for line in frozen.splitlines():
+        name, _, version = line.partition("==")
+        if canonical(name) in pins:
+            assert version == pins[canonical(name)], line  # pinned to constraints.txt
+            checked += 1
+    assert checked >= 20  # websockets, the Google clients and their whole tree
 
 
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
