@@ -70,9 +70,9 @@ class Service:
         self.spool.open()
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
-        # Health is served from the start, so a streamer that cannot start says why.
+        # The endpoint answers from the start, so a streamer that cannot start says why; the
+        # file is first written when the checks fail (`blocked`) or pass (the health loop).
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
-        self._write_health()
         await self._check_symbols(rest)
         if not self.stopping.is_set():
             await self._sync_clock(rest)
