@@ -138,10 +138,7 @@ def deadletters() -> None:
     """List and redrive dead-lettered Pub/Sub messages."""
 
 
-_dl_sub = click.option(
-    "--subscription", envvar="DEAD_LETTER_SUBSCRIPTION", required=True,
-    help="projects/P/subscriptions/S of the dead-letter topic",
-)  # fmt: skip
+_dl_sub = cfg.option(cfg.DEAD_LETTER_SUBSCRIPTION, required=True)
 
 
 @deadletters.command("list")
@@ -173,7 +170,7 @@ def list_dead_letters(subscription: str, max_messages: int, as_json: bool) -> No
 
 @deadletters.command("redrive")
 @_dl_sub
-@click.option("--topic", envvar="KLINES_TOPIC", required=True, help="the main klines topic")
+@cfg.option(cfg.TOPIC, required=True, help="the main klines topic (projects/P/topics/T)")
 @click.option("--id", "ids", multiple=True, help="message id or original message id (repeat)")
 @click.option("--all", "all_", is_flag=True, help="redrive every dead letter")
 @click.option("--dry-run", is_flag=True)

@@ -12,6 +12,7 @@ shows every variable (click's `show_envvar`).
     SYMBOLS             --symbols      BTCUSDC
     INTERVALS           --intervals    1h
     DEAD_LETTER_TOPIC   (function)     unset: log poison messages only
+    DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that
 carry nothing else, `https://data-api.binance.vision` (REST) and
@@ -92,6 +93,12 @@ SYMBOLS = Setting(
 INTERVALS = Setting(
     "INTERVALS", "--intervals", "comma-separated intervals, e.g. 1h,1m (case-sensitive)", "1h"
 )
+DEAD_LETTER_SUBSCRIPTION = Setting(
+    "DEAD_LETTER_SUBSCRIPTION",
+    "--subscription",
+    "projects/P/subscriptions/S of the dead-letter topic",
+    None,
+)
 DEAD_LETTER_TOPIC = Setting(
     "DEAD_LETTER_TOPIC", None, "the function's poison messages (unset: log only)", None
 )
@@ -126,6 +133,7 @@ TABLE: tuple[Setting, ...] = (
     SYMBOLS,
     INTERVALS,
     DEAD_LETTER_TOPIC,
+    DEAD_LETTER_SUBSCRIPTION,
     STATE_DIRECTORY,
     NOTIFY_SOCKET,
     *EMULATORS,

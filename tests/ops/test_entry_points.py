@@ -30,7 +30,12 @@ READS: dict[str, tuple[cfg.Setting, ...]] = {
     "binance_sim": (),
     "localcloud": (),
 }  # fmt: skip
-SUBCOMMANDS = {"klinelake status": (cfg.LAKE,), "klinelake verify": (cfg.LAKE,)}
+SUBCOMMANDS = {
+    "klinelake status": (cfg.LAKE,),
+    "klinelake verify": (cfg.LAKE,),
+    "klinelake deadletters list": (cfg.DEAD_LETTER_SUBSCRIPTION,),
+    "klinelake deadletters redrive": (cfg.DEAD_LETTER_SUBSCRIPTION, cfg.TOPIC),
+}
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
