@@ -89,7 +89,7 @@ class Settings:
 
 def parse_streams(symbols: str, intervals: str) -> tuple[StreamSpec, ...]:
     """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
-    syms = [validate_symbol(s).upper() for s in split_csv(symbols)]
+    syms = [validate_symbol(s.upper()) for s in split_csv(symbols)]
     ivs = [check_interval(i) for i in split_csv(intervals)]
     if not syms or not ivs:
         raise ValueError("at least one symbol and one interval are needed")
