@@ -73,9 +73,8 @@ class Service:
         # The endpoint answers from the start, so a streamer that cannot start says why; the
         # file is first written when the checks fail (`blocked`) or pass (the health loop).
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
+        await self._sync_clock(rest)
         await self._check_symbols(rest)
-        if not self.stopping.is_set():
-            await self._sync_clock(rest)
         if self.stopping.is_set():  # refused: configuration, not luck (exit code and one line)
             if server is not None:
                 server.close()
