@@ -32,7 +32,6 @@ from klinelake.intervals import (
 )
 from klinelake.row import Kline, parse_csv
 
-DEFAULT_VISION_URL = "https://data.binance.vision"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
