@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -247,6 +247,7 @@ async def make_plan(
     return Plan(tuple(streams), settings.page_limit)
 
 
+@dataclass(eq=False)
 class StreamEmitter:
     """Sends one stream's completed pages in open_time order; checkpoints what was sent.
 
@@ -256,35 +257,28 @@ class StreamEmitter:
     was fetched in order is still written and checkpointed).
     """
 
-    def __init__(
-        self,
-        pages: Sequence[Page],
-        *,
-        sink: Sink,
-        checkpoint: Checkpoint,
-        source: str,
-        result: RunResult,
-        batch_rows: int,
-        slots: asyncio.Semaphore,
-        fetching_done: asyncio.Event,
-        newest_first: bool = False,
-    ) -> None:
+    pages: InitVar[Sequence[Page]]
+    _: KW_ONLY
+    sink: Sink
+    checkpoint: Checkpoint
+    source: str
+    result: RunResult
+    batch_rows: int
+    slots: asyncio.Semaphore
+    fetching_done: asyncio.Event  # no more pages will come (all done, or a failure)
+    # newest first: rows are buffered in descending open_time (each page reversed), so the
+    # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
+    newest_first: bool = False
+    order: list[str] = field(init=False)
+    next: int = field(init=False, default=0)
+    ready: dict[str, list[Kline]] = field(init=False, default_factory=dict)
+    rows: list[Kline] = field(init=False, default_factory=list)
+    # (page key, end index in self.rows)
+    page_ends: list[tuple[str, int]] = field(init=False, default_factory=list)
+    wakeup: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def __post_init__(self, pages: Sequence[Page]) -> None:
         self.order = [p.key for p in pages]
-        self.next = 0
-        self.ready: dict[str, list[Kline]] = {}
-        self.rows: list[Kline] = []
-        self.page_ends: list[tuple[str, int]] = []  # (page key, end index in self.rows)
-        self.sink = sink
-        self.checkpoint = checkpoint
-        self.source = source
-        self.result = result
-        self.batch_rows = batch_rows
-        self.slots = slots
-        self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
-        self.wakeup = asyncio.Event()
-        # newest first: rows are buffered in descending open_time (each page reversed), so the
-        # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
-        self.newest_first = newest_first
 
     def complete(self, page: Page, rows: list[Kline]) -> None:
         self.ready[page.key] = rows

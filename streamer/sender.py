@@ -15,7 +15,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from klinelake.contract import MAX_ROWS, KlineBatch
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
@@ -49,34 +49,26 @@ class StreamStats:
     repair_failures: int = 0
 
 
+@dataclass(eq=False, kw_only=True)
 class StreamSender:
-    def __init__(
-        self,
-        *,
-        symbol: str,
-        interval: str,
-        spool: Spool,
-        sink: Sink,
-        rest: KlineSource | None,
-        server_now: Callable[[], int],
-        batch_rows: int = MAX_ROWS,
-        backoff_cap_s: float = 30.0,
-        empty: EmptyRanges | None = None,
-    ) -> None:
-        self.empty = empty
-        self.symbol = symbol
-        self.interval = interval
-        self.stream = stream_id(symbol, interval)
-        self.spool = spool
-        self.sink = sink
-        self.rest = rest
-        self.server_now = server_now
-        self.batch_rows = batch_rows
-        self.backoff_cap_s = backoff_cap_s
-        self.wake = asyncio.Event()
-        self.repair_target: int | None = None
-        self.stats = StreamStats()
-        self.idle = asyncio.Event()  # set when nothing is spooled and nothing is in flight
+    symbol: str
+    interval: str
+    spool: Spool
+    sink: Sink
+    rest: KlineSource | None
+    server_now: Callable[[], int]
+    batch_rows: int = MAX_ROWS
+    backoff_cap_s: float = 30.0
+    empty: EmptyRanges | None = None
+    wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    repair_target: int | None = field(init=False, default=None)
+    stats: StreamStats = field(init=False, default_factory=StreamStats)
+    # set when nothing is spooled and nothing is in flight
+    idle: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    @property
+    def stream(self) -> str:
+        return stream_id(self.symbol, self.interval)
 
     def request_repair(self) -> None:
         """On start and after a reconnect: make sure everything closed by now is published."""

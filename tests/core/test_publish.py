@@ -10,18 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from klinelake import publish
 from klinelake.binance_rest import UnknownSymbol
 from klinelake.contract import KlineBatch
 from klinelake.errors import InvalidData, TransientError
 from klinelake.intervals import MINUTE, find_gaps
-from klinelake.publish import (
-    Patience,
-    UnlistedSymbols,
-    check_listed,
-    confirmed_empty,
-    fetch_range,
-    send_until_durable,
-)
+from klinelake.publish import Patience
 from klinelake.row import Kline
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday
@@ -53,7 +47,7 @@ class ListRest:
 
 def _fetch(rest: ListRest, first: int, last: int, limit: int) -> list[list[Kline]]:
     async def go() -> list[list[Kline]]:
-        pages = fetch_range(rest, "AAAUSDC", "1m", T0 + first * MINUTE, T0 + last * MINUTE,
+        pages = publish.fetch_range(rest, "AAAUSDC", "1m", T0 + first * MINUTE, T0 + last * MINUTE,
                             limit=limit)  # fmt: skip
         return [p async for p in pages]
 
@@ -88,7 +82,7 @@ def test_confirmed_empty_is_what_the_complete_answer_lacks(
 ) -> None:
     last = first + span
     times = [T0 + i * MINUTE for i in sorted(present)]
-    holes = confirmed_empty(times, T0 + first * MINUTE, T0 + last * MINUTE, "1m")
+    holes = publish.confirmed_empty(times, T0 + first * MINUTE, T0 + last * MINUTE, "1m")
     lacking = {i for i in range(first, last + 1) if i not in present}
     covered = {(t - T0) // MINUTE for a, b in holes for t in range(a, b + 1, MINUTE)}
     assert covered == lacking
@@ -97,8 +91,9 @@ def test_confirmed_empty_is_what_the_complete_answer_lacks(
 
 def test_confirmed_empty_3d_only_when_nothing_came() -> None:
     day3 = 3 * 86_400_000
-    assert confirmed_empty([T0], T0, T0 + 4 * day3, "3d") == []  # our 3d grid may not be Binance's
-    assert confirmed_empty([], T0, T0 + day3, "3d") != []
+    # our 3d grid may not be Binance's
+    assert publish.confirmed_empty([T0], T0, T0 + 4 * day3, "3d") == []
+    assert publish.confirmed_empty([], T0, T0 + day3, "3d") != []
 
 
 class Sink:
@@ -128,7 +123,7 @@ def test_send_forever_outlasts_any_failure_kind_and_reports_each() -> None:
     sink = Sink(list(failures))
     seen: list[tuple[str, float]] = []
     asyncio.run(
-        send_until_durable(sink, BATCH, "ws", patience=QUICK,
+        publish.send_until_durable(sink, BATCH, "ws", patience=QUICK,
                            on_retry=lambda e, d: seen.append((type(e).__name__, d)))
     )  # fmt: skip
     assert sink.sent == 1
@@ -141,12 +136,12 @@ def test_bounded_patience_gives_up_on_permanent_at_once_and_transient_after_atte
                         permanent=lambda e: not isinstance(e, TransientError))  # fmt: skip
     sink = Sink([InvalidData("rejected"), TransientError("never")])
     with pytest.raises(InvalidData, match="rejected"):
-        asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+        asyncio.run(publish.send_until_durable(sink, BATCH, "rest", patience=patience))
     sink = Sink([TransientError(str(i)) for i in range(3)])
     with pytest.raises(TransientError, match="2"):
-        asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+        asyncio.run(publish.send_until_durable(sink, BATCH, "rest", patience=patience))
     sink = Sink([TransientError(str(i)) for i in range(2)])
-    asyncio.run(send_until_durable(sink, BATCH, "rest", patience=patience))
+    asyncio.run(publish.send_until_durable(sink, BATCH, "rest", patience=patience))
     assert sink.sent == 1
 
 
@@ -158,7 +153,7 @@ def test_cancellation_is_not_retried() -> None:
                 await asyncio.Event().wait()
 
     async def go() -> None:
-        task = asyncio.create_task(send_until_durable(Stuck([]), BATCH, "ws"))
+        task = asyncio.create_task(publish.send_until_durable(Stuck([]), BATCH, "ws"))
         await asyncio.sleep(0)
         task.cancel()
         await asyncio.wait({task}, timeout=5)  # a deadline: a retried cancel would never end
@@ -182,13 +177,13 @@ class InfoRest:
 
 def test_check_listed_names_exactly_the_unknown_symbols() -> None:
     rest = InfoRest({"AUSDT", "BUSDT"})
-    with pytest.raises(UnlistedSymbols) as err:
-        asyncio.run(check_listed(rest, ["AUSDT", "NOPE1", "BUSDT", "NOPE2"]))
+    with pytest.raises(publish.UnlistedSymbols) as err:
+        asyncio.run(publish.check_listed(rest, ["AUSDT", "NOPE1", "BUSDT", "NOPE2"]))
     assert err.value.symbols == ("NOPE1", "NOPE2")
-    info = asyncio.run(check_listed(InfoRest({"AUSDT"}), ["AUSDT"]))
+    info = asyncio.run(publish.check_listed(InfoRest({"AUSDT"}), ["AUSDT"]))
     assert info["serverTime"] == 5 and [s["symbol"] for s in info["symbols"]] == ["AUSDT"]
     many = [f"S{i:03d}USDT" for i in range(250)]
     rest = InfoRest(set(many))
-    info = asyncio.run(check_listed(rest, many))
+    info = asyncio.run(publish.check_listed(rest, many))
     assert [len(r) for r in rest.requests] == [100, 100, 50]
     assert [s["symbol"] for s in info["symbols"]] == many

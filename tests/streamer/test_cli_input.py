@@ -43,5 +43,5 @@ def test_unknown_symbol_exits_2_naming_it(tmp_path: Path) -> None:
         )  # fmt: skip
         assert sim.state()["counters"]["ws_opened"] == 0  # refused before connecting
     assert out.returncode == 2
-    assert "does not list these symbols (-1121): NOPEUSDT\"" in out.stderr  # the unknown only
+    assert 'does not list these symbols (-1121): NOPEUSDT"' in out.stderr  # the unknown only
     assert not (tmp_path / "lake").exists()
