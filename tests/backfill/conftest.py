@@ -22,15 +22,15 @@ from klinelake.intervals import Gap
 from klinelake.lake import read_object
 from klinelake.local_store import LocalStore
 from klinelake.row import parse_csv
+from tests.recorded import recorded_csv
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data"
 SIM_NOW = "2023-06-02T00:00:00"
 SIM_ARGS = ("--start", SIM_NOW, "--synthetic", "BTCUSDC:1h:2023-01-01")
 
 
 def fixture_lines(month: str) -> bytes:
-    rows = parse_csv((DATA / f"BTCUSDT-1h-{month}.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv(f"BTCUSDT-1h-{month}.csv"), "BTCUSDT", "1h")
     return b"".join(r.to_line() for r in rows)
 
 

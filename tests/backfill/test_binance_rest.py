@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import orjson
@@ -20,8 +19,8 @@ from klinelake.binance_rest import (
 )
 from klinelake.errors import InvalidRow, TransientError
 from klinelake.weight import WeightBudget
+from tests.recorded import DATA
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 PAGE = (DATA / "BTCUSDT-1m-2021-10-22.api_v3_klines.json").read_bytes()
 
 

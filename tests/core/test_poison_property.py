@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from klinelake.contract import KlineBatch, decode_message, encode_batch
 from klinelake.errors import InvalidMessage
 from klinelake.row import FIELDS, MAX_TRADES, Kline, parse_csv
+from tests.recorded import recorded_csv
 
-from .conftest import DATA
-
-ROWS = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")[:3]
+ROWS = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")[:3]
 INT_FIELDS = ("open_time", "close_time", "trades")
 DECIMAL_FIELDS = tuple(f for f in FIELDS if f not in (*INT_FIELDS, "symbol", "interval"))
 _SEEDED = settings(derandomize=True, max_examples=400, deadline=None)

@@ -25,8 +25,7 @@ from klinelake.row import (
     parse_rest_page,
     parse_rest_row,
 )
-
-from .conftest import DATA
+from tests.recorded import DATA, WS_FIXTURE, recorded_csv
 
 DESIGN_ROW = (
     b'{"open_time":1640995200000,"close_time":1640998799999,"symbol":"BTCUSDT","interval":"1h",'
@@ -49,7 +48,7 @@ def test_every_fixture_csv_parses_contiguously(jan2022: list[Kline], may2023: li
 
 
 def test_csv_without_header_lf_and_crlf_give_identical_rows(jan2022: list[Kline]) -> None:
-    text = (DATA / "BTCUSDT-1h-2022-01.csv").read_bytes().decode()
+    text = recorded_csv("BTCUSDT-1h-2022-01.csv").decode()
     body = text.split("\n", 1)[1]
     assert "\r\n" in body
     assert parse_csv(body, "BTCUSDT", "1h") == jan2022
@@ -76,12 +75,7 @@ def test_rest_fixture_parses_with_exact_strings() -> None:
 
 
 def test_ws_fixture_frames_parse_and_match_stream() -> None:
-    events = [
-        parse_ws_frame(line)
-        for line in (DATA / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl")
-        .read_bytes()
-        .splitlines()
-    ]
+    events = [parse_ws_frame(line) for line in WS_FIXTURE.read_bytes().splitlines()]
     assert len(events) == 118
     assert all(isinstance(e, KlineEvent) for e in events)
     closed = [e for e in events if isinstance(e, KlineEvent) and e.closed]
@@ -123,7 +117,7 @@ def test_invalid_rows_name_the_field(
 
 
 def test_malformed_csv_line_error_names_line_and_field() -> None:
-    text = (DATA / "BTCUSDT-1h-2023-05.csv").read_text().splitlines()
+    text = recorded_csv("BTCUSDT-1h-2023-05.csv").decode().splitlines()
     text[5] = text[5].replace(",", ",x", 1)  # corrupt the open price of data row 5
     with pytest.raises(InvalidRow, match=r"line 6: field 'open'"):
         parse_csv("\n".join(text), "BTCUSDT", "1h")

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import base64
 import functools
-from pathlib import Path
 from typing import Any
 
 from klinelake.contract import KlineBatch, encode_batch
 from klinelake.row import Kline, parse_csv
+from tests.recorded import recorded_csv
 
-_DATA = Path(__file__).resolve().parents[1] / "data"
-_SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "binance" / "klines_csv"
 CSV_NAME = "BTCUSDT-1h-2022-01.csv"
 
 
 @functools.cache
 def _csv_text() -> bytes:
-    for base in (_DATA, _SHARED, Path("/work/shared/fixtures/binance/klines_csv")):
-        if (base / CSV_NAME).exists():
-            return (base / CSV_NAME).read_bytes()
-    raise FileNotFoundError(CSV_NAME)
+    return recorded_csv(CSV_NAME)
 
 
 def klines(symbol: str, n: int | None = None, interval: str = "1h") -> list[Kline]:

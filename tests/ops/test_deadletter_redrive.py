@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from klinelake.contract import KlineBatch, encode_batch
 from klinelake.row import parse_csv
 from klinelake.symbols import object_name
 from localcloud import Stack, wait_for
+from tests.recorded import recorded_csv
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 pytestmark = pytest.mark.stack
 
 
@@ -26,7 +25,7 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_list_then_redrive_selected_dead_letters(stack: Stack) -> None:
-    rows = parse_csv((DATA / "BTCUSDT-1h-2023-05.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2023-05.csv"), "BTCUSDT", "1h")
     # a stream of its own, so other tests' objects are not touched
     rows = [r.__class__(**{**r.to_dict(), "symbol": "REDRIVEUSDT"}) for r in rows[:24]]
     good = encode_batch(KlineBatch("REDRIVEUSDT", "1h", tuple(rows)), "rest")

@@ -19,8 +19,7 @@ from klinelake.row import Kline, parse_csv
 from klinelake.symbols import object_name
 from klinelake.writer import LakeWriter
 from localcloud import Stack
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+from tests.recorded import recorded_csv
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +28,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_and_verify_clean_lake(tmp_path: Path) -> None:
-    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")
     LakeWriter(LocalStore(tmp_path)).write_rows("BTCUSDT", "1h", rows)
     now = rows[-1].close_time + 30 * 60_000
     out = run_cli("status", "--lake", str(tmp_path), "--json", "--now", str(now))
@@ -47,7 +46,7 @@ def test_status_and_verify_clean_lake(tmp_path: Path) -> None:
 
 
 def test_verify_names_gaps_duplicates_and_disorder(tmp_path: Path) -> None:
-    rows = parse_csv((DATA / "BTCUSDT-1h-2023-05.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2023-05.csv"), "BTCUSDT", "1h")
     LakeWriter(LocalStore(tmp_path)).write_rows("BTCUSDT", "1h", rows[:10] + rows[15:20])
     out = run_cli("verify", "--lake", str(tmp_path), "--json")
     assert out.returncode == 1
@@ -67,7 +66,7 @@ def test_verify_names_gaps_duplicates_and_disorder(tmp_path: Path) -> None:
 def test_confirmed_empty_ranges_are_halts_not_collector_gaps(tmp_path: Path) -> None:
     from klinelake.empty_ranges import EmptyRanges
 
-    rows = parse_csv((DATA / "BTCUSDT-1h-2023-05.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2023-05.csv"), "BTCUSDT", "1h")
     lake, state = tmp_path / "lake", tmp_path / "state"
     LakeWriter(LocalStore(lake)).write_rows("BTCUSDT", "1h", rows[:10] + rows[15:20])
     state.mkdir()
@@ -114,7 +113,7 @@ def month_rows() -> list[Kline]:
 
 
 def test_verify_reports_unknown_objects_under_raw(tmp_path: Path) -> None:
-    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")[:24]
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")[:24]
     store = LocalStore(tmp_path)
     LakeWriter(store).write_rows("BTCUSDT", "1h", rows)
     LakeWriter(store).write_rows("BTCUSDT", "1M", month_rows())
@@ -141,7 +140,7 @@ def test_verify_reports_unknown_objects_under_raw(tmp_path: Path) -> None:
 
 
 def test_verify_fails_a_row_of_another_stream_in_an_object(tmp_path: Path) -> None:
-    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")[:24]
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")[:24]
     store = LocalStore(tmp_path)
     LakeWriter(store).write_rows("BTCUSDT", "1h", rows)
     name = object_name("BTCUSDT", "1h")
@@ -169,7 +168,7 @@ def test_verify_fails_a_row_of_another_stream_in_an_object(tmp_path: Path) -> No
 
 def test_verify_fails_the_reported_kelvin_sign_row(tmp_path: Path) -> None:
     """Issue 12.1: a LIN\u212aUSDT row had replaced a LINKUSDT row and verify printed OK."""
-    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "LINKUSDT", "1h")[:5]
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "LINKUSDT", "1h")[:5]
     store = LocalStore(tmp_path)
     LakeWriter(store).write_rows("LINKUSDT", "1h", rows)
     name = object_name("LINKUSDT", "1h")

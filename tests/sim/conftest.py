@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 
 from binance_sim.testing import SimProcess, run_simulator
+from tests.recorded import CSV_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "binance_sim" / "data"
-_SHARED = ROOT.parent / "shared" / "fixtures" / "binance"
-WS_FIXTURE = (
-    _SHARED / "ws" / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl"
-    if _SHARED.exists()
-    else ROOT / "tests" / "data" / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl"
-)
+BUNDLED = CSV_DIR
 JAN_2022 = BUNDLED / "BTCUSDT-1h-2022-01.csv"
 JAN_START = 1_640_995_200_000  # 2022-01-01 00:00 UTC
 FEB_START = 1_643_673_600_000  # 2022-02-01 00:00 UTC
