@@ -7,8 +7,8 @@ closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline
 simulated time (1 s for `1s`; due on a 250 ms grid, E = the due time), at most `max_update_hz`
 forming frames per stream per real second.
 
-Undocumented choices: a 1025th stream is refused with `{"error":{"code":2,"msg":"Invalid
-request: too many streams"},"id":..}`; a URL with more than 1024 streams gets HTTP 400; the
+The control-frame protocol (replies, errors, rate windows) is `binance_sim.ws_control`, pure;
+here: the sockets. Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the
 301st connection attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
 and the 24 h cut close with 1000, serverShutdown and process shutdown with 1001.
 """
@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +28,14 @@ from aiohttp import WSMsgType, web
 
 from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
-from klinelake.intervals import INTERVALS, align_down, interval_ms, next_open_time
+from binance_sim.ws_control import SlidingWindow, Sub, classify, control_reply
+from klinelake.intervals import align_down, next_open_time
 from klinelake.row import Kline
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim
 
 log = logging.getLogger("binance_sim.ws")
-_NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
-_KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
-_ID = re.compile(r"[A-Za-z0-9]{1,36}")
-_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_EIGHT_HOURS = 8 * 3600 * 1000
 _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other streams get a turn
 
 
@@ -58,44 +52,6 @@ def next_forming_due(sent_at: int, interval: str) -> int:
     return -(-(sent_at + period) // _TICK_MS) * _TICK_MS
 
 
-class ControlError(Exception):
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code, self.msg = code, msg
-
-
-@dataclass
-class Sub:
-    """One subscription; `symbol` None means well-formed but unknown: acked, never data."""
-
-    name: str
-    symbol: str | None
-    interval: str
-    next_close: int = 0
-    next_forming_sim: int = 0
-    last_forming_real: float = -1e9
-
-
-def classify(sim: Sim, name: str) -> Sub | None:
-    """A `Sub` for a well-formed stream name, None for a malformed one (error code 2)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        return None
-    symbol_part, _, rest = name.partition("@")
-    key = f"{symbol_part.lower()}@{rest}"
-    m = _KLINE.fullmatch(name)
-    if m is None:
-        return Sub(key, None, "")
-    interval = m["iv"]
-    if interval not in INTERVALS:
-        return None
-    symbol = m["sym"].upper()
-    served = (symbol, interval) in sim.market.series
-    # @+08:00 boundaries equal UTC ones when the interval divides 8 h; others stay silent.
-    if m["tz"] and (interval == "1M" or _EIGHT_HOURS % interval_ms(interval)):
-        served = False
-    return Sub(key, symbol if served else None, interval)
-
-
 @dataclass(eq=False)
 class Conn:
     ws: web.WebSocketResponse
@@ -104,7 +60,7 @@ class Conn:
     micros: bool
     opened_sim: int
     subs: dict[str, Sub] = field(default_factory=dict)
-    recv_times: deque[float] = field(default_factory=deque)
+    recv_times: SlidingWindow = field(default_factory=SlidingWindow)
     pings: dict[bytes, float] = field(default_factory=dict)
     malformed_left: int = 0
     malformed_seq: int = 0
@@ -153,7 +109,7 @@ class Hub:
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.conns: set[Conn] = set()
-        self.attempts: dict[str, deque[float]] = {}
+        self.attempts: dict[str, SlidingWindow] = {}
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -197,14 +153,10 @@ class Hub:
 
     def _throttled(self, ip: str) -> bool:
         cfg = self.sim.config
-        now = time.monotonic()
-        q = self.attempts.setdefault(ip, deque())
-        while q and now - q[0] >= cfg.ws_conn_window:
-            q.popleft()
-        if len(q) >= cfg.ws_conn_limit:
-            return True
-        q.append(now)
-        return False
+        window = self.attempts.setdefault(ip, SlidingWindow())
+        return not window.admit(
+            time.monotonic(), limit=cfg.ws_conn_limit, window_s=cfg.ws_conn_window
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         sim = self.sim
@@ -241,7 +193,7 @@ class Hub:
         conn = Conn(ws, transport, combined, bool(unit and unit.upper() == "MICROSECOND"),
                     sim.clock.now_ms())  # fmt: skip
         for n in names:
-            sub = classify(sim, n)
+            sub = classify(self._served, n)
             if sub is not None:
                 self._add(conn, sub)
         self.conns.add(conn)
@@ -278,12 +230,9 @@ class Hub:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
             sim.stats.ws_frames_received += 1
-            now = time.monotonic()
-            q = conn.recv_times
-            while q and now - q[0] >= 1.0:
-                q.popleft()
-            q.append(now)
-            if len(q) > sim.config.max_msgs_per_s:
+            if not conn.recv_times.admit(
+                time.monotonic(), limit=sim.config.max_msgs_per_s, window_s=1.0
+            ):
                 sim.stats.ws_closed_rate += 1
                 await self._close(conn, 1008, b"Too many requests")
                 return
@@ -309,74 +258,23 @@ class Hub:
 
     # --- control frames (fact sheet §4) -----------------------------------------------------
 
-    def control(self, conn: Conn, text: str) -> bytes:
-        req_id: Any = None
-        try:
-            try:
-                req = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
-                msg = f"Invalid JSON: expected value at line {line} column {col}"
-                raise ControlError(3, msg) from None
-            if not isinstance(req, dict):
-                raise ControlError(2, "Invalid request: expected a JSON object")
-            req_id = req.get("id")
-            if not _valid_id(req_id):
-                req_id = None
-                raise ControlError(2, "Invalid request: request ID must be an unsigned integer")
-            if "method" not in req:
-                raise ControlError(
-                    2, f"Invalid request: missing field `method` at line 1 column {len(text)}"
-                )
-            method = req["method"]
-            if method not in _METHODS:
-                shown = method if isinstance(method, str) else json.dumps(method)
-                col = text.find(json.dumps(method)) + len(json.dumps(method))
-                raise ControlError(
-                    2,
-                    f"Invalid request: unknown variant `{shown}`, expected one of `SUBSCRIBE`, "
-                    "`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` "
-                    f"at line 1 column {max(col, 1)}",
-                )
-            result = self._method(conn, method, req.get("params"))
-            return orjson.dumps({"result": result, "id": req_id})
-        except ControlError as exc:
-            return orjson.dumps({"error": {"code": exc.code, "msg": exc.msg}, "id": req_id})
+    def _served(self, symbol: str, interval: str) -> bool:
+        return (symbol, interval) in self.sim.market.series
 
-    def _method(self, conn: Conn, method: str, params: Any) -> Any:
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            if not isinstance(params, list):
-                raise ControlError(2, "Invalid request: missing field `params`")
-            subs = [classify(self.sim, p) if isinstance(p, str) else None for p in params]
-            valid = [s for s in subs if s is not None]
-            if len(valid) != len(subs):
-                raise ControlError(2, "Invalid request: invalid stream")
-            if method == "UNSUBSCRIBE":
-                for s in valid:
-                    conn.subs.pop(s.name, None)
-                return None
-            new = {s.name for s in valid} - set(conn.subs)
-            if len(conn.subs) + len(new) > self.sim.config.max_streams:
-                raise ControlError(2, "Invalid request: too many streams")
-            for s in valid:
-                self._add(conn, s)
-            return None
-        if method == "LIST_SUBSCRIPTIONS":
-            return list(conn.subs)
-        if not isinstance(params, list) or not params:
-            raise ControlError(2, "Invalid request: missing field `params`")
-        if len(params) > (2 if method == "SET_PROPERTY" else 1):
-            raise ControlError(2, "Invalid request: too many parameters")
-        if not isinstance(params[0], str):
-            raise ControlError(2, "Invalid request: property name must be a string")
-        if params[0] != "combined":
-            raise ControlError(0, "Unknown property")
-        if method == "GET_PROPERTY":
-            return conn.combined
-        if len(params) < 2 or not isinstance(params[1], bool):
-            raise ControlError(1, "Invalid value type: expected Boolean")
-        conn.combined = params[1]
-        return None
+    def control(self, conn: Conn, text: str) -> bytes:
+        """Answer one control frame (`ws_control.control_reply`) and apply what it changes."""
+        reply = control_reply(
+            text, subs=conn.subs, combined=conn.combined,
+            classify_name=lambda name: classify(self._served, name),
+            max_streams=self.sim.config.max_streams,
+        )  # fmt: skip
+        for name in reply.unsubscribe:
+            conn.subs.pop(name, None)
+        for sub in reply.subscribe:
+            self._add(conn, sub)
+        if reply.combined is not None:
+            conn.combined = reply.combined
+        return reply.payload
 
     # --- pinger -----------------------------------------------------------------------------
 
@@ -485,13 +383,3 @@ def _log_crash(task: asyncio.Task[None]) -> None:
     exc = task.exception()
     if exc is not None and not isinstance(exc, ConnectionError | RuntimeError):
         log.error("ws task crashed", exc_info=exc)
-
-
-def _valid_id(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**63
-    return isinstance(value, str) and bool(_ID.fullmatch(value))

@@ -23,8 +23,9 @@ from binance_sim.testing import SimProcess, run_simulator
 from klinelake.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
 from klinelake.errors import InvalidData
 from klinelake.row import parse_lake_line
+from tests.recorded import WS_FIXTURE
 
-from .conftest import BUNDLED, WS_FIXTURE
+from .conftest import BUNDLED
 
 FAST = ("--start", "2022-01-15T10:30:00", "--synthetic", "ETHUSDT:1m:2022-01-01")
 ETH = "ethusdt@kline_1m"
