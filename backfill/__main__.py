@@ -14,6 +14,7 @@ import click
 
 from backfill.run import BadInput, Settings, iso, run_backfill
 from klinelake.binance_rest import IPBanned
+from klinelake.contract import check_source
 from klinelake.errors import KlineLakeError
 
 EXIT_BAD_INPUT = 2
@@ -111,7 +112,7 @@ def main(**o: object) -> None:
             concurrency=o["concurrency"],  # type: ignore[arg-type]
             missing_only=bool(o["missing_only"]),
             dry_run=bool(o["dry_run"]),
-            source=str(o["source"]),
+            source=check_source(str(o["source"])),
             vision_url=str(o["vision_url"]),
             page_limit=o["page_limit"],  # type: ignore[arg-type]
             batch_rows=o["batch_rows"],  # type: ignore[arg-type]

@@ -4,8 +4,9 @@ stream in open_time order through the sink, checkpoint what the sink made durabl
 Pages complete out of order; each stream buffers completed pages and sends the contiguous prefix
 as contract batches (≤ 5000 rows, `make_batches`). A page is checkpointed only once the sink
 returned for every one of its rows, so a crash at any point loses nothing and a re-run fetches
-only unfinished pages. Open times a complete page lacks are exchange halts: they are recorded as
-confirmed empty (klinelake.empty_ranges).
+only unfinished pages. Open times a complete page (or archive) lacks are exchange halts: they
+ride on the stream's batches as confirmed-empty ranges (the lake's meta object, contract 4), and
+once sent they are also cached locally (klinelake.empty_ranges) for `--missing-only`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from backfill.plan import (
 )
 from backfill.vision import VisionFetcher, plan_vision_stream
 from klinelake.binance_rest import BinanceRest, UnknownSymbol
-from klinelake.contract import MAX_ROWS, make_batches
-from klinelake.empty_ranges import EmptyRanges, subtract_ranges
+from klinelake.contract import MAX_ROWS, Source, make_batches, with_empty
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import InvalidData, TransientError
+from klinelake.halts import subtract
+from klinelake.halts_writer import read_empty
 from klinelake.intervals import (
     DAY,
     Gap,
@@ -70,7 +73,7 @@ class Settings:
     concurrency: int = 10
     missing_only: bool = False
     dry_run: bool = False
-    source: str = "rest"
+    source: Source = "rest"
     vision_url: str = "https://data.binance.vision"
     page_limit: int = 1000
     batch_rows: int = MAX_ROWS
@@ -199,10 +202,12 @@ def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
-    """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
+    """Missing open times in [first, last] of the lake object (streamed, not loaded), less the
+    halts the lake records (its meta object, contract 4)."""
     store = open_store(lake)
     times = (open_time_of_line(line) for line in read_lines(store, object_name(symbol, interval)))
-    return find_gaps(times, first, last, interval)
+    return subtract(find_gaps(times, first, last, interval), read_empty(store, symbol, interval),
+                    interval)  # fmt: skip
 
 
 async def make_plan(
@@ -226,7 +231,7 @@ async def make_plan(
                 gaps = await asyncio.to_thread(
                     lake_gaps, settings.lake, symbol, interval, first, last
                 )
-                missing = subtract_ranges(gaps, empty.get(symbol, interval), interval)
+                missing = subtract(gaps, empty.get(symbol, interval), interval)
             streams.append(
                 plan_stream(
                     symbol, interval, first, last, page_limit=settings.page_limit, missing=missing
@@ -250,43 +255,50 @@ class StreamEmitter:
         *,
         sink: Sink,
         checkpoint: Checkpoint,
-        source: str,
+        source: Source,
         result: RunResult,
+        empty: EmptyRanges,
         batch_rows: int,
         slots: asyncio.Semaphore,
         fetching_done: asyncio.Event,
     ) -> None:
         self.order = [p.key for p in pages]
+        self.symbol, self.interval = pages[0].symbol, pages[0].interval
         self.next = 0
-        self.ready: dict[str, list[Kline]] = {}
+        self.ready: dict[str, tuple[list[Kline], list[Gap]]] = {}
         self.rows: list[Kline] = []
+        self.halts: list[Gap] = []  # confirmed-empty ranges of the pages moved into self.rows
         self.page_ends: list[tuple[str, int]] = []  # (page key, end index in self.rows)
         self.sink = sink
         self.checkpoint = checkpoint
         self.source = source
         self.result = result
+        self.empty = empty
         self.batch_rows = batch_rows
         self.slots = slots
         self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
         self.wakeup = asyncio.Event()
 
-    def complete(self, page: Page, rows: list[Kline]) -> None:
-        self.ready[page.key] = rows
+    def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
+        self.ready[page.key] = (rows, halts)
         self.wakeup.set()
 
     async def run(self) -> None:
         while True:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
-                self.rows.extend(self.ready.pop(key))
+                rows, halts = self.ready.pop(key)
+                self.rows.extend(rows)
+                self.halts.extend(halts)
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
                 self.slots.release()
             final = self.next == len(self.order) or self.fetching_done.is_set()
             while len(self.rows) >= self.batch_rows or (final and self.page_ends):
                 n = min(len(self.rows), self.batch_rows)
-                if n:
-                    await self._send(self.rows[:n])
+                if n or self.halts:  # a page's halts go with the first batch sent after it
+                    await self._send(self.rows[:n], self.halts)
+                    self.halts = []
                 done = [key for key, end in self.page_ends if end <= n]
                 self.page_ends = [(k, end - n) for k, end in self.page_ends if end > n]
                 del self.rows[:n]
@@ -296,8 +308,9 @@ class StreamEmitter:
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def _send(self, rows: list[Kline]) -> None:
-        for batch in make_batches(rows):
+    async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
+        batches = with_empty(self.symbol, self.interval, list(make_batches(rows)), halts)
+        for batch in batches:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
                 stop=stop_after_attempt(6),
@@ -308,6 +321,8 @@ class StreamEmitter:
                     await self.sink.send(batch, self.source)
             self.result.batches_sent += 1
             self.result.rows_sent += len(batch.rows)
+        if halts:  # durable in the lake now; the local cache only spares --missing-only requests
+            await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts)
 
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
@@ -419,6 +434,7 @@ async def _fetch_all(
             checkpoint=checkpoint,
             source=settings.source,
             result=result,
+            empty=empty,
             batch_rows=settings.batch_rows,
             slots=slots,
             fetching_done=fetching_done,
@@ -448,14 +464,12 @@ async def _fetch_all(
                 return
             rows = [r for r in rows if page.start <= r.open_time <= page.end]
             halts = page_halts(page, rows)
-            if halts:
-                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts)
-                for gap in halts:
-                    result.empty_ranges.append((page.stream, gap))
-                    reporter.empty(page.stream, gap)
+            for gap in halts:
+                result.empty_ranges.append((page.stream, gap))
+                reporter.empty(page.stream, gap)
             result.pages_fetched += 1
             reporter.page_done(page, len(rows), rest.counters.last_used_weight)
-            emitters[page.stream].complete(page, rows)
+            emitters[page.stream].complete(page, rows, halts)
 
     async def fetch() -> None:
         async with asyncio.TaskGroup() as workers:

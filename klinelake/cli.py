@@ -14,7 +14,7 @@ import orjson
 
 from klinelake.intervals import Gap
 from klinelake.lake import DEFAULT_LAKE_URI, open_store
-from klinelake.status import StreamReport, inspect_lines
+from klinelake.status import StreamReport, inspect_lines, lake_halts
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_object_name
 
@@ -25,10 +25,13 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def load_confirmed_empty(state_dir: Path) -> dict[str, list[Gap]]:
-    """Exchange halts recorded by backfill / gap repair, keyed by lowercased `symbol@interval`."""
+def load_confirmed_empty(state_dir: Path | None) -> dict[str, list[Gap]]:
+    """A publisher's local halts cache, keyed by lowercased `symbol@interval` (only with an
+    explicit --state-dir: the lake's meta objects are the record)."""
     from klinelake.empty_ranges import EmptyRanges
 
+    if state_dir is None:
+        return {}
     ranges = EmptyRanges(state_dir)
     return {k.lower(): [(a, b) for a, b in v] for k, v in ranges.load().items()}
 
@@ -45,8 +48,11 @@ def collect(
             continue
         symbol, interval = parsed
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
-        halts = confirmed.get(f"{symbol}@{interval}", [])
+        recorded, problem = lake_halts(store, symbol, interval)
+        halts = [*recorded, *confirmed.get(f"{symbol}@{interval}", [])]
         reports.append(inspect_lines(report, read_lines(store, info.name), halts, now_ms))
+        if problem:
+            report.problems.append(problem)
     return reports
 
 
@@ -90,12 +96,17 @@ def main() -> None:
 
 
 _lake = click.option("--lake", envvar="LAKE_URI", default=DEFAULT_LAKE_URI, show_default=True)
-_state = click.option("--state-dir", type=click.Path(path_type=Path), default=Path("state"))
+_state = click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=None,
+    help="also count a publisher's local halts cache (the lake's meta objects always count)",
+)  # fmt: skip
 _json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 _now = click.option("--now", "now_ms", type=int, default=None, help="epoch ms for the lag")
 
 
-def _run(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> list[StreamReport]:
+def _run(
+    lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None
+) -> list[StreamReport]:
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     reports = collect(open_store(lake), load_confirmed_empty(state_dir), now)
     if as_json:
@@ -110,7 +121,7 @@ def _run(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> list[
 @_state
 @_json
 @_now
-def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
+def status(lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None) -> None:
     """A table per stream: rows, range, gaps, halts, duplicates, order, lag, size, generation."""
     _run(lake, state_dir, as_json, now_ms)
 
@@ -120,7 +131,7 @@ def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> Non
 @_state
 @_json
 @_now
-def verify(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
+def verify(lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None) -> None:
     """Like status, but exit 1 naming every violation (duplicates, order, gaps, bad rows)."""
     reports = _run(lake, state_dir, as_json, now_ms)
     bad = [r for r in reports if not r.ok]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from klinelake.contract import KlineBatch
+from klinelake.contract import KlineBatch, Source
 from klinelake.lake import open_store
 from klinelake.writer import LakeWriter, WriteResult
 
 
 class Sink(Protocol):
-    async def send(self, batch: KlineBatch, source: str) -> None: ...
+    async def send(self, batch: KlineBatch, source: Source) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -35,7 +35,7 @@ class LakeSink:
     def description(self) -> str:
         return f"lake {self.lake_uri}"
 
-    async def send(self, batch: KlineBatch, source: str) -> None:
+    async def send(self, batch: KlineBatch, source: Source) -> None:
         self.last_result = await asyncio.to_thread(self.writer.write_batch, batch)
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
@@ -28,6 +28,10 @@ from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import CountingStore, ObjectStore
 from klinelake.symbols import object_name
 
+if TYPE_CHECKING:
+    from klinelake.halts_writer import HaltsResult
+
+T = TypeVar("T")
 STAGING_PREFIX = "staging/"
 _TAIL_BYTES = 2048
 
@@ -46,9 +50,12 @@ class WriteResult:
     generation_after: int | None
     precondition_retries: int
     storage_calls: dict[str, int] = field(default_factory=dict)
+    halts: HaltsResult | None = None  # the batch's confirmed-empty ranges, if it carried any
 
     def log_fields(self) -> dict[str, object]:
+        halts = {} if self.halts is None else self.halts.log_fields()
         return {
+            **halts,
             "object": self.object_name,
             "action": self.action,
             "rows_in": self.rows_in,
@@ -81,7 +88,13 @@ class LakeWriter:
         self.precondition_retries = 0  # over the writer's life: the concurrency tests read it
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        return self.write_rows(batch.symbol, batch.interval, batch.rows)
+        result = self.write_rows(batch.symbol, batch.interval, batch.rows)
+        if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
+            from klinelake.halts_writer import write_empty
+
+            halts = write_empty(self, batch.symbol, batch.interval, batch.empty)
+            result = dataclasses.replace(result, halts=halts)
+        return result
 
     def write_rows(self, symbol: str, interval: str, rows: Iterable[Kline]) -> WriteResult:
         """Write rows of one stream (any order; for a repeated open_time the last wins)."""
@@ -92,10 +105,16 @@ class LakeWriter:
         name = object_name(symbol, interval)
         counting = CountingStore(self.store)
         lines = batch_lines(ordered)
+        result = self.retrying(name, lambda retries: self._attempt(counting, name, lines, retries))
+        return dataclasses.replace(result, storage_calls=dict(counting.calls))
+
+    def retrying(self, name: str, attempt: Callable[[int], T]) -> T:
+        """Run `attempt(retries_so_far)` until no generation precondition fails (412, or the
+        generation vanished under us), with jittered backoff; give up after `max_attempts`."""
         retries = 0
         while True:
             try:
-                result = self._attempt(counting, name, lines, retries)
+                return attempt(retries)
             except (PreconditionFailed, ObjectNotFound):
                 retries += 1
                 self.precondition_retries += 1
@@ -105,8 +124,6 @@ class LakeWriter:
                     ) from None
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(retries, 10))
                 self.sleep(random.uniform(0, delay))
-                continue
-            return dataclasses.replace(result, storage_calls=dict(counting.calls))
 
     def _attempt(
         self, store: ObjectStore, name: str, lines: Sequence[tuple[int, bytes]], retries: int

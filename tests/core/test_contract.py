@@ -62,7 +62,7 @@ def test_make_batches_splits_at_5000_sorted_unique(jan2022: list[Kline]) -> None
         (b'{"symbol":"BTCUSDT","interval":"1h"}', {}, "klines"),
         (b'{"symbol":"BTCUSDT","interval":"1h","klines":[{}],"x":1}', {}, "unknown keys"),
         (b'{"symbol":"../x","interval":"1h","klines":[{}]}', {}, "'..'"),
-        (b'{"symbol":"BTCUSDT","interval":"1H","klines":[{}]}', {}, "open_time"),
+        (b'{"symbol":"BTCUSDT","interval":"1H","klines":[{}]}', {}, "invalid interval '1H'"),
     ],
 )
 def test_poison_messages(data: bytes, attrs: dict[str, str], why: str) -> None:
