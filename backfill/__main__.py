@@ -16,6 +16,7 @@ from backfill.run import BadInput, Settings, iso, run_backfill
 from klinelake.binance_rest import IPBanned
 from klinelake.contract import check_source
 from klinelake.errors import KlineLakeError
+from klinelake.vision import DEFAULT_VISION_URL
 
 EXIT_BAD_INPUT = 2
 EXIT_BANNED = 3
@@ -88,11 +89,9 @@ def _csv(text: str) -> tuple[str, ...]:
     "--source",
     type=click.Choice(["rest", "vision"]),
     default="rest",
-    help="vision: whole months from the data.binance.vision dumps, the edges over REST",
+    help="vision: whole months and days from the data.binance.vision archives, edges over REST",
 )
-@click.option(
-    "--vision-url", default="https://data.binance.vision", help="base URL of the monthly dumps"
-)
+@click.option("--vision-url", default=DEFAULT_VISION_URL, help="base URL of the archives")
 @click.option("--page-limit", default=1000, type=int, hidden=True)
 @click.option("--batch-rows", default=5000, type=int, hidden=True)
 def main(**o: object) -> None:

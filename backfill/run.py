@@ -49,6 +49,8 @@ from klinelake.lake import open_store, read_lines
 from klinelake.row import Kline, open_time_of_line
 from klinelake.sink import Sink, make_sink
 from klinelake.symbols import object_name, validate_symbol
+from klinelake.vision import DEFAULT_VISION_URL, Archive
+from klinelake.vision_client import VisionClient
 from klinelake.weight import WeightBudget
 
 DEFAULT_DAYS = 30
@@ -74,7 +76,7 @@ class Settings:
     missing_only: bool = False
     dry_run: bool = False
     source: Source = "rest"
-    vision_url: str = "https://data.binance.vision"
+    vision_url: str = DEFAULT_VISION_URL
     page_limit: int = 1000
     batch_rows: int = MAX_ROWS
 
@@ -211,20 +213,20 @@ def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> l
 
 
 async def make_plan(
-    settings: Settings, now_ms: int, empty: EmptyRanges, month_keys: set[str] | None = None
+    settings: Settings, now_ms: int, empty: EmptyRanges, archives: dict[str, Archive] | None = None
 ) -> Plan:
-    """The plan; with `month_keys` (--source vision) whole months are one dump page each, and
-    their keys are added to `month_keys`."""
+    """The plan; with `archives` (--source vision) whole months and days are one archive page
+    each, added to `archives` by page key."""
     streams: list[StreamPlan] = []
     for symbol in settings.symbols:
         for interval in settings.intervals:
             first, last = resolve_range(settings, interval, now_ms)
-            if month_keys is not None:
+            if archives is not None:
                 stream_plan, keys = plan_vision_stream(
                     symbol, interval, first, last, page_limit=settings.page_limit
                 )
                 streams.append(stream_plan)
-                month_keys.update(keys)
+                archives.update(keys)
                 continue
             missing: list[Gap] | None = None
             if settings.missing_only:
@@ -357,8 +359,8 @@ async def run_backfill(
         weight_limit = request_weight_limit(info)
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
-        month_keys: set[str] | None = set() if settings.source == "vision" else None
-        plan = await make_plan(settings, now_ms, empty, month_keys)
+        archives: dict[str, Archive] | None = {} if settings.source == "vision" else None
+        plan = await make_plan(settings, now_ms, empty, archives)
         checkpoint = Checkpoint(
             settings.state_dir,
             plan_identity(settings.sink_target, settings.page_limit, settings.source),
@@ -372,8 +374,10 @@ async def run_backfill(
         own_sink = sink is None
         sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
         vision = (
-            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.page_limit)
-            if month_keys is not None
+            VisionFetcher(
+                VisionClient(settings.vision_url), rest, archives, page_limit=settings.page_limit
+            )
+            if archives is not None
             else None
         )
         try:
@@ -390,7 +394,7 @@ async def run_backfill(
             )
         finally:
             if vision is not None:
-                await vision.aclose()
+                await vision.client.aclose()
             checkpoint.close()
             if own_sink:
                 await sink.close()
@@ -452,7 +456,7 @@ async def _fetch_all(
                 slots.release()
                 return
             try:
-                if fetch_page is not None:  # --source vision: a month dump, or REST pages
+                if fetch_page is not None:  # --source vision: an archive, or REST pages
                     rows = await fetch_page(page)
                 else:
                     rows = await rest.klines(
