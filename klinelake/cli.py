@@ -17,6 +17,7 @@ from klinelake.lake import DEFAULT_LAKE_URI, open_store
 from klinelake.status import StreamReport, inspect_lines, lake_halts
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_object_name
+from klinelake.verify_vision import verify_vision
 
 
 def _iso(ms: int | None) -> str:
@@ -199,3 +200,6 @@ def redrive_dead_letters(
     for d in done:
         click.echo(f"{verb}: {d.message_id} ({d.stream or '-'}, was: {d.reason})")
     click.echo(f"{len(done)} {verb}, {len(kept)} kept dead-lettered", err=True)
+
+
+main.add_command(verify_vision)  # `klinelake verify-vision`: the lake against Binance's archives
