@@ -32,6 +32,7 @@ EXECUTABLES = [
     "deploy_vm.sh",
     "teardown.sh",
     "startup.sh",
+    "bigquery.sh",
 ]
 
 
