@@ -205,3 +205,22 @@ def test_a_corrupt_meta_object_is_invalid_data_not_a_guess(tmp_path: object) -> 
     store.write(META, b'{"from":1,"to":"x"}\n', if_generation_match=0)
     with pytest.raises(InvalidData, match="integer ms"):
         read_empty(store, "ETHUSDT", "1m")
+
+
+def test_the_message_json_schema_accepts_halts_and_still_refuses_empty_messages() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text()
+    )
+    only = encode_batch(KlineBatch("ETHUSDT", "1m", (), ((t(5), t(7)),)), "vision")
+    jsonschema.validate(orjson.loads(only.data), schema)
+    both = encode_batch(KlineBatch("ETHUSDT", "1m", (row(1),), ((t(5), t(7)),)), "rest")
+    jsonschema.validate(orjson.loads(both.data), schema)
+    for bad in ({"symbol": "ETHUSDT", "interval": "1m", "klines": []},
+                {"symbol": "ETHUSDT", "interval": "1m", "klines": [], "empty": []}):  # fmt: skip
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
