@@ -9,7 +9,7 @@ Transport errors, 429 and 5xx are retried with backoff (tenacity) and then raise
 from __future__ import annotations
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from klinelake.errors import TransientError
 from klinelake.row import Kline
@@ -42,24 +42,22 @@ class VisionClient:
         self.fetched += 1
         return rows
 
+    @retry(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(5),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        reraise=True,
+    )
     async def _get(self, url: str) -> httpx.Response | None:
-        """The response, None on 404; retries transport errors, 429 and 5xx."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    r = await self._client.get(url)
-                except httpx.TransportError as exc:
-                    raise TransientError(f"{url}: {exc!r}") from exc
-                if r.status_code == 404:
-                    return None
-                if r.status_code >= 500 or r.status_code == 429:
-                    raise TransientError(f"{url}: HTTP {r.status_code}")
-                if r.status_code != 200:
-                    raise ArchiveError(f"{url}: HTTP {r.status_code}")
-                return r
-        raise AssertionError("unreachable")  # pragma: no cover
+        """The response, None on 404; transport errors, 429 and 5xx are retried (above)."""
+        try:
+            r = await self._client.get(url)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{url}: {exc!r}") from exc
+        if r.status_code == 404:
+            return None
+        if r.status_code >= 500 or r.status_code == 429:
+            raise TransientError(f"{url}: HTTP {r.status_code}")
+        if r.status_code != 200:
+            raise ArchiveError(f"{url}: HTTP {r.status_code}")
+        return r

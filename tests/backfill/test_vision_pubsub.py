@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from backfill.__main__ import parse_time
-from binance_sim.testing import SimProcess, run_simulator
+from binance_sim.testing import SimProcess
 from localcloud import Stack, wait_for
 
-from .conftest import run_cli
+from .conftest import halted_simulator, run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -25,10 +25,7 @@ HALT = (parse_time("2025-01-10"), parse_time("2025-01-12", end=True) - 3_599_999
 
 @pytest.fixture(scope="module")
 def vsim() -> Iterator[SimProcess]:
-    args = ("--start", "2025-03-10T00:00:00", "--synthetic", f"{SYMBOL}:1h:2024-11-01")
-    with run_simulator(None, *args) as running:
-        running.admin({"halt": {"symbol": SYMBOL, "interval": "1h", "start": HALT[0],
-                                "end": HALT[1]}})  # fmt: skip
+    with halted_simulator("2025-03-10T00:00:00", SYMBOL, "2024-11-01", HALT) as running:
         yield running
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from backfill.__main__ import parse_time
 from backfill.run import Settings, run_backfill
-from binance_sim.testing import SimProcess, run_simulator
+from binance_sim.testing import SimProcess
 from klinelake.lake import read_rows
 from klinelake.local_store import LocalStore
 from klinelake.symbols import object_name
-from tests.backfill.conftest import Quiet
+from tests.backfill.conftest import Quiet, halted_simulator
 
 SYMBOL = "VFYUSDT"
 H = 3_600_000
@@ -30,10 +30,7 @@ HALT = (parse_time("2025-02-10"), parse_time("2025-02-10") + 5 * H)
 
 @pytest.fixture(scope="module")
 def vsim() -> Iterator[SimProcess]:
-    args = ("--start", "2025-03-10T00:00:00", "--synthetic", f"{SYMBOL}:1h:2025-01-01")
-    with run_simulator(None, *args) as running:
-        running.admin({"halt": {"symbol": SYMBOL, "interval": "1h", "start": HALT[0],
-                                "end": HALT[1]}})  # fmt: skip
+    with halted_simulator("2025-03-10T00:00:00", SYMBOL, "2025-01-01", HALT) as running:
         yield running
 
 
