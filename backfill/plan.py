@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from klinelake.intervals import (
-    DAY,
     Gap,
     _month_index,  # the calendar-month helpers of the shared interval arithmetic
     _month_start,
     align_down,
     count_between,
+    grid_anchor,
     interval_ms,
     next_open_time,
 )
@@ -78,6 +78,16 @@ class Plan:
             out.extend(s.pages[i] for s in self.streams if i < len(s.pages))
         return out
 
+    def pages_to_emit(self, newest_first: bool) -> list[Page]:
+        """Every page in the order the run fetches and emits it: streams interleaved, each
+        stream oldest first, or newest first where the lake prepends cheaply (GCS compose: every
+        batch then lies before the object's first row, O(batch); sink.history_newest_first)."""
+        if not newest_first:
+            return self.pages
+        return Plan(
+            tuple(replace(s, pages=s.pages[::-1]) for s in self.streams), self.page_limit
+        ).pages
+
     @property
     def page_count(self) -> int:
         return sum(len(s.pages) for s in self.streams)
@@ -104,7 +114,7 @@ def _cell(open_time: int, interval: str, page_limit: int) -> tuple[int, int]:
         start = _month_start(start_index)
         return start, _month_start(start_index + page_limit)
     step = interval_ms(interval)
-    anchor = align_down(7 * DAY, interval) if interval == "1w" else 0  # Monday for weeks
+    anchor = grid_anchor(interval)  # Monday for weeks
     span = step * page_limit
     start = open_time - (open_time - anchor) % span
     return start, start + span

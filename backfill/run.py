@@ -1,12 +1,16 @@
 """The backfill run: validate, plan, fetch pages concurrently under the weight budget, emit each
-stream in open_time order through the sink, checkpoint what the sink made durable.
+stream in page order through the sink, checkpoint what the sink made durable.
 
 Pages complete out of order; each stream buffers completed pages and sends the contiguous prefix
-as contract batches (≤ 5000 rows, `make_batches`). A page is checkpointed only once the sink
-returned for every one of its rows, so a crash at any point loses nothing and a re-run fetches
-only unfinished pages. Open times a complete page (or archive) lacks are exchange halts: they
-ride on the stream's batches as confirmed-empty ranges (the lake's meta object, contract 4), and
-once sent they are also cached locally (klinelake.empty_ranges) for `--missing-only`.
+as contract batches (≤ 5000 rows, `make_batches`). A stream goes oldest page first, or newest
+first when the sink's lake prepends cheaply (`Sink.history_newest_first`, GCS): each batch is
+ascending either way, and lies wholly before the rows already sent, so the writer composes it
+in front of the object in O(batch) instead of merging it into ever more rows (issue 15).
+A page is checkpointed only once the sink returned for every one of its rows, so a crash at
+any point loses nothing and a re-run fetches only unfinished pages. Open times a complete page
+(or archive) lacks are exchange halts: they ride on the stream's batches as confirmed-empty
+ranges (the lake's meta object, contract 4), and once sent they are also cached locally
+(klinelake.empty_ranges) for `--missing-only`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from klinelake.intervals import (
     align_down,
     check_interval,
     find_gaps,
+    grid_is_documented,
     last_closed_open_time,
 )
 from klinelake.lake import open_store, read_lines
@@ -120,7 +125,7 @@ def check_settings(settings: Settings) -> None:
             raise BadInput(str(exc)) from None
     for symbol in settings.symbols:
         try:
-            validate_symbol(symbol)
+            validate_symbol(symbol.upper())  # typed in any case, used uppercased
         except InvalidData as exc:
             raise BadInput(str(exc)) from None
     if not settings.symbols or not settings.intervals:
@@ -263,6 +268,7 @@ class StreamEmitter:
         batch_rows: int,
         slots: asyncio.Semaphore,
         fetching_done: asyncio.Event,
+        newest_first: bool = False,
     ) -> None:
         self.order = [p.key for p in pages]
         self.symbol, self.interval = pages[0].symbol, pages[0].interval
@@ -280,6 +286,9 @@ class StreamEmitter:
         self.slots = slots
         self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
         self.wakeup = asyncio.Event()
+        # newest first: rows are buffered in descending open_time (each page reversed), so the
+        # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
+        self.newest_first = newest_first
 
     def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
         self.ready[page.key] = (rows, halts)
@@ -290,7 +299,7 @@ class StreamEmitter:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
                 rows, halts = self.ready.pop(key)
-                self.rows.extend(rows)
+                self.rows.extend(reversed(rows) if self.newest_first else rows)
                 self.halts.extend(halts)
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
@@ -311,8 +320,9 @@ class StreamEmitter:
             self.wakeup.clear()
 
     async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
-        batches = with_empty(self.symbol, self.interval, list(make_batches(rows)), halts)
-        for batch in batches:
+        batches = list(make_batches(rows))  # each ascending (make_batches sorts)
+        ordered = list(reversed(batches)) if self.newest_first else batches
+        for batch in with_empty(self.symbol, self.interval, ordered, halts):
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
                 stop=stop_after_attempt(6),
@@ -329,7 +339,7 @@ class StreamEmitter:
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
     """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
-    if page.interval == "3d" and rows:
+    if not grid_is_documented(page.interval) and rows:
         return []  # Binance's 3d anchor is undocumented: do not infer holes from our grid
     last_open = align_down(page.end, page.interval)
     return find_gaps((r.open_time for r in rows), page.start, last_open, page.interval)
@@ -366,13 +376,15 @@ async def run_backfill(
             plan_identity(settings.sink_target, settings.page_limit, settings.source),
         )
         done = checkpoint.load()
-        todo = [p for p in plan.pages if p.key not in done]
+        own_sink = sink is None
+        sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
+        todo = [p for p in plan.pages_to_emit(sink.history_newest_first) if p.key not in done]
         result = RunResult(plan, pages_skipped=plan.page_count - len(todo), budget=budget.budget)
         reporter.planned(plan, result.pages_skipped, budget.budget, settings)
         if settings.dry_run:
+            if own_sink:
+                await sink.close()
             return _finish(result, rest, started, reporter)
-        own_sink = sink is None
-        sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
         vision = (
             VisionFetcher(
                 VisionClient(settings.vision_url), rest, archives, page_limit=settings.page_limit
@@ -442,6 +454,7 @@ async def _fetch_all(
             batch_rows=settings.batch_rows,
             slots=slots,
             fetching_done=fetching_done,
+            newest_first=sink.history_newest_first,
         )
         for stream, pages in by_stream.items()
     }

@@ -2,7 +2,7 @@
 # BigQuery over the lake, idempotently (docs/querying.md shows how to use it):
 #   * a dataset (BQ_DATASET, default "klines", in BQ_LOCATION, default REGION: the bucket's),
 #   * klines_raw: an external table over gs://BUCKET/raw/binance_*.jsonl (spot) with the schema
-#     infra/bigquery/klines.schema.json (the one source of truth: docs and tests read it too),
+#     infra/bigquery/klines.table.json (the one source of truth: docs and tests read it too),
 #   * halts_raw: an external table over gs://BUCKET/meta/binance_*.empty.jsonl (contract 4),
 #   * klines: the typed view (exact NUMERIC decimals, TIMESTAMP_MILLIS times), and halts.
 #
@@ -100,9 +100,9 @@ bigquery_resources() {
   step "bigquery: dataset"
   ensure_dataset
   step "bigquery: external tables over the lake"
-  ensure_external klines_raw "$BQ_DIR/klines.schema.json" "gs://${BUCKET}/raw/binance_*.jsonl" \
+  ensure_external klines_raw "$BQ_DIR/klines.table.json" "gs://${BUCKET}/raw/binance_*.jsonl" \
     "Spot kline rows of the lake, as stored (decimals as exact strings)"
-  ensure_external halts_raw "$BQ_DIR/halts.schema.json" \
+  ensure_external halts_raw "$BQ_DIR/halts.table.json" \
     "gs://${BUCKET}/meta/binance_*.empty.jsonl" "Confirmed-empty ranges (exchange halts)"
   step "bigquery: views"
   ensure_view klines "$BQ_DIR/klines.view.sql" "Spot klines, typed: NUMERIC decimals, timestamps"

@@ -2,19 +2,17 @@
 
 `write_empty` stores the union of what the meta object holds and what arrives, under the same
 rules as rows: a generation precondition on every write (`if_generation_match=0` to create),
-412s re-read and retried by the lake writer's own retry loop (`LakeWriter.retrying`), and a
+412s re-read and retried by the lake writer's own retry loop (`LakeWriter.retry_conditional`), and a
 batch that changes nothing writes nothing (the generation stays).
 
 Rows win: the open times of the incoming ranges that have a row in the stream's rows object are
-dropped with a warning, never stored. Finding them reads only the rows around the ranges:
-1. the object's tail, growing ×4 from 64 KiB up to 4 MiB, until it reaches back past the first
-   incoming range (the live case: a halt confirmed just before the newest rows);
-2. otherwise the object streamed from its head, stopping at the first row past the last range
-   (the backfill case: a halt in history).
-So the cost is bounded by the object's size and is usually a few KiB; meta writes are rare (a
-few halts a year per stream). Rows and meta are two objects: GCS has no precondition across
-both, so a row written after this check can still land under a stored range. Readers therefore
-ignore any range under a row (`klinelake status` does), as contract 4 says.
+dropped with a warning, never stored. Finding them reads only the rows inside the ranges' span:
+the writer's binary search over ranged reads finds the first row at or after the span's start
+(O(log size) probes; nothing at all when the object's recorded bounds lie outside the span), then
+the rows are streamed until the first one past the span. Meta writes are rare (a few halts a
+year per stream). Rows and meta are two objects: GCS has no precondition across both, so a row
+written after this check can still land under a stored range. Readers therefore ignore any
+range under a row (`klinelake status` does), as contract 4 says.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from klinelake.halts import (
     SPOT_MARKET,
@@ -37,13 +35,9 @@ from klinelake.logs import log_event
 from klinelake.row import open_time_of_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import object_name
-
-if TYPE_CHECKING:
-    from klinelake.writer import LakeWriter
+from klinelake.writer import LakeWriter, _offset_of
 
 log = logging.getLogger("klinelake.halts")
-_TAIL_FIRST = 64 * 1024
-_TAIL_MAX = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +104,7 @@ def write_empty(
         action: Literal["create", "merge"] = "create" if gen is None else "merge"
         return HaltsResult(name, action, n_in, len(merged), n_dropped, gen, after.generation)
 
-    return writer.retrying(name, attempt)
+    return writer.retry_conditional(name, attempt)
 
 
 def _read_meta(store: ObjectStore, name: str, generation: int, interval: str) -> list[Gap]:
@@ -123,23 +117,13 @@ def rows_in_span(store: ObjectStore, name: str, lo: int, hi: int) -> list[int]:
     info = store.stat(name)
     if info is None or info.size == 0:
         return []
-    nbytes = _TAIL_FIRST
-    while nbytes <= _TAIL_MAX:
-        tail = store.read_tail(name, nbytes, info.generation)
-        whole = len(tail) >= info.size
-        lines = tail.split(b"\n")[:-1]  # every line ends with \n: the last piece is empty
-        if not whole:
-            lines = lines[1:]  # the first piece may be cut
-        times = [open_time_of_line(ln + b"\n") for ln in lines]
-        if whole or (times and times[0] <= lo):
-            return [t for t in times if lo <= t <= hi]
-        nbytes *= 4
+    if info.bounds is not None and (hi < info.bounds.first or lo > info.bounds.last):
+        return []
     out: list[int] = []
-    with store.open_lines(name, info.generation) as stream:
-        for line in stream:
+    with store.open_lines(name, info.generation, _offset_of(store, info, lo)) as lines:
+        for line in lines:
             t = open_time_of_line(line)
             if t > hi:
                 break
-            if t >= lo:
-                out.append(t)
+            out.append(t)
     return out

@@ -1,17 +1,39 @@
-"""Symbol validation and object naming (DESIGN.md, contract 2)."""
+"""Symbol validation and object naming (DESIGN.md, contract 2; the rule: docs/contracts.md).
+
+The object name must be an injective function of (symbol, interval): two distinct accepted
+symbols never share an object, and the name gives the symbol back. Lowercasing alone is not
+injective over Unicode (U+212A KELVIN SIGN lowercases to ASCII `k`, so `LIN\u212aUSDT` would
+write into LINKUSDT's object), so a symbol is accepted only if
+
+1. it is 1..40 letters (L*) or digits (N*) of any script, or the separators `-` `_` `.`,
+   starts with a letter or digit, and holds no `..`;
+2. it is NFKC-stable: `NFKC(s) == s` (refuses fullwidth `ＢＴＣ`, the Kelvin sign, ligatures,
+   superscripts and every other compatibility form of another spelling);
+3. it is case-canonical: `s.lower().upper() == s` (the exchange's uppercase spelling; refuses
+   lowercase, `ß`, `ẞ`, Turkish `ı` and `İ`, title-case digraphs, and every letter whose case
+   mapping does not come back).
+
+Rule 3 makes `str.upper` a left inverse of `str.lower` on the accepted set, so `lower` is
+injective there: `lower(a) == lower(b)` gives `a == upper(lower(a)) == upper(lower(b)) == b`.
+The interval is the last `_`-separated token and never contains `_`, so the name is injective
+in the pair, and `parse_object_name` recovers both.
+"""
 
 from __future__ import annotations
 
 import unicodedata
 
-from klinelake.errors import InvalidSymbol
+from klinelake.errors import InvalidData, InvalidSymbol
 from klinelake.intervals import check_interval
 
 MAX_SYMBOL_LEN = 40
 # Binance's historic legal range is ^[A-Z0-9-_.]{1,20}$; since 2025-12 symbols may be Unicode.
-# So: letters and digits of any script, plus the three ASCII separators Binance has used.
+# So: letters and digits of any script, plus the three ASCII separators Binance has used
+# (`_` also separates futures symbols such as BTCUSD_PERP).
 _SEPARATORS = frozenset("-_.")
 OBJECT_PREFIX = "raw/"
+SPOT_MARKET = "binance"
+_SUFFIX = ".jsonl"
 
 
 def validate_symbol(symbol: object) -> str:
@@ -29,7 +51,7 @@ def validate_symbol(symbol: object) -> str:
             continue
         cat = unicodedata.category(ch)
         # L* letters, N* digits of any script; everything else (/, \, spaces, controls,
-        # format characters such as zero-width joiners, punctuation) is refused.
+        # format characters such as zero-width joiners, combining marks, punctuation) is refused.
         if cat[0] not in "LN":
             raise InvalidSymbol(
                 f"symbol {symbol!r} contains {ch!r} (U+{ord(ch):04X}, {cat}): only letters, "
@@ -37,6 +59,17 @@ def validate_symbol(symbol: object) -> str:
             )
     if symbol[0] in _SEPARATORS:
         raise InvalidSymbol(f"symbol {symbol!r} must start with a letter or digit")
+    normal = unicodedata.normalize("NFKC", symbol)
+    if normal != symbol:
+        raise InvalidSymbol(
+            f"symbol {symbol!r} is not in NFKC form (it is a compatibility spelling of "
+            f"{normal!r}: fullwidth, Kelvin sign, ligature...)"
+        )
+    if symbol.lower().upper() != symbol:
+        raise InvalidSymbol(
+            f"symbol {symbol!r} must be the uppercase exchange symbol whose lowercase form "
+            f"maps back to it ({symbol.lower()!r} uppercases to {symbol.lower().upper()!r})"
+        )
     return symbol
 
 
@@ -49,20 +82,24 @@ def object_name(symbol: str, interval: str) -> str:
     """`raw/binance_btcusdc_1h.jsonl`."""
     validate_symbol(symbol)
     check_interval(interval)
-    return f"{OBJECT_PREFIX}binance_{symbol.lower()}_{interval}.jsonl"
+    return f"{OBJECT_PREFIX}{SPOT_MARKET}_{symbol.lower()}_{interval}{_SUFFIX}"
 
 
 def parse_object_name(name: str) -> tuple[str, str] | None:
-    """(lowercased symbol, interval) for a lake object name, None for anything else."""
-    if not (name.startswith(OBJECT_PREFIX + "binance_") and name.endswith(".jsonl")):
+    """(symbol, interval) of a canonical lake object name, None for anything else.
+
+    Canonical means `object_name(*parse_object_name(name)) == name`: `raw/binance_BTCUSDT_1h.jsonl`
+    or `raw/binance_btcusdt_1H.jsonl` are strays, not streams.
+    """
+    head = f"{OBJECT_PREFIX}{SPOT_MARKET}_"
+    if not (name.startswith(head) and name.endswith(_SUFFIX)):
         return None
-    stem = name[len(OBJECT_PREFIX + "binance_") : -len(".jsonl")]
-    symbol, sep, interval = stem.rpartition("_")
-    if not sep or not symbol:
+    lowered, sep, interval = name[len(head) : -len(_SUFFIX)].rpartition("_")
+    if not sep:
         return None
+    symbol = lowered.upper()
     try:
-        check_interval(interval)
-        validate_symbol(symbol)
-    except Exception:
+        canonical = object_name(symbol, interval)
+    except InvalidData:  # not a symbol or not an interval
         return None
-    return symbol, interval
+    return (symbol, interval) if canonical == name else None

@@ -229,7 +229,13 @@ class StreamSender:
         if batch.empty:  # durable in the lake now; cached so repair never asks REST again
             del self.pending_empty[: len(batch.empty)]
             if self.empty is not None:
-                self.empty.add(self.symbol, self.interval, batch.empty)
+                try:
+                    self.empty.add(self.symbol, self.interval, batch.empty)
+                except OSError as exc:  # only an optimisation: repair would fetch them again
+                    log_event(
+                        log, "WARNING", "cannot record confirmed-empty ranges",
+                        stream=self.stream, path=str(self.empty.path), error=repr(exc),
+                    )  # fmt: skip
         if not batch.rows:
             return
         self.spool.ack(self.stream, batch.last_open_time)

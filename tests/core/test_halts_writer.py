@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake import halts_writer
 from klinelake.contract import (
     SOURCES,
     KlineBatch,
@@ -75,7 +74,7 @@ def test_empty_extension_round_trips_and_old_messages_keep_their_bytes() -> None
         ([{"from": t(3), "to": t(2)}], "before 'from'"),
         ([{"from": str(t(2)), "to": t(3)}], "integer ms"),
         ([{"from": t(2), "to": t(3), "x": 1}], "exactly 'from' and 'to'"),
-        ({"from": t(2), "to": t(3)}, "must be an array"),
+        ({"from": t(2), "to": t(3)}, "must be a JSON array"),
         ([], "holds 1 to 5000 rows"),
     ],
 )
@@ -178,18 +177,19 @@ def test_gives_up_as_transient_after_the_retry_budget(tmp_path: object) -> None:
         writer.write_batch(KlineBatch("ETHUSDT", "1m", (), ((t(1), t(2)),)))
 
 
-@pytest.mark.parametrize("tail_max", [halts_writer._TAIL_MAX, 0])
-def test_rows_in_span_from_the_tail_or_the_head(
-    tmp_path: object, monkeypatch: pytest.MonkeyPatch, tail_max: int
+@pytest.mark.parametrize("probe", [64, 4096])
+def test_rows_in_span_reads_exactly_the_rows_of_the_span(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, probe: int
 ) -> None:
-    """Both search paths (tail grown back past the range, or streamed from the head) agree."""
-    monkeypatch.setattr(halts_writer, "_TAIL_FIRST", 300)
-    monkeypatch.setattr(halts_writer, "_TAIL_MAX", tail_max)
+    """Through the writer's binary search (small probes exercise it) and the bounds shortcut."""
+    from klinelake import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_PROBE_BYTES", probe)
     store = LocalStore(str(tmp_path))
     keys = [k for k in range(0, 400) if k % 7]
     LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in keys])
     name = object_name("ETHUSDT", "1m")
-    for lo, hi in ((0, 0), (5, 30), (350, 399), (398, 500), (-5, 1000)):
+    for lo, hi in ((0, 0), (5, 30), (350, 399), (398, 500), (-5, 1000), (450, 460)):
         want = [t(k) for k in keys if lo <= k <= hi]
         assert rows_in_span(store, name, t(lo), t(hi)) == want
     assert rows_in_span(store, "raw/binance_nothing_1m.jsonl", 0, t(5)) == []
@@ -214,7 +214,7 @@ def test_the_message_json_schema_accepts_halts_and_still_refuses_empty_messages(
     import jsonschema
 
     schema = json.loads(
-        (Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text()
+        (Path(__file__).resolve().parents[2] / "klinelake/schema/message.schema.json").read_text()
     )
     only = encode_batch(KlineBatch("ETHUSDT", "1m", (), ((t(5), t(7)),)), "vision")
     jsonschema.validate(orjson.loads(only.data), schema)

@@ -23,7 +23,7 @@ from klinelake.writer import LakeWriter
 from .conftest import INFRA, REPO, VENV_BIN
 from .test_infra import _can_isolate_network, checks, commands, no_gcloud_env, run_script
 
-SCHEMA = json.loads((INFRA / "bigquery" / "klines.schema.json").read_text())
+SCHEMA = json.loads((INFRA / "bigquery" / "klines.table.json").read_text())
 DECIMALS = [f["name"] for f in SCHEMA if f["type"] == "STRING" and f["name"] not in
             ("symbol", "interval")]  # fmt: skip
 DATA = REPO / "tests" / "data"
@@ -59,7 +59,7 @@ def test_dry_run_prints_every_command_a_first_run_issues(
         "test-project:klines.klines", "test-project:klines.halts",
     ]  # fmt: skip
     assert "--location=us-central1" in cmds[0] and "--dataset" in cmds[0]
-    schema = INFRA / "bigquery" / "klines.schema.json"
+    schema = INFRA / "bigquery" / "klines.table.json"
     assert (f"--external_table_definition={schema}@NEWLINE_DELIMITED_JSON="
             "gs://test-lake/raw/binance_*.jsonl") in cmds[1]  # fmt: skip
     assert cmds[2][-2].endswith("@NEWLINE_DELIMITED_JSON=gs://test-lake/meta/binance_*.empty.jsonl")
