@@ -78,7 +78,7 @@ def collect(
                 unknown.append(info.name)
             continue
         symbol, interval = parsed
-        if streams and f"{symbol}@{interval}" not in streams:
+        if streams and f"{symbol}@{interval}".lower() not in streams:
             continue
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
         recorded, problem = lake_halts(store, symbol, interval)

@@ -131,7 +131,7 @@ async def verify_lake(
     try:
         for info in store.list(OBJECT_PREFIX):
             parsed = parse_object_name(info.name)
-            if parsed is None or (wanted and f"{parsed[0]}@{parsed[1]}" not in wanted):
+            if parsed is None or (wanted and f"{parsed[0]}@{parsed[1]}".lower() not in wanted):
                 continue
             check = await check_stream(store, client, info.name)
             if check is not None:
