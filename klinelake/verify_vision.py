@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 import click
 import orjson
 
+from klinelake import config as cfg
 from klinelake.archive_diff import Difference, diff_rows
 from klinelake.errors import InvalidData, KlineLakeError
 from klinelake.intervals import DAY, align_down
-from klinelake.lake import DEFAULT_LAKE_URI, open_store, read_lines
+from klinelake.lake import open_store, read_lines
 from klinelake.row import Kline, parse_lake_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_object_name, stream_id
 from klinelake.vision import (
     DAILY_INTERVALS,
-    DEFAULT_VISION_URL,
     Archive,
     ArchiveError,
     cover,
@@ -151,9 +151,8 @@ def _as_json(c: StreamCheck) -> dict[str, object]:
 
 
 @click.command("verify-vision")
-@click.option("--lake", envvar="LAKE_URI", default=DEFAULT_LAKE_URI, show_default=True)
-@click.option("--vision-url", default=DEFAULT_VISION_URL, show_default=True,
-              help="base URL of the data.binance.vision archives")  # fmt: skip
+@cfg.option(cfg.LAKE)
+@cfg.option(cfg.VISION_URL)
 @click.option("--stream", "streams", multiple=True, help="SYMBOL@interval (repeat); default all")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def verify_vision(lake: str, vision_url: str, streams: tuple[str, ...], as_json: bool) -> None:

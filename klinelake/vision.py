@@ -34,7 +34,6 @@ from klinelake.intervals import (
 )
 from klinelake.row import Kline, parse_csv
 
-DEFAULT_VISION_URL = "https://data.binance.vision"
 MICROS_FROM_MS = 1_735_689_600_000  # 2025-01-01 00:00 UTC: spot files use µs from here on
 DAILY_INTERVALS = frozenset({"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h",
                              "8h", "12h", "1d"})  # fmt: skip

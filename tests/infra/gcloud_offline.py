@@ -40,6 +40,8 @@ APIS = [
     "ARTIFACTREGISTRY",
     "LOGGING",
     "EVENTARC",
+    "MONITORING",
+    "OSLOGIN",
 ]
 
 _lock = threading.Lock()
