@@ -8,7 +8,9 @@ ascending either way, and lies wholly before the rows already sent, so the write
 in front of the object in O(batch) instead of merging it into ever more rows (issue 15).
 A page is checkpointed only once the sink returned for every one of its rows, so a crash at
 any point loses nothing and a re-run fetches only unfinished pages. Open times a complete page
-lacks are exchange halts: they are recorded as confirmed empty (klinelake.empty_ranges).
+(or archive) lacks are exchange halts: they ride on the stream's batches as confirmed-empty
+ranges (the lake's meta object, contract 4), and once sent they are also cached locally
+(klinelake.empty_ranges) for `--missing-only`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from backfill.plan import (
 from backfill.vision import VisionFetcher, plan_vision_stream
 from klinelake.binance_rest import BinanceRest, NoAnswer
 from klinelake.config import DEFAULT_LAKE_URI, DEFAULT_REST_URL, DEFAULT_VISION_URL
-from klinelake.contract import MAX_ROWS, make_batches
-from klinelake.empty_ranges import EmptyRanges, subtract_ranges
+from klinelake.contract import MAX_ROWS, Source, make_batches, with_empty
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import InvalidData, TransientError
+from klinelake.halts import subtract
+from klinelake.halts_writer import read_empty
 from klinelake.intervals import (
     DAY,
     Gap,
@@ -57,6 +61,8 @@ from klinelake.publish import (
 from klinelake.row import Kline, open_time_of_line
 from klinelake.sink import Sink, make_sink
 from klinelake.symbols import object_name, validate_symbol
+from klinelake.vision import Archive
+from klinelake.vision_client import VisionClient
 from klinelake.weight import WeightBudget
 
 DEFAULT_DAYS = 30
@@ -86,7 +92,7 @@ class Settings:
     concurrency: int = 10
     missing_only: bool = False
     dry_run: bool = False
-    source: str = "rest"
+    source: Source = "rest"
     vision_url: str = DEFAULT_VISION_URL
     page_limit: int = 1000
     batch_rows: int = MAX_ROWS
@@ -211,34 +217,36 @@ def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
-    """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
+    """Missing open times in [first, last] of the lake object (streamed, not loaded), less the
+    halts the lake records (its meta object, contract 4)."""
     store = open_store(lake)
     times = (open_time_of_line(line) for line in read_lines(store, object_name(symbol, interval)))
-    return find_gaps(times, first, last, interval)
+    return subtract(find_gaps(times, first, last, interval), read_empty(store, symbol, interval),
+                    interval)  # fmt: skip
 
 
 async def make_plan(
-    settings: Settings, now_ms: int, empty: EmptyRanges, month_keys: set[str] | None = None
+    settings: Settings, now_ms: int, empty: EmptyRanges, archives: dict[str, Archive] | None = None
 ) -> Plan:
-    """The plan; with `month_keys` (--source vision) whole months are one dump page each, and
-    their keys are added to `month_keys`."""
+    """The plan; with `archives` (--source vision) whole months and days are one archive page
+    each, added to `archives` by page key."""
     streams: list[StreamPlan] = []
     for symbol in settings.symbols:
         for interval in settings.intervals:
             first, last = resolve_range(settings, interval, now_ms)
-            if month_keys is not None:
+            if archives is not None:
                 stream_plan, keys = plan_vision_stream(
                     symbol, interval, first, last, page_limit=settings.page_limit
                 )
                 streams.append(stream_plan)
-                month_keys.update(keys)
+                archives.update(keys)
                 continue
             missing: list[Gap] | None = None
             if settings.missing_only:
                 gaps = await asyncio.to_thread(
                     lake_gaps, settings.lake, symbol, interval, first, last
                 )
-                missing = subtract_ranges(gaps, empty.get(symbol, interval), interval)
+                missing = subtract(gaps, empty.get(symbol, interval), interval)
             streams.append(
                 plan_stream(
                     symbol, interval, first, last, page_limit=settings.page_limit, missing=missing
@@ -261,8 +269,9 @@ class StreamEmitter:
     _: KW_ONLY
     sink: Sink
     checkpoint: Checkpoint
-    source: str
+    source: Source
     result: RunResult
+    empty: EmptyRanges
     batch_rows: int
     slots: asyncio.Semaphore
     fetching_done: asyncio.Event  # no more pages will come (all done, or a failure)
@@ -270,34 +279,41 @@ class StreamEmitter:
     # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
     newest_first: bool = False
     order: list[str] = field(init=False)
+    symbol: str = field(init=False)
+    interval: str = field(init=False)
     next: int = field(init=False, default=0)
-    ready: dict[str, list[Kline]] = field(init=False, default_factory=dict)
+    ready: dict[str, tuple[list[Kline], list[Gap]]] = field(init=False, default_factory=dict)
     rows: list[Kline] = field(init=False, default_factory=list)
+    # confirmed-empty ranges of the pages moved into self.rows
+    halts: list[Gap] = field(init=False, default_factory=list)
     # (page key, end index in self.rows)
     page_ends: list[tuple[str, int]] = field(init=False, default_factory=list)
     wakeup: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self, pages: Sequence[Page]) -> None:
         self.order = [p.key for p in pages]
+        self.symbol, self.interval = pages[0].symbol, pages[0].interval
 
-    def complete(self, page: Page, rows: list[Kline]) -> None:
-        self.ready[page.key] = rows
+    def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
+        self.ready[page.key] = (rows, halts)
         self.wakeup.set()
 
     async def run(self) -> None:
         while True:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
-                page_rows = self.ready.pop(key)
-                self.rows.extend(reversed(page_rows) if self.newest_first else page_rows)
+                rows, halts = self.ready.pop(key)
+                self.rows.extend(reversed(rows) if self.newest_first else rows)
+                self.halts.extend(halts)
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
                 self.slots.release()
             final = self.next == len(self.order) or self.fetching_done.is_set()
             while len(self.rows) >= self.batch_rows or (final and self.page_ends):
                 n = min(len(self.rows), self.batch_rows)
-                if n:
-                    await self._send(self.rows[:n])
+                if n or self.halts:  # a page's halts go with the first batch sent after it
+                    await self._send(self.rows[:n], self.halts)
+                    self.halts = []
                 done = [key for key, end in self.page_ends if end <= n]
                 self.page_ends = [(k, end - n) for k, end in self.page_ends if end > n]
                 del self.rows[:n]
@@ -307,12 +323,15 @@ class StreamEmitter:
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def _send(self, rows: list[Kline]) -> None:
+    async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
         batches = list(make_batches(rows))  # each ascending (make_batches sorts)
-        for batch in reversed(batches) if self.newest_first else batches:
+        ordered = list(reversed(batches)) if self.newest_first else batches
+        for batch in with_empty(self.symbol, self.interval, ordered, halts):
             await send_until_durable(self.sink, batch, self.source, patience=SINK_PATIENCE)
             self.result.batches_sent += 1
             self.result.rows_sent += len(batch.rows)
+        if halts:  # durable in the lake now; the local cache only spares --missing-only requests
+            await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts)
 
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
@@ -344,8 +363,8 @@ async def run_backfill(
         weight_limit = request_weight_limit(info)
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
-        month_keys: set[str] | None = set() if settings.source == "vision" else None
-        plan = await make_plan(settings, now_ms, empty, month_keys)
+        archives: dict[str, Archive] | None = {} if settings.source == "vision" else None
+        plan = await make_plan(settings, now_ms, empty, archives)
         checkpoint = Checkpoint(
             settings.state_dir,
             plan_identity(settings.sink_target, settings.page_limit, settings.source),
@@ -361,8 +380,10 @@ async def run_backfill(
                 await sink.close()
             return _finish(result, rest, started, reporter)
         vision = (
-            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.page_limit)
-            if month_keys is not None
+            VisionFetcher(
+                VisionClient(settings.vision_url), rest, archives, page_limit=settings.page_limit
+            )
+            if archives is not None
             else None
         )
         try:
@@ -379,7 +400,7 @@ async def run_backfill(
             )
         finally:
             if vision is not None:
-                await vision.aclose()
+                await vision.client.aclose()
             checkpoint.close()
             if own_sink:
                 await sink.close()
@@ -423,6 +444,7 @@ async def _fetch_all(
             checkpoint=checkpoint,
             source=settings.source,
             result=result,
+            empty=empty,
             batch_rows=settings.batch_rows,
             slots=slots,
             fetching_done=fetching_done,
@@ -441,7 +463,7 @@ async def _fetch_all(
                 slots.release()
                 return
             try:
-                if fetch_page is not None:  # --source vision: a month dump, or REST pages
+                if fetch_page is not None:  # --source vision: an archive, or REST pages
                     rows = await fetch_page(page)
                 else:
                     pages = fetch_range(
@@ -455,14 +477,12 @@ async def _fetch_all(
                 return
             rows = [r for r in rows if page.start <= r.open_time <= page.end]
             halts = page_halts(page, rows)
-            if halts:
-                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts)
-                for gap in halts:
-                    result.empty_ranges.append((page.stream, gap))
-                    reporter.empty(page.stream, gap)
+            for gap in halts:
+                result.empty_ranges.append((page.stream, gap))
+                reporter.empty(page.stream, gap)
             result.pages_fetched += 1
             reporter.page_done(page, len(rows), rest.counters.last_used_weight)
-            emitters[page.stream].complete(page, rows)
+            emitters[page.stream].complete(page, rows, halts)
 
     async def fetch() -> None:
         async with asyncio.TaskGroup() as workers:

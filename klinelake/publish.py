@@ -36,7 +36,7 @@ from tenacity import (
 from klinelake.intervals import Gap, find_gaps, grid_is_documented, next_open_time
 
 if TYPE_CHECKING:
-    from klinelake.contract import KlineBatch
+    from klinelake.contract import KlineBatch, Source
     from klinelake.row import Kline
     from klinelake.sink import Sink
 
@@ -105,7 +105,7 @@ async def retry_until_done(
 async def send_until_durable(
     sink: Sink,
     batch: KlineBatch,
-    source: str,
+    source: Source,
     *,
     patience: Patience = FOREVER,
     on_retry: OnRetry | None = None,

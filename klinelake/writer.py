@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
@@ -38,6 +38,9 @@ from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_l
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
 from klinelake.symbols import object_name
+
+if TYPE_CHECKING:
+    from klinelake.halts_writer import HaltsResult
 
 _TAIL_BYTES = 2048
 _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of any interval
@@ -59,9 +62,12 @@ class WriteResult:
     generation_after: int | None
     precondition_retries: int
     storage_calls: dict[str, int] = field(default_factory=dict)
+    halts: HaltsResult | None = None  # the batch's confirmed-empty ranges, if it carried any
 
     def log_fields(self) -> dict[str, object]:
+        halts = {} if self.halts is None else self.halts.log_fields()
         return {
+            **halts,
             "object": self.object_name,
             "action": self.action,
             "rows_in": self.rows_in,
@@ -116,7 +122,13 @@ class LakeWriter:
                 self.sleep(random.uniform(0, delay))
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        return self.write_rows(batch.symbol, batch.interval, batch.rows)
+        result = self.write_rows(batch.symbol, batch.interval, batch.rows)
+        if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
+            from klinelake.halts_writer import write_empty
+
+            halts = write_empty(self, batch.symbol, batch.interval, batch.empty)
+            result = dataclasses.replace(result, halts=halts)
+        return result
 
     def write_rows(self, symbol: str, interval: str, rows: Iterable[Kline]) -> WriteResult:
         """Write rows of one stream (any order; for a repeated open_time the last wins)."""

@@ -8,7 +8,8 @@ import sys
 PURE = [
     "klinelake.errors", "klinelake.intervals", "klinelake.symbols", "klinelake.row",
     "klinelake.binance_ws", "klinelake.contract", "klinelake.merge", "klinelake.storage",
-    "klinelake.writer", "klinelake.publish",
+    "klinelake.writer", "klinelake.halts", "klinelake.halts_writer", "klinelake.vision",
+    "klinelake.publish",
 ]  # fmt: skip
 # (the bare `google` namespace package is imported by a .pth file at start-up, so name clients)
 FORBIDDEN = (
