@@ -28,7 +28,7 @@ from aiohttp import WSMsgType, web
 
 from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
-from binance_sim.ws_control import SlidingWindow, Sub, classify, control_reply
+from binance_sim.ws_control import ConnView, SlidingWindow, Sub, classify, control_reply
 from klinelake.intervals import align_down, next_open_time
 from klinelake.row import Kline
 
@@ -263,11 +263,11 @@ class Hub:
 
     def control(self, conn: Conn, text: str) -> bytes:
         """Answer one control frame (`ws_control.control_reply`) and apply what it changes."""
-        reply = control_reply(
-            text, subs=conn.subs, combined=conn.combined,
-            classify_name=lambda name: classify(self._served, name),
-            max_streams=self.sim.config.max_streams,
+        view = ConnView(
+            conn.subs, conn.combined, lambda name: classify(self._served, name),
+            self.sim.config.max_streams,
         )  # fmt: skip
+        reply = control_reply(text, view)
         for name in reply.unsubscribe:
             conn.subs.pop(name, None)
         for sub in reply.subscribe:

@@ -79,14 +79,17 @@ class Reply:
     combined: bool | None = None  # SET_PROPERTY combined
 
 
-def control_reply(
-    text: str,
-    *,
-    subs: Mapping[str, Sub],
-    combined: bool,
-    classify_name: Callable[[str], Sub | None],
-    max_streams: int,
-) -> Reply:
+@dataclass(frozen=True)
+class ConnView:
+    """What a control frame may read of its connection."""
+
+    subs: Mapping[str, Sub]
+    combined: bool
+    classify_name: Callable[[str], Sub | None]
+    max_streams: int
+
+
+def control_reply(text: str, conn: ConnView) -> Reply:
     req_id: Any = None
     try:
         try:
@@ -116,43 +119,31 @@ def control_reply(
                 f"at line 1 column {max(col, 1)}",
             )
         reply = Reply(b"")
-        result = _method(
-            reply, method, req.get("params"), subs=subs, combined=combined,
-            classify_name=classify_name, max_streams=max_streams,
-        )  # fmt: skip
+        result = _method(reply, method, req.get("params"), conn)
         reply.payload = orjson.dumps({"result": result, "id": req_id})
         return reply
     except ControlError as exc:
         return Reply(orjson.dumps({"error": {"code": exc.code, "msg": exc.msg}, "id": req_id}))
 
 
-def _method(
-    reply: Reply,
-    method: str,
-    params: Any,
-    *,
-    subs: Mapping[str, Sub],
-    combined: bool,
-    classify_name: Callable[[str], Sub | None],
-    max_streams: int,
-) -> Any:
+def _method(reply: Reply, method: str, params: Any, conn: ConnView) -> Any:
     if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
         if not isinstance(params, list):
             raise ControlError(2, "Invalid request: missing field `params`")
-        found = [classify_name(p) if isinstance(p, str) else None for p in params]
+        found = [conn.classify_name(p) if isinstance(p, str) else None for p in params]
         valid = [s for s in found if s is not None]
         if len(valid) != len(found):
             raise ControlError(2, "Invalid request: invalid stream")
         if method == "UNSUBSCRIBE":
             reply.unsubscribe = [s.name for s in valid]
             return None
-        new = {s.name for s in valid} - set(subs)
-        if len(subs) + len(new) > max_streams:
+        new = {s.name for s in valid} - set(conn.subs)
+        if len(conn.subs) + len(new) > conn.max_streams:
             raise ControlError(2, "Invalid request: too many streams")
         reply.subscribe = valid
         return None
     if method == "LIST_SUBSCRIPTIONS":
-        return list(subs)
+        return list(conn.subs)
     if not isinstance(params, list) or not params:
         raise ControlError(2, "Invalid request: missing field `params`")
     if len(params) > (2 if method == "SET_PROPERTY" else 1):
@@ -162,7 +153,7 @@ def _method(
     if params[0] != "combined":
         raise ControlError(0, "Unknown property")
     if method == "GET_PROPERTY":
-        return combined
+        return conn.combined
     if len(params) < 2 or not isinstance(params[1], bool):
         raise ControlError(1, "Invalid value type: expected Boolean")
     reply.combined = params[1]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binance_sim.ws_control import SlidingWindow, Sub, classify, control_reply
+from binance_sim.ws_control import ConnView, SlidingWindow, Sub, classify, control_reply
 
 
 def _served(symbol: str, interval: str) -> bool:
@@ -19,10 +19,8 @@ def _served(symbol: str, interval: str) -> bool:
 
 def reply(text: str, subs: dict[str, Sub] | None = None, *, combined: bool = False,
           max_streams: int = 1024) -> tuple[Any, Any]:  # fmt: skip
-    r = control_reply(
-        text, subs=subs or {}, combined=combined,
-        classify_name=lambda n: classify(_served, n), max_streams=max_streams,
-    )  # fmt: skip
+    view = ConnView(subs or {}, combined, lambda n: classify(_served, n), max_streams)
+    r = control_reply(text, view)
     return orjson.loads(r.payload), r
 
 
