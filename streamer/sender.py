@@ -34,7 +34,6 @@ from klinelake.publish import (
 from klinelake.row import Kline
 from klinelake.sink import Sink
 from klinelake.symbols import stream_id
-from streamer.backoff import Backoff
 from streamer.repair import history_head, plan_gaps
 from streamer.spool import Spool
 
@@ -89,19 +88,22 @@ class StreamSender:
                 await self.wake.wait()
             self.idle.clear()
             self.wake.clear()
-            backoff = Backoff(0.5, self.backoff_cap_s)
-            while True:
-                try:
-                    if not await self.step():
-                        break
-                    backoff.reset()
-                except sqlite3.Error as exc:  # the spool's disk: full, read-only, I/O error
-                    delay = backoff.next_delay()
-                    log_event(
-                        log, "ERROR", "spool error, retrying", stream=self.stream,
-                        error=repr(exc)[:300], retry_in_s=round(delay, 2),
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
+            # the spool's disk (full, read-only, I/O error) is retried step by step, forever
+            spool_patience = Patience(
+                first_s=0.5,
+                cap_s=self.backoff_cap_s,
+                permanent=lambda e: not isinstance(e, sqlite3.Error),
+            )
+            while await retry_until_done(
+                self.step, patience=spool_patience, on_retry=self._spool_retry
+            ):
+                pass
+
+    def _spool_retry(self, exc: BaseException, delay: float) -> None:
+        log_event(
+            log, "ERROR", "spool error, retrying", stream=self.stream,
+            error=repr(exc)[:300], retry_in_s=round(delay, 2),
+        )  # fmt: skip
 
     async def step(self) -> bool:
         """Send one batch (repairing first if needed). False when there is nothing to send."""
