@@ -27,9 +27,9 @@ from klinelake.row import Kline, parse_csv, parse_lake_line, parse_rest_page
 from klinelake.symbols import OBJECT_PREFIX
 from klinelake.writer import LakeWriter
 from tests.backfill.conftest import Quiet
+from tests.recorded import DATA, WS_FIXTURE, recorded_csv
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data"
 DOC = ROOT / "docs" / "querying.md"
 H = 3_600_000
 
@@ -50,10 +50,10 @@ def run_block(name: str, lake_parent: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def fixture_rows() -> Iterator[list[Kline]]:
     for month in ("2022-01", "2023-05"):
-        yield parse_csv((DATA / f"BTCUSDT-1h-{month}.csv").read_bytes(), "BTCUSDT", "1h")
+        yield parse_csv(recorded_csv(f"BTCUSDT-1h-{month}.csv"), "BTCUSDT", "1h")
     rest = DATA / "BTCUSDT-1m-2021-10-22.api_v3_klines.json"
     yield parse_rest_page(rest.read_bytes(), "BTCUSDT", "1m")
-    ws = DATA / "combined_kline_1m_BTCUSDT-ETHUSDT-DOTUSDT_2021-04-04.jsonl"
+    ws = WS_FIXTURE
     for symbol in ("BTCUSDT", "ETHUSDT", "DOTUSDT"):
         events = [parse_ws_frame(line) for line in ws.read_bytes().splitlines() if line.strip()]
         yield [

@@ -19,14 +19,14 @@ from klinelake.contract import KlineBatch
 from klinelake.local_store import LocalStore
 from klinelake.row import parse_csv
 from klinelake.writer import LakeWriter
+from tests.recorded import recorded_csv
 
-from .conftest import INFRA, REPO, VENV_BIN
+from .conftest import INFRA, VENV_BIN
 from .test_infra import _can_isolate_network, checks, commands, no_gcloud_env, run_script
 
 SCHEMA = json.loads((INFRA / "bigquery" / "klines.table.json").read_text())
 DECIMALS = [f["name"] for f in SCHEMA if f["type"] == "STRING" and f["name"] not in
             ("symbol", "interval")]  # fmt: skip
-DATA = REPO / "tests" / "data"
 
 
 def dry_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
@@ -94,7 +94,7 @@ def test_views_run_over_a_local_lake_with_exact_decimals(
     cmds = commands(dry_run(config, gcloud_env, tmp_path))
     lake = tmp_path / "lake"
     writer = LakeWriter(LocalStore(lake))
-    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")
+    rows = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")
     writer.write_rows("BTCUSDT", "1h", rows)
     halt = (rows[-1].open_time + 3_600_000, rows[-1].open_time + 3 * 3_600_000)
     writer.write_batch(KlineBatch("BTCUSDT", "1h", (), (halt,)))
