@@ -26,7 +26,7 @@ import orjson
 
 from klinelake.errors import InvalidData, InvalidMessage
 from klinelake.intervals import check_interval
-from klinelake.row import Kline, kline_from_dict
+from klinelake.row import Kline, kline_from_dict, regular_message_rows
 from klinelake.symbols import stream_id, validate_symbol
 
 SCHEMA_VERSION = "1"
@@ -183,7 +183,14 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
     try:
         validate_symbol(symbol)
         check_interval(interval)  # before the rows, so the reason names the interval
-        rows = tuple(kline_from_dict(r, where=f"klines[{i}]") for i, r in enumerate(klines))
+        # A regular array (what publishers send) is validated in bulk; anything else row by
+        # row, which names the first offending field. Both accept exactly the same rows.
+        regular = regular_message_rows(klines, symbol, interval)
+        rows = (
+            tuple(regular)
+            if regular is not None
+            else tuple(kline_from_dict(r, where=f"klines[{i}]") for i, r in enumerate(klines))
+        )
     except InvalidMessage:
         raise
     except InvalidData as exc:
