@@ -435,8 +435,11 @@ def _message_row_shape(symbol: str, interval: str) -> bytes:
     return orjson.dumps(values).translate(None, _ASCII_DIGITS)
 
 
-def regular_message_rows(klines: list[Any], symbol: str, interval: str) -> list[Kline] | None:
-    """The Klines of a message's `klines` array if it is regular (each row an object with
+def regular_message_rows(
+    klines: list[Any], symbol: str, interval: str
+) -> tuple[list[Kline], list[bytes]] | None:
+    """The Klines of a message's `klines` array, and their lake lines (`Kline.to_line()`, cut
+    from the bytes the check read), if it is regular (each row an object with
     exactly the contract's keys in contract order, this stream's symbol and interval, decimals
     with a fractional part, contiguous full-length candles), else None. Never raises for bad
     data: `kline_from_dict` row by row then decides and names what is wrong. Accepts only what
@@ -472,9 +475,13 @@ def regular_message_rows(klines: list[Any], symbol: str, interval: str) -> list[
         or not _regular_grid(opens, closes, trades, grid, interval)
     ):
         return None
-    return _trusted_klines(
+    rows = _trusted_klines(
         opens, closes, repeat(symbol), repeat(interval), *columns[4:10], trades, *columns[11:]
     )
+    # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
+    # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
+    lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
+    return rows, lines
 
 
 def parse_lake_line(line: bytes, where: str = "") -> Kline:

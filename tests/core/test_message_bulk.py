@@ -9,6 +9,7 @@ rows, or the same error text.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from unittest import mock
 
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.contract import KlineBatch, decode_message
+from klinelake.contract import KlineBatch, decode_message, sort_unique
 from klinelake.errors import InvalidData
 from klinelake.intervals import NOMINAL_MS, align_down
 from klinelake.row import FIELDS, Kline, regular_message_rows
@@ -52,7 +53,10 @@ def decode(data: bytes, bulk: bool) -> tuple[Kline, ...] | str:
     """The rows, or the error text, of decoding with or without the bulk path."""
     try:
         if bulk:
-            return decode_message(data).rows
+            batch = decode_message(data)
+            if batch.lake_lines is not None:  # what the writer stores instead of to_line()
+                assert batch.lake_lines == tuple(r.to_line() for r in batch.rows)
+            return batch.rows
         with mock.patch("klinelake.contract.regular_message_rows", return_value=None):
             return decode_message(data).rows
     except InvalidData as exc:
@@ -151,7 +155,7 @@ def test_a_publishers_message_takes_the_bulk_path(symbol: str, interval: str) ->
     """The bulk path is not dead code: what `encode_batch` writes from REST rows is regular."""
     rows = [Kline(**dict(r)) for r in regular_rows(500, symbol, interval)]
     klines = [r.to_dict() for r in rows]
-    assert regular_message_rows(klines, symbol, interval) == rows
+    assert regular_message_rows(klines, symbol, interval) == (rows, [r.to_line() for r in rows])
     assert KlineBatch(symbol, interval, tuple(rows)).rows == tuple(rows)
 
 
@@ -162,3 +166,16 @@ def test_irregular_arrays_take_the_row_by_row_path() -> None:
     assert regular_message_rows(gap, "BTCUSDT", "1h") is None
     assert regular_message_rows([{**klines[0], "open": "5"}], "BTCUSDT", "1h") is None
     assert regular_message_rows(klines, "BTCUSDT", "1M") is None
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3)), max_size=40))
+def test_sort_unique_skips_only_what_is_already_sorted_and_unique(
+    picks: list[tuple[int, int]],
+) -> None:
+    """Sorted unique input comes back as is; anything else as the reference (last one wins)."""
+    base = [Kline(**dict(r)) for r in regular_rows(31, "BTCUSDT", "1m")]
+    rows = [dataclasses.replace(base[i], trades=v) for i, v in picks]
+    by_time = {r.open_time: r for r in rows}
+    assert sort_unique(rows) == [by_time[t] for t in sorted(by_time)]
+    assert sort_unique(iter(rows)) == sort_unique(rows)
