@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from klinelake.contract import KlineBatch, encode_batch
+from klinelake.config import check_topic
+from klinelake.contract import KlineBatch, Source, encode_batch
 from klinelake.errors import TransientError
-
-_TOPIC = re.compile(r"projects/[^/]+/topics/[^/]+")
-
-
-def check_topic(topic: str) -> str:
-    if not _TOPIC.fullmatch(topic):
-        raise ValueError(f"KLINES_TOPIC {topic!r}: expected projects/PROJECT/topics/TOPIC")
-    return topic
 
 
 class PubsubSink:
@@ -49,7 +41,7 @@ class PubsubSink:
             )
         return self._client
 
-    async def send(self, batch: KlineBatch, source: str) -> None:
+    async def send(self, batch: KlineBatch, source: Source) -> None:
         msg = encode_batch(batch, source)
         client = self._publisher()
         try:

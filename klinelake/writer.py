@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
@@ -39,6 +39,9 @@ from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_l
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
 from klinelake.symbols import object_name
+
+if TYPE_CHECKING:
+    from klinelake.halts_writer import HaltsResult
 
 _TAIL_BYTES = 2048
 _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of any interval
@@ -61,9 +64,12 @@ class WriteResult:
     generation_after: int | None
     precondition_retries: int
     storage_calls: dict[str, int] = field(default_factory=dict)
+    halts: HaltsResult | None = None  # the batch's confirmed-empty ranges, if it carried any
 
     def log_fields(self) -> dict[str, object]:
+        halts = {} if self.halts is None else self.halts.log_fields()
         return {
+            **halts,
             "object": self.object_name,
             "action": self.action,
             "rows_in": self.rows_in,
@@ -121,8 +127,15 @@ class LakeWriter:
         # A KlineBatch is already ascending, unique and of one stream (checked when built).
         if batch.lake_lines is not None:
             lines = list(zip(map(_OPEN_TIME, batch.rows), batch.lake_lines, strict=True))
-            return self._write_lines(batch.symbol, batch.interval, lines)
-        return self._write_ordered(batch.symbol, batch.interval, batch.rows)
+            result = self._write_lines(batch.symbol, batch.interval, lines)
+        else:
+            result = self._write_ordered(batch.symbol, batch.interval, batch.rows)
+        if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
+            from klinelake.halts_writer import write_empty
+
+            halts = write_empty(self, batch.symbol, batch.interval, batch.empty)
+            result = dataclasses.replace(result, halts=halts)
+        return result
 
     def write_rows(self, symbol: str, interval: str, rows: Iterable[Kline]) -> WriteResult:
         """Write rows of one stream (any order; for a repeated open_time the last wins)."""

@@ -1,4 +1,9 @@
-"""`python -m streamer`: flags and environment at the edge, typed Settings inward."""
+"""`python -m streamer` (or `streamer`): flags and environment at the edge, typed Settings inward.
+
+Exit codes: 0 stopped on SIGTERM/SIGINT, 1 a supervised task died, 2 bad configuration (a
+symbol Binance does not list, bad flags), 4 blocked (Binance answered 451/403, or exchangeInfo
+never answered): docs/runbook.md, "Blocked".
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,32 @@ from pathlib import Path
 
 import click
 
+from klinelake import config as cfg
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from streamer.config import Settings, parse_streams
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
+EPILOG = (
+    cfg.env_help(cfg.STATE_DIRECTORY, cfg.NOTIFY_SOCKET, *cfg.EMULATORS)
+    + "\n\n\bExit codes: 0 stopped (SIGTERM), 1 a task died, 2 bad configuration,"
+    + "\n4 blocked by Binance (HTTP 451/403) or exchangeInfo never answered."
+)
+
 
 def default_state_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
-    return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./state"
+    return (cfg.STATE_DIRECTORY.value(os.environ) or "").split(":")[0] or "./state"
 
 
-@click.command(context_settings={"show_default": True})
-@click.option("--symbols", envvar="SYMBOLS", default="BTCUSDC", help="comma-separated symbols")
-@click.option("--intervals", envvar="INTERVALS", default="1h", help="comma-separated intervals")
-@click.option("--topic", envvar="KLINES_TOPIC", default=None, help="projects/P/topics/T")
-@click.option("--lake", "lake_uri", envvar="LAKE_URI", default="./lake", help="without --topic")
-@click.option("--rest-url", envvar="BINANCE_REST_URL", default="https://api.binance.com")
-@click.option("--ws-url", envvar="BINANCE_WS_URL", default="wss://stream.binance.com:9443")
+@click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
+@cfg.version_option("streamer")
+@cfg.option(cfg.SYMBOLS)
+@cfg.option(cfg.INTERVALS)
+@cfg.option(cfg.TOPIC)
+@cfg.option(cfg.LAKE, "lake_uri")
+@cfg.option(cfg.REST_URL)
+@cfg.option(cfg.WS_URL)
 @click.option("--state-dir", default=None, help="default: $STATE_DIRECTORY, else ./state")
 @click.option(
     "--streams-per-connection",
@@ -42,6 +55,19 @@ def default_state_dir() -> str:
 @click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
 @click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
 @click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
+@click.option(
+    "--exchange-info-deadline",
+    type=float,
+    default=60.0,
+    help="seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="preflight: exchangeInfo answers and a WS frame arrives for every stream; "
+    "print one line, exit 0 or non-zero",
+)
+@click.option("--check-timeout", type=float, default=20.0, help="seconds per --check step")
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
     symbols: str,
@@ -59,32 +85,41 @@ def main(  # noqa: PLR0917 - click passes every option
     stall_grace: float,
     subscribe_timeout: float,
     publish_timeout: float,
+    exchange_info_deadline: float,
+    check: bool,
+    check_timeout: float,
     log_level: str,
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
     setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
-        streams = parse_streams(symbols, intervals)
+        settings = Settings(
+            streams=parse_streams(symbols, intervals),
+            topic=topic or None,
+            lake_uri=lake_uri,
+            rest_url=rest_url,
+            ws_url=ws_url,
+            state_dir=Path(state_dir or default_state_dir()),
+            streams_per_connection=streams_per_connection,
+            health_port=health_port,
+            clock_speed=clock_speed,
+            drain_timeout_s=drain_timeout,
+            max_conn_age_s=max_conn_age,
+            stall_grace_s=stall_grace,
+            subscribe_timeout_s=subscribe_timeout,
+            publish_timeout_s=publish_timeout,
+            exchange_info_deadline_s=exchange_info_deadline,
+            log_level=log_level,
+        )
     except (ValueError, InvalidData) as exc:
-        raise click.BadParameter(str(exc), param_hint="--symbols/--intervals") from exc
-    settings = Settings(
-        streams=streams,
-        topic=topic or None,
-        lake_uri=lake_uri,
-        rest_url=rest_url,
-        ws_url=ws_url,
-        state_dir=Path(state_dir or default_state_dir()),
-        streams_per_connection=streams_per_connection,
-        health_port=health_port,
-        clock_speed=clock_speed,
-        drain_timeout_s=drain_timeout,
-        max_conn_age_s=max_conn_age,
-        stall_grace_s=stall_grace,
-        subscribe_timeout_s=subscribe_timeout,
-        publish_timeout_s=publish_timeout,
-        log_level=log_level,
-    )
+        raise click.UsageError(str(exc)) from exc
+    if check:
+        from streamer.preflight import preflight
+
+        code, line = asyncio.run(preflight(settings, check_timeout))
+        click.echo(f"streamer --check: {line}", err=code != 0)
+        raise SystemExit(code)
     from streamer.service import Service
 
     raise SystemExit(asyncio.run(Service(settings).run()))
