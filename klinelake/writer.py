@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 import random
 import time
 import uuid
@@ -47,6 +48,7 @@ _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of
 _CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer remembers
 
 Action = Literal["create", "append", "prepend", "merge", "noop"]
+_OPEN_TIME = operator.attrgetter("open_time")
 T = TypeVar("T")
 
 
@@ -122,7 +124,12 @@ class LakeWriter:
                 self.sleep(random.uniform(0, delay))
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        result = self.write_rows(batch.symbol, batch.interval, batch.rows)
+        # A KlineBatch is already ascending, unique and of one stream (checked when built).
+        if batch.lake_lines is not None:
+            lines = list(zip(map(_OPEN_TIME, batch.rows), batch.lake_lines, strict=True))
+            result = self._write_lines(batch.symbol, batch.interval, lines)
+        else:
+            result = self._write_ordered(batch.symbol, batch.interval, batch.rows)
         if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
             from klinelake.halts_writer import write_empty
 
@@ -136,9 +143,16 @@ class LakeWriter:
         for r in ordered:
             if r.symbol != symbol or r.interval != interval:
                 raise InvalidData(f"row {r.symbol}@{r.interval} in a batch for {symbol}@{interval}")
+        return self._write_ordered(symbol, interval, ordered)
+
+    def _write_ordered(self, symbol: str, interval: str, ordered: Sequence[Kline]) -> WriteResult:
+        return self._write_lines(symbol, interval, batch_lines(ordered))
+
+    def _write_lines(
+        self, symbol: str, interval: str, lines: Sequence[tuple[int, bytes]]
+    ) -> WriteResult:
         name = object_name(symbol, interval)
         counting = CountingStore(self.store)
-        lines = batch_lines(ordered)
         result = self.retry_conditional(
             name, lambda retries: self._attempt(counting, name, lines, retries)
         )
