@@ -65,7 +65,10 @@ class WeightLedger:
     def __post_init__(self) -> None:
         self.budget = budget_for(self.limit, self.share)
         self.window = -1  # index (now // window_ms) of the window `used` belongs to
-        self.used = 0  # the server's counter for that window, as far as we know
+        self.used = 0  # the highest counter the server reported for that window
+        # Weight of requests that failed without a header in that window: the server may have
+        # charged them after any counter we saw, so they are added on top (never lost).
+        self.blind = 0
         self.prev_used = 0  # the same for the window before (trusted reset only after grace)
         self.in_flight = 0  # reserved by requests sent and not yet answered
         self.paused_until_ms = 0  # 429 Retry-After
@@ -76,9 +79,10 @@ class WeightLedger:
     def _roll(self, now_ms: int) -> None:
         window = now_ms // self.window_ms
         if window > self.window:
-            self.prev_used = self.used if window == self.window + 1 else 0
+            self.prev_used = self.used + self.blind if window == self.window + 1 else 0
             self.window = window
             self.used = 0
+            self.blind = 0
 
     def used_now(self, now_ms: int) -> int:
         """What the server's counter may be at `now_ms`, from the responses seen so far.
@@ -90,8 +94,8 @@ class WeightLedger:
         """
         self._roll(now_ms)
         if now_ms - self.window * self.window_ms < self.grace_ms:
-            return max(self.used, self.prev_used)
-        return self.used
+            return max(self.used + self.blind, self.prev_used)
+        return self.used + self.blind
 
     def try_reserve(self, now_ms: int, weight: int) -> int | None:
         """Reserve `weight` and return None, or return the time (ms) worth trying again.
@@ -121,7 +125,7 @@ class WeightLedger:
         self.in_flight = max(0, self.in_flight - weight)
         self._roll(now_ms)
         if used_header is None:
-            self.used += weight
+            self.blind += weight
         else:
             self.max_header = max(self.max_header, used_header)
             self.used = max(self.used, used_header)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from klinelake.weight import Banned, WeightBudget, WeightLedger
@@ -35,7 +35,14 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@example(
+    # a header-less failure, then an older request's lower header: the failure must still count
+    steps=[(1, 0, 0), (1, 143, 0), (2, 0, 0), (4, 0, 1), (3, 0, 0), (1, 210, 0), (2, 0, 0)],
+    share=0.05,
+    grace=0,
+    start=0,
+)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     steps=steps,
     share=st.sampled_from([0.05, 0.3, 0.8, 1.0]),
