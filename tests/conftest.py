@@ -6,6 +6,8 @@ stopped, by PID, at the end. Tests that use it are marked `@pytest.mark.stack`.
 
 `wait_for(predicate, timeout, interval)`: poll a condition with a deadline (never sleep to
 synchronise). Import it as `from localcloud import wait_for`, or take the `wait_for` fixture.
+
+Hypothesis runs derandomized (the "seeded" profile below).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Every property test is reproducible: the same examples on every run and every machine (a
+# failure found once is kept with @example, not left to chance).
+settings.register_profile("seeded", derandomize=True)
+settings.load_profile("seeded")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not add the repo root
