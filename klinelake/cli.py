@@ -16,7 +16,7 @@ from klinelake.intervals import Gap
 from klinelake.lake import DEFAULT_LAKE_URI, open_store
 from klinelake.status import StreamReport, inspect_lines
 from klinelake.storage import ObjectStore
-from klinelake.symbols import OBJECT_PREFIX, parse_object_name
+from klinelake.symbols import OBJECT_PREFIX, parse_stream_object
 
 
 def _iso(ms: int | None) -> str:
@@ -40,12 +40,13 @@ def collect(
 
     reports = []
     for info in store.list(OBJECT_PREFIX):
-        parsed = parse_object_name(info.name)
+        parsed = parse_stream_object(info.name)
         if parsed is None:
             continue
-        symbol, interval = parsed
+        market, symbol, interval = parsed
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
-        halts = confirmed.get(f"{symbol}@{interval}", [])
+        report.market = market
+        halts = confirmed.get(report.stream.lower(), [])
         reports.append(inspect_lines(report, read_lines(store, info.name), halts, now_ms))
     return reports
 
@@ -58,7 +59,7 @@ def _as_json(r: StreamReport) -> dict[str, Any]:
         "exchange_gaps": r.exchange_gaps, "duplicates": r.duplicates,
         "ordering_violations": r.ordering_violations, "invalid_rows": r.invalid_rows,
         "freshness_lag_ms": r.freshness_lag_ms, "size": r.size, "generation": r.generation,
-        "ok": r.ok, "problems": r.problems,
+        "ok": r.ok, "problems": r.problems, "market": str(r.market),
     }  # fmt: skip
 
 
@@ -73,7 +74,7 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
     for r in reports:
         lag = "-" if r.freshness_lag_ms is None else f"{r.freshness_lag_ms / 60000:.0f} min"
         table.add_row(
-            f"{r.symbol}@{r.interval}", str(r.rows), _iso(r.first_open_time),
+            r.stream, str(r.rows), _iso(r.first_open_time),
             _iso(r.last_open_time), f"{len(r.collector_gaps)} ({r.missing_klines})",
             str(len(r.exchange_gaps)), str(r.duplicates), str(r.ordering_violations), lag,
             f"{r.size:,}", str(r.generation), "yes" if r.ok else "NO",
@@ -81,7 +82,7 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
     Console(width=160).print(table)
     for r in reports:
         for p in r.problems:
-            click.echo(f"{r.symbol}@{r.interval}: {p}")
+            click.echo(f"{r.stream}: {p}")
 
 
 @click.group()

@@ -4,6 +4,10 @@ data:        UTF-8 JSON {"symbol":"BTCUSDC","interval":"1h","klines":[<lake row>
 attributes:  symbol, interval, open_time (first row, ms), count, source (ws|rest|replay), schema (1)
 ordering:    "{SYMBOL}@{interval}", e.g. "BTCUSDC@1h"
 
+Markets (futures): data gains `"market": "um" | "cm"` and the attribute `market`, the ordering
+key becomes `um:BTCUSDT@1m`, and COIN-M rows use the COIN-M row keys (klinelake.markets). Spot
+messages carry no `market` at all, so they are byte-for-byte what they were; absent = spot.
+
 Publishers set every attribute; a hand-typed replay may omit them and the data then decides.
 Attributes that are present but contradict the data make the message poison.
 """
@@ -20,6 +24,7 @@ import orjson
 
 from klinelake.errors import InvalidData, InvalidMessage
 from klinelake.intervals import check_interval
+from klinelake.markets import Market, check_market_interval, parse_market
 from klinelake.row import Kline, kline_from_dict
 from klinelake.symbols import stream_id, validate_symbol
 
@@ -38,12 +43,14 @@ class KlineBatch:
     symbol: str
     interval: str
     rows: tuple[Kline, ...]
+    market: Market = Market.SPOT
 
     def __post_init__(self) -> None:
         validate_symbol(self.symbol)
         if self.symbol != self.symbol.upper():
             raise InvalidMessage(f"symbol {self.symbol!r} must be the uppercase exchange symbol")
         check_interval(self.interval)
+        check_market_interval(self.market, self.interval)
         if not 1 <= len(self.rows) <= MAX_ROWS:
             raise InvalidMessage(f"a batch holds 1 to {MAX_ROWS} rows, got {len(self.rows)}")
         prev: int | None = None
@@ -53,6 +60,8 @@ class KlineBatch:
                     f"row {i} is {row.symbol}@{row.interval}, the batch is "
                     f"{self.symbol}@{self.interval}"
                 )
+            if row.market != self.market:
+                raise InvalidMessage(f"row {i} is a {row.market} row, the batch is {self.market}")
             if prev is not None and row.open_time <= prev:
                 raise InvalidMessage(
                     f"row {i} open_time {row.open_time} is not after {prev}: rows must be "
@@ -62,7 +71,7 @@ class KlineBatch:
 
     @property
     def stream(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def first_open_time(self) -> int:
@@ -105,19 +114,17 @@ def make_batches(rows: Sequence[Kline], max_rows: int = MAX_ROWS) -> Iterator[Kl
     ordered = sort_unique(rows)
     for i in range(0, len(ordered), max_rows):
         chunk = tuple(ordered[i : i + max_rows])
-        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk)
+        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk, chunk[0].market)
 
 
 def encode_batch(batch: KlineBatch, source: str) -> PubsubMessage:
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
-    data = orjson.dumps(
-        {
-            "symbol": batch.symbol,
-            "interval": batch.interval,
-            "klines": [row.to_dict() for row in batch.rows],
-        }
-    )
+    body: dict[str, Any] = {"symbol": batch.symbol, "interval": batch.interval}
+    if batch.market != Market.SPOT:  # spot messages stay byte-for-byte as before markets
+        body["market"] = str(batch.market)
+    body["klines"] = [row.to_dict() for row in batch.rows]
+    data = orjson.dumps(body)
     attributes = {
         "symbol": batch.symbol,
         "interval": batch.interval,
@@ -126,6 +133,8 @@ def encode_batch(batch: KlineBatch, source: str) -> PubsubMessage:
         "source": source,
         "schema": SCHEMA_VERSION,
     }
+    if batch.market != Market.SPOT:
+        attributes["market"] = str(batch.market)
     return PubsubMessage(data, attributes, batch.stream)
 
 
@@ -142,9 +151,13 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         raise InvalidMessage(f"data is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"data must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - {"symbol", "interval", "klines"})
+    unknown = sorted(set(obj) - {"symbol", "interval", "klines", "market"})
     if unknown:
         raise InvalidMessage(f"data has unknown keys {unknown}")
+    market = _market_of(obj.get("market", Market.SPOT), "data")
+    claimed = attributes.get("market")
+    if claimed is not None and _market_of(claimed, "attribute") != market:
+        raise InvalidMessage(f"attribute market={claimed!r} contradicts the data ({market!s})")
     symbol, interval, klines = obj.get("symbol"), obj.get("interval"), obj.get("klines")
     if not isinstance(symbol, str) or not isinstance(interval, str):
         raise InvalidMessage("data needs string 'symbol' and 'interval'")
@@ -154,12 +167,17 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         raise InvalidMessage(f"'klines' holds 1 to {MAX_ROWS} rows, got {len(klines)}")
     try:
         validate_symbol(symbol)
-        rows = tuple(kline_from_dict(r, where=f"klines[{i}]") for i, r in enumerate(klines))
+        rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
     except InvalidMessage:
         raise
     except InvalidData as exc:
         raise InvalidMessage(str(exc)) from None
-    batch = KlineBatch(symbol, interval, rows)
+    try:
+        batch = KlineBatch(symbol, interval, rows, market)
+    except InvalidMessage:
+        raise
+    except InvalidData as exc:  # e.g. `1s` on a futures market
+        raise InvalidMessage(str(exc)) from None
     _check_attributes(batch, attributes)
     return batch
 
@@ -179,6 +197,13 @@ def _check_attributes(batch: KlineBatch, attributes: Mapping[str, str]) -> None:
     source = attributes.get("source")
     if source is not None and source not in SOURCES:
         raise InvalidMessage(f"attribute source={source!r} is not one of {sorted(SOURCES)}")
+
+
+def _market_of(value: object, where: str) -> Market:
+    try:
+        return parse_market(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{where}: {exc}") from None
 
 
 def unwrap_pubsub_event(event_data: object) -> ReceivedMessage:

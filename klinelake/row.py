@@ -15,6 +15,7 @@ import orjson
 
 from klinelake.errors import InvalidData, InvalidRow
 from klinelake.intervals import NOMINAL_MS, is_aligned, next_open_time
+from klinelake.markets import CM_ROW_KEYS, SPECS, SPOT_ROW_KEYS, Market, row_keys
 from klinelake.symbols import validate_symbol
 
 # Binance sends fixed-decimal strings ("46216.93000000"); we keep them byte for byte: up to 30
@@ -25,16 +26,22 @@ _MICROS_THRESHOLD = 10**14
 _MIN_MS = 1_230_768_000_000  # 2009-01-01
 _MAX_MS = 4_102_444_800_000  # 2100-01-01
 
-FIELDS: tuple[str, ...] = (
-    "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close",
-    "volume", "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume",
-)  # fmt: skip
+FIELDS: tuple[str, ...] = SPOT_ROW_KEYS  # spot and USD-M; COIN-M: markets.CM_ROW_KEYS
 _LINE_PREFIX = b'{"open_time":'
 
 
 @dataclass(frozen=True, slots=True)
 class Kline:
-    """One closed (or, from REST, possibly forming) candle, exactly as the lake stores it."""
+    """One closed (or, from REST, possibly forming) candle, exactly as the lake stores it.
+
+    The four volume slots hold Binance's kline columns 5, 7, 9 and 10 (WS `v`, `q`, `V`, `Q`)
+    and are named by their spot/USD-M meaning. On COIN-M (`market="cm"`) those columns mean
+    contracts, base volume, taker-buy contracts, taker-buy base volume (binance-futures-api.md
+    §6), so a COIN-M row is serialised and parsed under `markets.CM_ROW_KEYS` (`volume`,
+    `base_volume`, `taker_buy_volume`, `taker_buy_base_volume`): the lake and the messages never
+    label a value with a name that means something else (`to_dict()` gives the row by meaning);
+    `market` itself is not a row key (the object name and the message carry it).
+    """
 
     open_time: int
     close_time: int
@@ -49,6 +56,7 @@ class Kline:
     trades: int
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
+    market: Market = Market.SPOT
 
     def __post_init__(self) -> None:
         validate_kline(self)
@@ -57,7 +65,17 @@ class Kline:
         """Canonical serialisation: compact JSON, keys in contract order, then `\\n`."""
         return orjson.dumps(self.to_dict()) + b"\n"
 
+    def values(self) -> tuple[object, ...]:
+        """The 13 row values in contract order (the keys are `markets.row_keys(market)`)."""
+        return (
+            self.open_time, self.close_time, self.symbol, self.interval, self.open, self.high,
+            self.low, self.close, self.volume, self.quote_volume, self.trades,
+            self.taker_buy_base_volume, self.taker_buy_quote_volume,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
+        if self.market == Market.CM:
+            return dict(zip(CM_ROW_KEYS, self.values(), strict=True))
         return {
             "open_time": self.open_time,
             "close_time": self.close_time,
@@ -112,6 +130,11 @@ def validate_kline(k: Kline, where: str = "") -> None:
         raise InvalidRow("trades", trades, "must not be negative", where=where)
     if interval not in NOMINAL_MS:
         raise InvalidRow("interval", interval, "not a Binance interval", where=where)
+    if k.market != Market.SPOT:
+        if k.market not in SPECS:
+            raise InvalidRow("market", k.market, "not one of spot, um, cm", where=where)
+        if interval == "1s":
+            raise InvalidRow("interval", interval, "futures have no 1s klines", where=where)
     try:
         _checked_symbol(k.symbol)
     except InvalidData as exc:
@@ -157,7 +180,9 @@ def _int_field(value: object, field: str, where: str) -> int:
     return value
 
 
-def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> Kline:
+def _build(
+    values: Sequence[object], symbol: str, interval: str, where: str, market: Market
+) -> Kline:
     """From the 12 Binance columns (REST/CSV order) with typed values."""
     try:
         return Kline(
@@ -174,6 +199,7 @@ def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> 
             trades=_int_field(values[8], "trades", where),
             taker_buy_base_volume=values[9],  # type: ignore[arg-type]
             taker_buy_quote_volume=values[10],  # type: ignore[arg-type]
+            market=market,
         )
     except InvalidRow as exc:
         if where and not exc.where:
@@ -184,7 +210,9 @@ def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> 
 # --- REST /api/v3/klines -------------------------------------------------------------------
 
 
-def parse_rest_row(row: object, symbol: str, interval: str, where: str = "") -> Kline:
+def parse_rest_row(
+    row: object, symbol: str, interval: str, where: str = "", market: Market = Market.SPOT
+) -> Kline:
     """One element of a `/api/v3/klines` response:
 
     [1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",
@@ -193,18 +221,21 @@ def parse_rest_row(row: object, symbol: str, interval: str, where: str = "") -> 
     if not isinstance(row, list) or len(row) != 12:
         n = len(row) if isinstance(row, list) else type(row).__name__
         raise InvalidRow("row", row, f"expected a 12-element array, got {n}", where=where)
-    return _build(row, symbol, interval, where)
+    return _build(row, symbol, interval, where, market)
 
 
-def parse_rest_page(body: bytes | str, symbol: str, interval: str) -> list[Kline]:
-    """A whole `/api/v3/klines` response body; rows must ascend by open_time."""
+def parse_rest_page(
+    body: bytes | str, symbol: str, interval: str, market: Market = Market.SPOT
+) -> list[Kline]:
+    """A whole `/api/v3/klines` (`/fapi/v1/klines`, `/dapi/v1/klines`) response body; rows
+    must ascend by open_time. Futures rows have the same 12 columns (binance-futures-api.md §6)."""
     try:
         rows = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidData(f"klines response is not JSON: {exc}") from None
     if not isinstance(rows, list):
         raise InvalidData(f"klines response must be a JSON array, got {type(rows).__name__}")
-    out = [parse_rest_row(r, symbol, interval, where=f"row {i}") for i, r in enumerate(rows)]
+    out = [parse_rest_row(r, symbol, interval, f"row {i}", market) for i, r in enumerate(rows)]
     for i in range(1, len(out)):
         if out[i].open_time <= out[i - 1].open_time:
             raise InvalidRow("open_time", out[i].open_time, "not ascending", where=f"row {i}")
@@ -214,7 +245,9 @@ def parse_rest_page(body: bytes | str, symbol: str, interval: str) -> list[Kline
 # --- data.binance.vision CSV ---------------------------------------------------------------
 
 
-def parse_csv_line(line: str, symbol: str, interval: str, where: str = "") -> Kline:
+def parse_csv_line(
+    line: str, symbol: str, interval: str, where: str = "", market: Market = Market.SPOT
+) -> Kline:
     """One headerless dump line (ms before 2025, µs since):
 
     1640995200000,46216.93000000,46731.39000000,46208.37000000,46656.13000000,1503.33095000,
@@ -229,11 +262,18 @@ def parse_csv_line(line: str, symbol: str, interval: str, where: str = "") -> Kl
         if not text.isascii() or not text.isdigit():
             raise InvalidRow(name, parts[idx], "must be an integer", where=where)
         values[idx] = int(text)
-    return _build(values, symbol, interval, where)
+    return _build(values, symbol, interval, where, market)
 
 
-def iter_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> Iterator[Kline]:
-    """Rows of a dump file: optional header line, LF or CRLF, ms or µs timestamps."""
+def iter_csv(
+    text: str | bytes,
+    symbol: str,
+    interval: str,
+    source: str = "csv",
+    market: Market = Market.SPOT,
+) -> Iterator[Kline]:
+    """Rows of a dump file: optional header line (futures files have one), LF or CRLF, ms or µs
+    timestamps."""
     if isinstance(text, bytes):
         text = text.decode("utf-8-sig")
     for n, line in enumerate(text.splitlines(), start=1):
@@ -241,38 +281,50 @@ def iter_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv")
             continue
         if n == 1 and not line.lstrip("\ufeff")[:1].isdigit():
             continue  # a header line ("open_time,open,..." or "Opentime,Open,...")
-        yield parse_csv_line(line, symbol, interval, where=f"{source} line {n}")
+        yield parse_csv_line(line, symbol, interval, f"{source} line {n}", market)
 
 
-def parse_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> list[Kline]:
-    return list(iter_csv(text, symbol, interval, source))
+def parse_csv(
+    text: str | bytes,
+    symbol: str,
+    interval: str,
+    source: str = "csv",
+    market: Market = Market.SPOT,
+) -> list[Kline]:
+    return list(iter_csv(text, symbol, interval, source, market))
 
 
 # --- lake rows and message rows (JSON objects) ---------------------------------------------
 
 
-def kline_from_dict(obj: object, where: str = "") -> Kline:
-    """A row in the lake schema (from the lake or a Pub/Sub message); unknown keys are refused."""
+def kline_from_dict(obj: object, where: str = "", market: Market = Market.SPOT) -> Kline:
+    """A row in the lake schema of `market` (from the lake or a Pub/Sub message); unknown keys
+    are refused, so a COIN-M row cannot pass as a spot/USD-M one or the other way round."""
     if not isinstance(obj, Mapping):
         raise InvalidRow("row", obj, "must be a JSON object", where=where)
-    missing = [f for f in FIELDS if f not in obj]
+    keys = row_keys(market)
+    missing = [f for f in keys if f not in obj]
     if missing:
-        raise InvalidRow(missing[0], None, "missing", where=where)
-    extra = [k for k in obj if k not in FIELDS]
+        raise InvalidRow(missing[0], None, f"missing (a {market} row)", where=where)
+    extra = [k for k in obj if k not in keys]
     if extra:
-        raise InvalidRow(str(extra[0]), obj[extra[0]], "unknown field", where=where)
+        raise InvalidRow(
+            str(extra[0]), obj[extra[0]], f"unknown field in a {market} row", where=where
+        )
     try:
-        return Kline(**{f: obj[f] for f in FIELDS})
+        # The n-th key of any market holds the n-th slot (markets.py), slots being spot's names.
+        slots = {slot: obj[key] for slot, key in zip(SPOT_ROW_KEYS, keys, strict=True)}
+        return Kline(**slots, market=market)
     except InvalidRow as exc:
         raise InvalidRow(exc.field, exc.value, exc.reason, where=where) from None
 
 
-def parse_lake_line(line: bytes, where: str = "") -> Kline:
+def parse_lake_line(line: bytes, where: str = "", market: Market = Market.SPOT) -> Kline:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise InvalidRow("row", line[:80], f"not JSON: {exc}", where=where) from None
-    return kline_from_dict(obj, where)
+    return kline_from_dict(obj, where, market)
 
 
 def open_time_of_line(line: bytes) -> int:

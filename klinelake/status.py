@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from klinelake.empty_ranges import subtract_ranges
 from klinelake.errors import InvalidData
 from klinelake.intervals import Gap, count_between, next_open_time, prev_open_time
+from klinelake.markets import Market, stream_key
 from klinelake.row import parse_lake_line
 
 MAX_LISTED = 20
@@ -33,10 +34,16 @@ class StreamReport:
     missing_klines: int = 0
     freshness_lag_ms: int | None = None
     problems: list[str] = field(default_factory=list)
+    market: Market = Market.SPOT
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def stream(self) -> str:
+        """`btcusdt@1h` / `um:btcusdt@1m` (the symbol as the object name spells it)."""
+        return stream_key(self.market, self.symbol, self.interval)
 
 
 def inspect_lines(
@@ -49,7 +56,7 @@ def inspect_lines(
     prev: int | None = None
     for n, line in enumerate(lines, start=1):
         try:
-            row = parse_lake_line(line, where=f"line {n}")
+            row = parse_lake_line(line, f"line {n}", report.market)
         except InvalidData as exc:
             report.invalid_rows += 1
             if report.invalid_rows <= MAX_LISTED:

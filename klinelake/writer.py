@@ -23,6 +23,7 @@ from typing import Literal
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
+from klinelake.markets import Market
 from klinelake.merge import batch_lines, chunked, diff_batch, last_line, merge_lines
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import CountingStore, ObjectStore
@@ -81,15 +82,24 @@ class LakeWriter:
         self.precondition_retries = 0  # over the writer's life: the concurrency tests read it
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        return self.write_rows(batch.symbol, batch.interval, batch.rows)
+        return self.write_rows(batch.symbol, batch.interval, batch.rows, batch.market)
 
-    def write_rows(self, symbol: str, interval: str, rows: Iterable[Kline]) -> WriteResult:
+    def write_rows(
+        self,
+        symbol: str,
+        interval: str,
+        rows: Iterable[Kline],
+        market: Market = Market.SPOT,
+    ) -> WriteResult:
         """Write rows of one stream (any order; for a repeated open_time the last wins)."""
         ordered = sort_unique(rows)
         for r in ordered:
-            if r.symbol != symbol or r.interval != interval:
-                raise InvalidData(f"row {r.symbol}@{r.interval} in a batch for {symbol}@{interval}")
-        name = object_name(symbol, interval)
+            if r.symbol != symbol or r.interval != interval or r.market != market:
+                raise InvalidData(
+                    f"row {r.market}:{r.symbol}@{r.interval} in a batch for "
+                    f"{market}:{symbol}@{interval}"
+                )
+        name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
         lines = batch_lines(ordered)
         retries = 0
