@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from klinelake.intervals import INTERVALS, align_down, next_open_time, prev_open_time
+from klinelake.markets import Market as KlineMarket
 from klinelake.row import FIELDS, Kline, iter_csv
 
 DEFAULT_SYNTHETIC_START = 1_502_928_000_000  # 2017-08-17 00:00 UTC, BTCUSDT's first day on Binance
@@ -180,6 +181,7 @@ def _unchecked(*values: object) -> Kline:
     k = object.__new__(Kline)
     for name, value in zip(FIELDS, values, strict=True):
         object.__setattr__(k, name, value)
+    object.__setattr__(k, "market", KlineMarket.SPOT)  # a slot without __init__ has no default
     return k
 
 
@@ -264,12 +266,15 @@ class Market:
         self.series: dict[tuple[str, str], Series] = dict(series or {})
         self.seed = seed
         self.halts: list[Halt] = []
-        for spec in synthetic or []:
-            s = self.series.setdefault(
-                (spec.symbol, spec.interval), Series(spec.symbol, spec.interval)
-            )
-            s.synthetic_start = spec.start
         self._symbols = frozenset(sym for sym, _ in self.series)
+        for spec in synthetic or []:
+            self.add_synthetic(spec)
+
+    def add_synthetic(self, spec: SyntheticSpec) -> None:
+        """A synthetic stream, also at run time (a futures listing)."""
+        s = self.series.setdefault((spec.symbol, spec.interval), Series(spec.symbol, spec.interval))
+        s.synthetic_start = spec.start
+        self._symbols = self._symbols | {spec.symbol}
 
     @property
     def symbols(self) -> list[str]:

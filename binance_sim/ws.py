@@ -38,6 +38,7 @@ log = logging.getLogger("binance_sim.ws")
 _NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
 _KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
 _ID = re.compile(r"[A-Za-z0-9]{1,36}")
+_COMBINED_PATH = re.compile(r"(?:^|/)stream$")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _EIGHT_HOURS = 8 * 3600 * 1000
 _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other streams get a turn
@@ -207,7 +208,8 @@ class Hub:
         if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
             return refuse(400, -1194, "Invalid value for time unit; expected either "
                           "MICROSECOND or MILLISECOND.")  # fmt: skip
-        combined = request.path.startswith("/stream")
+        # `/stream`, and under a host prefix or route (`/fstream/market/stream`, futures.py)
+        combined = _COMBINED_PATH.search(request.path) is not None
         raw = request.query.get("streams", "") if combined else request.match_info.get("names", "")
         names = [n for n in raw.split("/") if n]
         if len(names) > sim.config.max_streams:
@@ -440,7 +442,8 @@ class Hub:
                     k_now = market.forming(symbol, interval, now)
                     if k_now is not None:
                         await self._send(conn, sub, k_now, False, now)
-                    sub.next_forming_sim = now + (1000 if interval == "1s" else 2000)
+                    cadence = 1000 if interval == "1s" else cfg.forming_update_ms
+                    sub.next_forming_sim = now + cadence
                     sub.last_forming_real = real
                 forming_due = max(
                     clock.real_seconds_until(sub.next_forming_sim),
