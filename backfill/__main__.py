@@ -15,6 +15,7 @@ import click
 from backfill.run import BadInput, Settings, iso, run_backfill
 from klinelake.binance_rest import IPBanned
 from klinelake.errors import KlineLakeError
+from klinelake.markets import Market, spec
 
 EXIT_BAD_INPUT = 2
 EXIT_BANNED = 3
@@ -54,6 +55,12 @@ def _csv(text: str) -> tuple[str, ...]:
         "help_option_names": ["-h", "--help"],
     }
 )
+@click.option(
+    "--market",
+    type=click.Choice([m.value for m in Market]),
+    default="spot",
+    help="spot, um (USD-M futures, /fapi) or cm (COIN-M futures, /dapi); see docs/markets.md",
+)
 @click.option("--symbols", default="BTCUSDC", help="comma-separated, e.g. BTCUSDC,ETHUSDT")
 @click.option("--intervals", default="1h", help="comma-separated, e.g. 1h,1m (case-sensitive)")
 @click.option(
@@ -76,10 +83,19 @@ def _csv(text: str) -> tuple[str, ...]:
     help="gs://BUCKET or a directory",
 )
 @click.option(
-    "--rest-url", envvar="BINANCE_REST_URL", show_envvar=True, default="https://api.binance.com"
+    "--rest-url",
+    envvar="BINANCE_REST_URL",
+    show_envvar=True,
+    default=None,
+    help="REST base [default: the market's: api.binance.com, fapi.binance.com, dapi.binance.com]",
 )
 @click.option("--state-dir", default="./state", type=click.Path(path_type=Path))
-@click.option("--budget-share", default=0.8, type=float, help="share of the 6000/min weight")
+@click.option(
+    "--budget-share",
+    default=0.8,
+    type=float,
+    help="share of the weight (6000/min spot, 2400 futures)",
+)
 @click.option("--concurrency", default=10, type=int, help="requests in flight at most")
 @click.option("--missing-only", is_flag=True, help="fetch only the gaps found in the lake")
 @click.option("--dry-run", is_flag=True, help="print the plan, fetch nothing")
@@ -92,12 +108,14 @@ def _csv(text: str) -> tuple[str, ...]:
 @click.option(
     "--vision-url", default="https://data.binance.vision", help="base URL of the monthly dumps"
 )
-@click.option("--page-limit", default=1000, type=int, hidden=True)
+@click.option("--page-limit", default=None, type=int, hidden=True)
 @click.option("--batch-rows", default=5000, type=int, hidden=True)
 def main(**o: object) -> None:
     """Fill the lake with history from Binance REST, as fast as the weight budget allows."""
+    market = Market(str(o["market"]))
     try:
         settings = Settings(
+            market=market,
             symbols=_csv(str(o["symbols"])),
             intervals=_csv(str(o["intervals"])),
             start_ms=parse_time(str(o["start"])) if o["start"] else None,
@@ -105,7 +123,7 @@ def main(**o: object) -> None:
             days=o["days"],  # type: ignore[arg-type]
             topic=o["topic"] or None,  # type: ignore[arg-type]
             lake=str(o["lake"]),
-            rest_url=str(o["rest_url"]),
+            rest_url=str(o["rest_url"] or spec(market).rest_url),
             state_dir=o["state_dir"],  # type: ignore[arg-type]
             budget_share=o["budget_share"],  # type: ignore[arg-type]
             concurrency=o["concurrency"],  # type: ignore[arg-type]

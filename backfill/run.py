@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.contract import MAX_ROWS, make_batches
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import InvalidData, TransientError
+from klinelake.exchange_info import SymbolInfo, parse_exchange_info
 from klinelake.intervals import (
     DAY,
     Gap,
@@ -43,6 +45,7 @@ from klinelake.intervals import (
     last_closed_open_time,
 )
 from klinelake.lake import open_store, read_lines
+from klinelake.markets import Market, check_market_interval, spec
 from klinelake.row import Kline, open_time_of_line
 from klinelake.sink import Sink, make_sink
 from klinelake.symbols import object_name, validate_symbol
@@ -72,8 +75,13 @@ class Settings:
     dry_run: bool = False
     source: str = "rest"
     vision_url: str = "https://data.binance.vision"
-    page_limit: int = 1000
+    page_limit: int | None = None  # None: the market's cheapest (spot 1000, futures 499)
     batch_rows: int = MAX_ROWS
+    market: Market = Market.SPOT
+
+    @property
+    def limit(self) -> int:
+        return self.page_limit or spec(self.market).cheapest_page_limit
 
     @property
     def sink_target(self) -> str:
@@ -110,7 +118,7 @@ def check_settings(settings: Settings) -> None:
     """What can be refused before any request."""
     for interval in settings.intervals:
         try:
-            check_interval(interval)
+            check_market_interval(settings.market, check_interval(interval))
         except InvalidData as exc:
             raise BadInput(str(exc)) from None
     for symbol in settings.symbols:
@@ -134,10 +142,13 @@ def check_settings(settings: Settings) -> None:
         raise BadInput(f"--budget-share must be in (0, 1], got {settings.budget_share}")
     if settings.concurrency < 1:
         raise BadInput("--concurrency must be at least 1")
-    if not 1 <= settings.page_limit <= 1000:
-        raise BadInput("--page-limit must be 1..1000")
+    ceiling = spec(settings.market).max_limit
+    if not 1 <= settings.limit <= ceiling:
+        raise BadInput(f"--page-limit must be 1..{ceiling}")
     if settings.source not in ("rest", "vision"):
         raise BadInput(f"source {settings.source!r} is not supported (only 'rest' or 'vision')")
+    if settings.source == "vision" and settings.market is not Market.SPOT:
+        raise BadInput("--source vision serves spot only so far; use --source rest for futures")
     if settings.source == "vision" and settings.missing_only:
         raise BadInput("--missing-only is not supported with --source vision")
 
@@ -198,25 +209,48 @@ def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
+def lake_gaps(
+    lake: str, symbol: str, interval: str, first: int, last: int, *, market: Market = Market.SPOT
+) -> list[Gap]:
     """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
     store = open_store(lake)
-    times = (open_time_of_line(line) for line in read_lines(store, object_name(symbol, interval)))
+    name = object_name(symbol, interval, market)
+    times = (open_time_of_line(line) for line in read_lines(store, name))
     return find_gaps(times, first, last, interval)
 
 
+def clamp_to_listing(first: int, last: int, interval: str, info: SymbolInfo | None) -> Gap:
+    """Futures: nothing before the onboard bar, nothing from a passed delivery on (a settled
+    contract's stream has ended; its absence after delivery is not a hole)."""
+    if info is None:
+        return first, last
+    if info.onboard_ms is not None:
+        first = max(first, align_down(info.onboard_ms, interval))
+    if info.delivery_ms is not None:
+        last = min(last, align_down(info.delivery_ms - 1, interval))
+    return first, last
+
+
 async def make_plan(
-    settings: Settings, now_ms: int, empty: EmptyRanges, month_keys: set[str] | None = None
+    settings: Settings,
+    now_ms: int,
+    empty: EmptyRanges,
+    month_keys: set[str] | None = None,
+    listing: dict[str, SymbolInfo] | None = None,
 ) -> Plan:
     """The plan; with `month_keys` (--source vision) whole months are one dump page each, and
-    their keys are added to `month_keys`."""
+    their keys are added to `month_keys`. `listing` (futures exchangeInfo) bounds each symbol
+    to its onboard and delivery dates."""
     streams: list[StreamPlan] = []
+    market = settings.market
     for symbol in settings.symbols:
         for interval in settings.intervals:
             first, last = resolve_range(settings, interval, now_ms)
+            if market is not Market.SPOT:
+                first, last = clamp_to_listing(first, last, interval, (listing or {}).get(symbol))
             if month_keys is not None:
                 stream_plan, keys = plan_vision_stream(
-                    symbol, interval, first, last, page_limit=settings.page_limit
+                    symbol, interval, first, last, page_limit=settings.limit
                 )
                 streams.append(stream_plan)
                 month_keys.update(keys)
@@ -224,15 +258,21 @@ async def make_plan(
             missing: list[Gap] | None = None
             if settings.missing_only:
                 gaps = await asyncio.to_thread(
-                    lake_gaps, settings.lake, symbol, interval, first, last
+                    partial(lake_gaps, market=market), settings.lake, symbol, interval, first, last
                 )
-                missing = subtract_ranges(gaps, empty.get(symbol, interval), interval)
+                missing = subtract_ranges(gaps, empty.get(symbol, interval, market), interval)
             streams.append(
                 plan_stream(
-                    symbol, interval, first, last, page_limit=settings.page_limit, missing=missing
+                    symbol,
+                    interval,
+                    first,
+                    last,
+                    page_limit=settings.limit,
+                    missing=missing,
+                    market=market,
                 )
             )
-    return Plan(tuple(streams), settings.page_limit)
+    return Plan(tuple(streams), settings.limit, market)
 
 
 class StreamEmitter:
@@ -330,10 +370,15 @@ async def run_backfill(
     started = time.monotonic()
     symbols = tuple(s.upper() for s in settings.symbols)
     settings = replace(settings, symbols=symbols)
-    budget = WeightBudget(share=settings.budget_share)
+    market = settings.market
+    budget = WeightBudget(limit=spec(market).weight_limit_1m, share=settings.budget_share)
     empty = EmptyRanges(settings.state_dir)
     async with BinanceRest(
-        settings.rest_url, budget=budget, transport=transport, on_used_weight=on_used_weight
+        settings.rest_url,
+        budget=budget,
+        transport=transport,
+        on_used_weight=on_used_weight,
+        market=market,
     ) as rest:
         info = await check_symbols(rest, symbols)
         now_ms = info.get("serverTime")
@@ -343,10 +388,11 @@ async def run_backfill(
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
         month_keys: set[str] | None = set() if settings.source == "vision" else None
-        plan = await make_plan(settings, now_ms, empty, month_keys)
+        listing = parse_exchange_info(info, market)
+        plan = await make_plan(settings, now_ms, empty, month_keys, listing)
         checkpoint = Checkpoint(
             settings.state_dir,
-            plan_identity(settings.sink_target, settings.page_limit, settings.source),
+            plan_identity(settings.sink_target, settings.limit, settings.source),
         )
         done = checkpoint.load()
         todo = [p for p in plan.pages if p.key not in done]
@@ -357,7 +403,7 @@ async def run_backfill(
         own_sink = sink is None
         sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
         vision = (
-            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.page_limit)
+            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.limit)
             if month_keys is not None
             else None
         )
@@ -440,7 +486,7 @@ async def _fetch_all(
                     rows = await fetch_page(page)
                 else:
                     rows = await rest.klines(
-                        page.symbol, page.interval, page.start, page.end, limit=settings.page_limit
+                        page.symbol, page.interval, page.start, page.end, limit=settings.limit
                     )
             except Exception as exc:  # stop taking pages; the first failure is raised below
                 failures.append(exc)
@@ -449,7 +495,7 @@ async def _fetch_all(
             rows = [r for r in rows if page.start <= r.open_time <= page.end]
             halts = page_halts(page, rows)
             if halts:
-                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts)
+                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts, page.market)
                 for gap in halts:
                     result.empty_ranges.append((page.stream, gap))
                     reporter.empty(page.stream, gap)

@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from klinelake.intervals import Gap, next_open_time, prev_open_time
+from klinelake.markets import Market
 from klinelake.symbols import stream_id
 
 FILE_NAME = "confirmed_empty.json"
@@ -83,14 +84,16 @@ class EmptyRanges:
         """Every stream's ranges, keyed `SYMBOL@interval` (what `klinelake status` reads)."""
         return self.load()
 
-    def get(self, symbol: str, interval: str) -> list[Gap]:
-        return self.load().get(stream_id(symbol, interval), [])
+    def get(self, symbol: str, interval: str, market: Market = Market.SPOT) -> list[Gap]:
+        return self.load().get(stream_id(symbol, interval, market), [])
 
-    def add(self, symbol: str, interval: str, ranges: Iterable[Gap]) -> None:
+    def add(
+        self, symbol: str, interval: str, ranges: Iterable[Gap], market: Market = Market.SPOT
+    ) -> None:
         new = list(ranges)
         if not new:
             return
-        key = stream_id(symbol, interval)
+        key = stream_id(symbol, interval, market)
         with self._locked():
             data = self.load()
             data[key] = merge_ranges([*data.get(key, []), *new], interval)

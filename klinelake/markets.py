@@ -17,6 +17,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from klinelake.intervals import NOMINAL_MS
+
 DAY_MS = 86_400_000
 
 
@@ -115,9 +117,11 @@ class MarketSpec:
             return _futures_kline_weight(limit)
         return _spot_kline_weight(limit)
 
-    def klines_per_minute_at_budget(self, budget: int) -> int:
-        """How many bars a weight budget buys per minute at full pages (for plans and benches)."""
-        return budget // self.weight_for_limit(self.max_limit) * self.max_limit
+    @property
+    def cheapest_page_limit(self) -> int:
+        """The `limit` that buys the most bars per unit of weight: 1000 on spot (flat 2), 499
+        on futures (499 bars for 2, against 1000 for 5 or 1500 for 10: FS §6)."""
+        return max(range(1, self.max_limit + 1), key=lambda n: (n / self.weight_for_limit(n), n))
 
 
 SPECS: dict[Market, MarketSpec] = {
@@ -246,17 +250,30 @@ def split_stream_key(key: str) -> tuple[Market, str, str]:
     return market, symbol, interval
 
 
-def window_for_page(market: Market | str, start_ms: int, end_ms: int, bar_ms: int) -> int:
-    """The `endTime` to send for a page that should start at `start_ms`.
+def window_for_page(
+    market: Market | str, start_ms: int, end_ms: int, interval: str, limit: int
+) -> int:
+    """The `endTime` to send for a page of at most `limit` bars that must start at `start_ms`.
 
     Spot and USD-M page forward from `startTime`, so `end_ms` is sent as is. COIN-M returns the
-    newest `limit` bars of [startTime, endTime] (FS §6), so a page must be bounded to
-    `limit` bars from its start (as ccxt does) and to the 200-day window.
+    NEWEST `limit` bars of [startTime, endTime] (FS §6), so the window is bounded to `limit`
+    bars from its start (as ccxt does: ccxt#8454) and to 200 days. Months count as 28 days
+    here, so a window never holds more than `limit` bars.
     """
     s = spec(market)
     if s.max_window_ms is None:
         return end_ms
-    return min(end_ms, start_ms + s.max_limit * bar_ms - 1, start_ms + s.max_window_ms)
+    bar_ms = 28 * DAY_MS if interval == "1M" else NOMINAL_MS[interval]
+    return min(end_ms, start_ms + limit * bar_ms - 1, start_ms + s.max_window_ms)
+
+
+def page_bars(market: Market | str, interval: str, limit: int) -> int:
+    """Bars per backfill page: `limit`, or fewer on COIN-M where 200 days must hold them."""
+    s = spec(market)
+    if s.max_window_ms is None:
+        return limit
+    bar_ms = 31 * DAY_MS if interval == "1M" else NOMINAL_MS[interval]
+    return max(1, min(limit, s.max_window_ms // bar_ms))
 
 
 def archive_path(market: Market | str, period: str, symbol: str, interval: str, date: str) -> str:

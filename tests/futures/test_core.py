@@ -16,6 +16,7 @@ from klinelake.markets import (
     SPECS,
     Market,
     archive_path,
+    page_bars,
     parse_market,
     split_stream_key,
     stream_key,
@@ -175,9 +176,12 @@ def test_market_table() -> None:
     assert um.weight_limit_1m == cm.weight_limit_1m == 2400 and um.ws_route == "/market"
     assert "1s" not in um.intervals and "1s" in spot.intervals
     # COIN-M pages are bounded to `limit` bars from their start (the server returns the newest)
-    assert window_for_page(Market.CM, 0, 10**12, 60_000) == 1500 * 60_000 - 1
-    assert window_for_page(Market.CM, 0, 10**12, 86_400_000) == 200 * 86_400_000
-    assert window_for_page(Market.UM, 0, 10**12, 60_000) == 10**12
+    assert window_for_page(Market.CM, 0, 10**12, "1m", 1500) == 1500 * 60_000 - 1
+    assert window_for_page(Market.CM, 0, 10**12, "1d", 1500) == 200 * 86_400_000
+    assert window_for_page(Market.UM, 0, 10**12, "1m", 1500) == 10**12
+    assert page_bars(Market.CM, "4h", 1500) == 1200 and page_bars(Market.UM, "4h", 1500) == 1500
+    assert page_bars(Market.CM, "1M", 499) == 6
+    assert (spot.cheapest_page_limit, um.cheapest_page_limit) == (1000, 499)
     assert archive_path(Market.UM, "monthly", "BTCUSDT", "1M", "2024-01") == (
         "data/futures/um/monthly/klines/BTCUSDT/1mo/BTCUSDT-1mo-2024-01.zip"
     )
