@@ -11,6 +11,7 @@ import click
 
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
+from klinelake.markets import Market, spec
 from streamer.config import Settings, parse_streams
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
@@ -21,12 +22,27 @@ def default_state_dir() -> str:
 
 
 @click.command(context_settings={"show_default": True})
+@click.option(
+    "--market",
+    envvar="MARKET",
+    type=click.Choice([m.value for m in Market]),
+    default="spot",
+    help="spot, um (USD-M futures) or cm (COIN-M futures): one market per process",
+)
 @click.option("--symbols", envvar="SYMBOLS", default="BTCUSDC", help="comma-separated symbols")
 @click.option("--intervals", envvar="INTERVALS", default="1h", help="comma-separated intervals")
 @click.option("--topic", envvar="KLINES_TOPIC", default=None, help="projects/P/topics/T")
 @click.option("--lake", "lake_uri", envvar="LAKE_URI", default="./lake", help="without --topic")
-@click.option("--rest-url", envvar="BINANCE_REST_URL", default="https://api.binance.com")
-@click.option("--ws-url", envvar="BINANCE_WS_URL", default="wss://stream.binance.com:9443")
+@click.option(
+    "--rest-url", envvar="BINANCE_REST_URL", default=None, help="[default: the market's REST host]"
+)
+@click.option(
+    "--ws-url",
+    envvar="BINANCE_WS_URL",
+    default=None,
+    help="[default: the market's: stream.binance.com:9443, fstream, dstream; "
+    "the USD-M /market route is added]",
+)
 @click.option("--state-dir", default=None, help="default: $STATE_DIRECTORY, else ./state")
 @click.option(
     "--streams-per-connection",
@@ -44,12 +60,13 @@ def default_state_dir() -> str:
 @click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
+    market: str,
     symbols: str,
     intervals: str,
     topic: str | None,
     lake_uri: str,
-    rest_url: str,
-    ws_url: str,
+    rest_url: str | None,
+    ws_url: str | None,
     state_dir: str | None,
     streams_per_connection: int,
     health_port: int | None,
@@ -65,15 +82,16 @@ def main(  # noqa: PLR0917 - click passes every option
     setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
-        streams = parse_streams(symbols, intervals)
+        streams = parse_streams(symbols, intervals, Market(market))
     except (ValueError, InvalidData) as exc:
         raise click.BadParameter(str(exc), param_hint="--symbols/--intervals") from exc
     settings = Settings(
         streams=streams,
         topic=topic or None,
         lake_uri=lake_uri,
-        rest_url=rest_url,
-        ws_url=ws_url,
+        rest_url=rest_url or spec(market).rest_url,
+        ws_url=ws_url or spec(market).ws_url,
+        market=Market(market),
         state_dir=Path(state_dir or default_state_dir()),
         streams_per_connection=streams_per_connection,
         health_port=health_port,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from klinelake.binance_ws import stream_name
 from klinelake.intervals import check_interval
+from klinelake.markets import Market, check_market_interval, spec
 from klinelake.symbols import stream_id, validate_symbol
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
@@ -15,10 +16,11 @@ from streamer.shards import MAX_STREAMS_PER_CONNECTION
 class StreamSpec:
     symbol: str  # uppercase exchange symbol
     interval: str
+    market: Market = Market.SPOT
 
     @property
     def sid(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def ws_name(self) -> str:
@@ -48,25 +50,38 @@ class Settings:
     subscribe_timeout_s: float = 10.0
     publish_timeout_s: float = 60.0
     log_level: str = "INFO"
+    market: Market = Market.SPOT  # one market per process (docs/markets.md)
+
+    @property
+    def subscribe_frames_per_s(self) -> float:
+        """Under the 5 (spot) / 10 (futures) incoming messages per second (FS §3), with room
+        for pongs."""
+        return spec(self.market).max_incoming_msgs_per_s * 0.8
 
     @property
     def stall_grace_ms(self) -> int:
         return int(max(self.stall_grace_s, self.stall_grace_real_s * self.clock_speed) * 1000)
 
 
-def parse_streams(symbols: str, intervals: str) -> tuple[StreamSpec, ...]:
+def parse_streams(
+    symbols: str, intervals: str, market: Market = Market.SPOT
+) -> tuple[StreamSpec, ...]:
     """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
     syms = [
         validate_symbol(s.strip()).upper()
         for s in symbols.replace(" ", ",").split(",")
         if s.strip()
     ]
-    ivs = [check_interval(i.strip()) for i in intervals.replace(" ", ",").split(",") if i.strip()]
+    ivs = [
+        check_market_interval(market, check_interval(i.strip()))
+        for i in intervals.replace(" ", ",").split(",")
+        if i.strip()
+    ]
     if not syms or not ivs:
         raise ValueError("at least one symbol and one interval are needed")
     seen: dict[str, StreamSpec] = {}
     for s in syms:
         for i in ivs:
-            spec = StreamSpec(s, i)
-            seen.setdefault(spec.sid, spec)
+            stream = StreamSpec(s, i, market)
+            seen.setdefault(stream.sid, stream)
     return tuple(seen.values())

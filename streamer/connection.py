@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from klinelake.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
 from klinelake.errors import InvalidData
 from klinelake.logs import log_event
+from klinelake.markets import Market, spec, stream_key
 from klinelake.row import Kline
 from streamer.clock import ServerClock
 from streamer.shards import send_offsets, subscribe_frames
@@ -62,9 +63,12 @@ class Connection:
         frames_per_s: float = 4.0,
         open_timeout_s: float = 10.0,
         counters: ConnCounters | None = None,
+        market: Market = Market.SPOT,
     ) -> None:
         self.conn_id = conn_id
-        self.url = ws_url.rstrip("/") + "/stream"
+        self.market = market
+        # USD-M klines live on the `/market` route (binance-futures-api.md §1)
+        self.url = ws_url.rstrip("/") + spec(market).ws_route + "/stream"
         self.streams = streams
         self._by_sid = {s.sid: s for s in streams}
         self.on_closed = on_closed
@@ -158,7 +162,7 @@ class Connection:
 
     async def _handle(self, frame: Any) -> None:
         try:
-            msg = parse_ws_frame(frame)
+            msg = parse_ws_frame(frame, self.market)
         except InvalidData as exc:
             self.counters.malformed += 1
             log_event(log, "WARNING", "malformed ws frame", conn=self.conn_id, error=str(exc)[:300])
@@ -168,7 +172,7 @@ class Connection:
             if not msg.closed:
                 return
             k = msg.kline
-            sid = f"{k.symbol}@{k.interval}"
+            sid = stream_key(self.market, k.symbol, k.interval)
             if sid not in self._by_sid:
                 return
             self.counters.closed_klines += 1

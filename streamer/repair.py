@@ -67,7 +67,8 @@ async def fetch_gap(
         if rows:
             store(rows)
             total += len(rows)
-        if len(page) < PAGE or not rows:
+        # Not `len(page) < PAGE`: a COIN-M page can hold fewer bars (200 days) with more to come.
+        if not rows or rows[-1].open_time >= last:
             break
         start = next_open_time(rows[-1].open_time, interval)
     return total

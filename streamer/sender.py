@@ -20,6 +20,7 @@ from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import BinanceError, TransientError
 from klinelake.intervals import last_closed_open_time, next_open_time
 from klinelake.logs import log_event
+from klinelake.markets import Market
 from klinelake.row import Kline
 from klinelake.sink import Sink
 from klinelake.symbols import stream_id
@@ -52,11 +53,13 @@ class StreamSender:
         batch_rows: int = MAX_ROWS,
         backoff_cap_s: float = 30.0,
         empty: EmptyRanges | None = None,
+        market: Market = Market.SPOT,
     ) -> None:
         self.empty = empty
         self.symbol = symbol
         self.interval = interval
-        self.stream = stream_id(symbol, interval)
+        self.market = market
+        self.stream = stream_id(symbol, interval, market)
         self.spool = spool
         self.sink = sink
         self.rest = rest
@@ -112,7 +115,7 @@ class StreamSender:
             self.repair_target = None
         if not rows:
             return False
-        await self._send(KlineBatch(self.symbol, self.interval, tuple(rows)), source)
+        await self._send(KlineBatch(self.symbol, self.interval, tuple(rows), self.market), source)
         return True
 
     async def _repair(self, target: int, rows: list[Kline]) -> bool:
@@ -129,7 +132,7 @@ class StreamSender:
             )
             if gaps and self.empty is not None:
                 gaps = subtract_ranges(
-                    gaps, self.empty.get(self.symbol, self.interval), self.interval
+                    gaps, self.empty.get(self.symbol, self.interval, self.market), self.interval
                 )
             if not gaps:
                 return False
@@ -191,7 +194,7 @@ class StreamSender:
             interval=self.interval,
         )
         if holes:
-            self.empty.add(self.symbol, self.interval, holes)
+            self.empty.add(self.symbol, self.interval, holes, self.market)
             log_event(
                 log, "INFO", "confirmed empty (no klines on REST)", stream=self.stream,
                 ranges=holes[:10],

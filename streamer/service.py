@@ -21,6 +21,7 @@ from typing import Any
 from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.logs import log_event
+from klinelake.markets import Market
 from klinelake.row import Kline
 from klinelake.sink import Sink, make_sink
 from streamer.backoff import Backoff, TokenBucket
@@ -67,7 +68,7 @@ class Service:
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool.open()
         sink = self._sink if self._sink is not None else self._make_sink()
-        rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
+        rest = self._rest if self._rest is not None else BinanceRest(s.rest_url, market=s.market)
         await self._sync_clock(rest)
         refused = await self._check_symbols(rest)
         if refused is not None:
@@ -96,6 +97,7 @@ class Service:
                 rest=rest,
                 server_now=self.clock.now_ms,
                 empty=self.empty,
+                market=spec.market,
             )
         log_event(
             log,
@@ -203,7 +205,11 @@ class Service:
         for i in range(0, len(symbols), 100):  # keep the `symbols=[...]` query short
             chunk = symbols[i : i + 100]
             try:
-                await asyncio.wait_for(rest.exchange_info(chunk), 30)
+                info = await asyncio.wait_for(rest.exchange_info(chunk), 30)
+                # futures exchangeInfo takes no `symbols` filter: it lists every symbol
+                listed = {e.get("symbol") for e in info.get("symbols", []) if isinstance(e, dict)}
+                if self.settings.market is not Market.SPOT and not listed.issuperset(chunk):
+                    raise UnknownSymbol(400, -1121, "Invalid symbol.")
             except UnknownSymbol:
                 return f"Binance does not list one of these symbols (-1121): {', '.join(chunk)}"
             except Exception as exc:
@@ -280,6 +286,8 @@ class Service:
                 max_params=s.subscribe_params,
                 open_timeout_s=s.subscribe_timeout_s,
                 counters=self.counters,
+                market=s.market,
+                frames_per_s=s.subscribe_frames_per_s,
             )
             try:
                 await conn.open(first_id=self._conn_seq * 10_000)

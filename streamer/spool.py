@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from klinelake.markets import split_stream_key
 from klinelake.row import Kline, parse_lake_line
 
 SCHEMA = """
@@ -89,8 +90,9 @@ class Spool:
             (stream, limit),
         )
         rows, source = [], "ws"
+        market = split_stream_key(stream)[0]  # `um:BTCUSDT@1m`: COIN-M rows have COIN-M keys
         for line, src in cur:
-            rows.append(parse_lake_line(line))
+            rows.append(parse_lake_line(line, market=market))
             if src != "ws":
                 source = src
         return rows, source
