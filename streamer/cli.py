@@ -12,7 +12,8 @@ import click
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from klinelake.markets import Market, spec
-from streamer.config import Settings, parse_streams
+from klinelake.selector import parse_symbol_set
+from streamer.config import Settings, StreamSpec, parse_intervals, parse_streams
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
 
@@ -29,7 +30,14 @@ def default_state_dir() -> str:
     default="spot",
     help="spot, um (USD-M futures) or cm (COIN-M futures): one market per process",
 )
-@click.option("--symbols", envvar="SYMBOLS", default="BTCUSDC", help="comma-separated symbols")
+@click.option(
+    "--symbols",
+    envvar="SYMBOLS",
+    default="BTCUSDC",
+    help="comma-separated symbols, or a selector followed as the market changes: "
+    "[MARKET:]KEY=VALUE[|VALUE],... with KEY quote, base, status (default TRADING), contract, "
+    "e.g. 'um:quote=USDT', 'quote=USDC', 'cm:contract=PERPETUAL' (docs/markets.md)",
+)
 @click.option("--intervals", envvar="INTERVALS", default="1h", help="comma-separated intervals")
 @click.option("--topic", envvar="KLINES_TOPIC", default=None, help="projects/P/topics/T")
 @click.option("--lake", "lake_uri", envvar="LAKE_URI", default="./lake", help="without --topic")
@@ -58,6 +66,12 @@ def default_state_dir() -> str:
 @click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
 @click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
 @click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
+@click.option(
+    "--exchange-info-interval",
+    type=float,
+    default=60.0,
+    help="seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
+)
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
     market: str,
@@ -76,13 +90,25 @@ def main(  # noqa: PLR0917 - click passes every option
     stall_grace: float,
     subscribe_timeout: float,
     publish_timeout: float,
+    exchange_info_interval: float,
     log_level: str,
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
     setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
-        streams = parse_streams(symbols, intervals, Market(market))
+        symbol_set = parse_symbol_set(symbols)
+        if symbol_set.market is not None:
+            if market not in ("spot", symbol_set.market.value):
+                raise ValueError(f"--symbols says {symbol_set.market}, --market says {market}")
+            market = symbol_set.market.value
+        ivs = parse_intervals(intervals, Market(market))
+        if not ivs:
+            raise ValueError("at least one interval is needed")
+        if symbol_set.is_selector:
+            streams: tuple[StreamSpec, ...] = ()
+        else:
+            streams = parse_streams(",".join(symbol_set.symbols), intervals, Market(market))
     except (ValueError, InvalidData) as exc:
         raise click.BadParameter(str(exc), param_hint="--symbols/--intervals") from exc
     settings = Settings(
@@ -92,6 +118,9 @@ def main(  # noqa: PLR0917 - click passes every option
         rest_url=rest_url or spec(market).rest_url,
         ws_url=ws_url or spec(market).ws_url,
         market=Market(market),
+        symbol_set=symbol_set,
+        intervals=ivs,
+        exchange_info_interval_s=exchange_info_interval,
         state_dir=Path(state_dir or default_state_dir()),
         streams_per_connection=streams_per_connection,
         health_port=health_port,

@@ -8,6 +8,7 @@ from pathlib import Path
 from klinelake.binance_ws import stream_name
 from klinelake.intervals import check_interval
 from klinelake.markets import Market, check_market_interval, spec
+from klinelake.selector import SymbolSet
 from klinelake.symbols import stream_id, validate_symbol
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
@@ -51,6 +52,10 @@ class Settings:
     publish_timeout_s: float = 60.0
     log_level: str = "INFO"
     market: Market = Market.SPOT  # one market per process (docs/markets.md)
+    # A selector (`um:quote=USDT`) resolved from exchangeInfo at start; `streams` then empty.
+    symbol_set: SymbolSet | None = None
+    intervals: tuple[str, ...] = ()  # with a selector: the intervals of every selected symbol
+    exchange_info_interval_s: float = 60.0  # re-read (real s): listings, delistings, BREAK
 
     @property
     def subscribe_frames_per_s(self) -> float:
@@ -63,6 +68,15 @@ class Settings:
         return int(max(self.stall_grace_s, self.stall_grace_real_s * self.clock_speed) * 1000)
 
 
+def parse_intervals(intervals: str, market: Market = Market.SPOT) -> tuple[str, ...]:
+    """`1m,1h` → ("1m", "1h"), each valid on `market` (futures have no `1s`)."""
+    return tuple(
+        check_market_interval(market, check_interval(i.strip()))
+        for i in intervals.replace(" ", ",").split(",")
+        if i.strip()
+    )
+
+
 def parse_streams(
     symbols: str, intervals: str, market: Market = Market.SPOT
 ) -> tuple[StreamSpec, ...]:
@@ -72,11 +86,7 @@ def parse_streams(
         for s in symbols.replace(" ", ",").split(",")
         if s.strip()
     ]
-    ivs = [
-        check_market_interval(market, check_interval(i.strip()))
-        for i in intervals.replace(" ", ",").split(",")
-        if i.strip()
-    ]
+    ivs = parse_intervals(intervals, market)
     if not syms or not ivs:
         raise ValueError("at least one symbol and one interval are needed")
     seen: dict[str, StreamSpec] = {}

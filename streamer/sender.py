@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from klinelake.contract import MAX_ROWS, KlineBatch
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import BinanceError, TransientError
-from klinelake.intervals import last_closed_open_time, next_open_time
+from klinelake.intervals import align_down, last_closed_open_time, next_open_time
 from klinelake.logs import log_event
 from klinelake.markets import Market
 from klinelake.row import Kline
@@ -68,14 +68,23 @@ class StreamSender:
         self.backoff_cap_s = backoff_cap_s
         self.wake = asyncio.Event()
         self.repair_target: int | None = None
+        self.end_ms: int | None = None  # retired: no kline opens at or after this
         self.stats = StreamStats()
         self.idle = asyncio.Event()  # set when nothing is spooled and nothing is in flight
 
     def request_repair(self) -> None:
         """On start and after a reconnect: make sure everything closed by now is published."""
         target = last_closed_open_time(self.server_now(), self.interval)
+        if self.end_ms is not None:  # a retired stream is complete at its end, not at "now"
+            target = min(target, align_down(self.end_ms - 1, self.interval))
         self.repair_target = max(self.repair_target or target, target)
         self.wake.set()
+
+    def retire(self, end_ms: int) -> None:
+        """The stream ended at `end_ms` (delivery, delisting): repair up to its last kline."""
+        self.end_ms = end_ms
+        self.repair_target = None
+        self.request_repair()
 
     async def run(self, draining: asyncio.Event) -> None:
         while True:

@@ -20,15 +20,19 @@ from typing import Any
 
 from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.empty_ranges import EmptyRanges
+from klinelake.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.intervals import align_down
 from klinelake.logs import log_event
 from klinelake.markets import Market
 from klinelake.row import Kline
+from klinelake.selector import SymbolSet
 from klinelake.sink import Sink, make_sink
 from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
-from streamer.config import Settings
+from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnCounters, Connection, ConnectionFailed, StreamRef
 from streamer.health import sd_notify, serve_http, write_atomic
+from streamer.listing import Retirement, next_delivery, plan_changes
 from streamer.sender import StreamSender
 from streamer.shards import shard
 from streamer.spool import Spool
@@ -60,6 +64,13 @@ class Service:
         self.counters = ConnCounters()
         self._conn_seq = 0
         self.exit_code = 0
+        self.active: dict[str, list[StreamSpec]] = {}  # symbol -> its streams, while streamed
+        self.ended: dict[str, dict[str, Any]] = {}  # sid -> how and when it ended (health)
+        self.listing: dict[str, SymbolInfo] = {}
+        self.sender_tasks: list[asyncio.Task[None]] = []
+        self.slot_tasks: list[asyncio.Task[None]] = []
+        self._sink_obj: Sink | None = None
+        self._rest_obj: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -84,26 +95,20 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        refs = [StreamRef(spec.ws_name, spec.sid, spec.interval) for spec in s.streams]
+        self._sink_obj, self._rest_obj = sink, rest
+        streams = await self._initial_streams(rest)
+        refs = [StreamRef(spec.ws_name, spec.sid, spec.interval) for spec in streams]
         self.slots = shard(refs, s.streams_per_connection)
         self.slot_reconnects = [0] * len(self.slots)
         self.slot_conns = [None] * len(self.slots)
-        for spec in s.streams:
-            self.senders[spec.sid] = StreamSender(
-                symbol=spec.symbol,
-                interval=spec.interval,
-                spool=self.spool,
-                sink=sink,
-                rest=rest,
-                server_now=self.clock.now_ms,
-                empty=self.empty,
-                market=spec.market,
-            )
+        for spec in streams:
+            self._new_sender(spec)
+            self.active.setdefault(spec.symbol, []).append(spec)
         log_event(
             log,
             "INFO",
             "streamer starting",
-            streams=len(s.streams),
+            streams=len(streams),
             connections=len(self.slots),
             sink=sink.description,
             state_dir=str(s.state_dir),
@@ -112,20 +117,25 @@ class Service:
         # The spool is re-sent first, in order; then everything closed since is repaired.
         for sender in self.senders.values():
             sender.request_repair()
-        sender_tasks = [
-            asyncio.create_task(snd.run(self.draining), name=f"send-{sid}")
-            for sid, snd in self.senders.items()
-        ]
+        # Streams that ended while we were down (a delivery): repaired to their end, retired.
+        _, gone = plan_changes(self._symbol_set(), self.listing, self.active, self.clock.now_ms())
+        for retirement in gone if self.listing else []:
+            await self._retire(retirement)
+        for snd in self.senders.values():
+            self._start_sender(snd)
         flusher = asyncio.create_task(self._flush_loop(), name="spool-flush")
-        slot_tasks = [
-            asyncio.create_task(self._run_slot(i), name=f"slot-{i}") for i in range(len(self.slots))
-        ]
+        for i in range(len(self.slots)):
+            self._start_slot(i)
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
         sd_notify("READY=1")
         health = asyncio.create_task(self._health_loop(rest), name="health")
-        for task in (*sender_tasks, flusher, *slot_tasks, health):
+        listing = asyncio.create_task(self._listing_loop(rest), name="listing")
+        for task in (flusher, health, listing):
             task.add_done_callback(self._task_done)
         await self.stopping.wait()
+        sender_tasks, slot_tasks = self.sender_tasks, self.slot_tasks
+        listing.cancel()
+        await asyncio.gather(listing, return_exceptions=True)
 
         # --- drain ---
         sd_notify("STOPPING=1")
@@ -196,6 +206,164 @@ class Service:
 
     def request_stop(self) -> None:
         self.stopping.set()
+
+    # --- the market: listings, delistings, deliveries (streamer/listing.py) -------------------
+
+    def _symbol_set(self) -> SymbolSet:
+        s = self.settings
+        if s.symbol_set is not None:
+            return s.symbol_set
+        return SymbolSet(s.market, tuple(dict.fromkeys(spec.symbol for spec in s.streams)))
+
+    async def _read_listing(self, rest: Any) -> dict[str, SymbolInfo] | None:
+        """exchangeInfo now (spot: only our symbols unless a selector needs them all; futures
+        always lists every symbol at weight 1); None if Binance cannot be asked."""
+        symbols = self._symbol_set()
+        wanted = None if symbols.is_selector else sorted(set(symbols.symbols) | set(self.active))
+        try:
+            try:
+                info = await asyncio.wait_for(rest.exchange_info(wanted), 30)
+            except UnknownSymbol:  # spot: one of ours was delisted; ask for everything
+                info = await asyncio.wait_for(rest.exchange_info(None), 30)
+        except Exception as exc:
+            log_event(log, "WARNING", "exchangeInfo unavailable", error=repr(exc)[:300])
+            return None
+        listing = parse_exchange_info(info, self.settings.market)
+        self.listing = listing
+        return listing
+
+    async def _initial_streams(self, rest: Any) -> list[StreamSpec]:
+        """The configured streams, or the selector's resolved against exchangeInfo (retried
+        until Binance answers: a selector cannot be resolved without it)."""
+        s = self.settings
+        symbols = self._symbol_set()
+        backoff = Backoff(1.0, 30.0)
+        listing = await self._read_listing(rest)
+        while listing is None and symbols.is_selector:
+            delay = backoff.next_delay()
+            log_event(log, "WARNING", "selector waits for exchangeInfo", retry_in_s=delay)
+            await asyncio.sleep(delay)
+            listing = await self._read_listing(rest)
+        if not symbols.is_selector:
+            return list(s.streams)
+        chosen = symbols.resolve(self.listing)
+        log_event(log, "INFO", "selector resolved", symbols=len(chosen), first=chosen[:20])
+        return [StreamSpec(sym, iv, s.market) for sym in chosen for iv in s.intervals]
+
+    def _new_sender(self, spec: StreamSpec) -> StreamSender:
+        assert self._sink_obj is not None
+        snd = StreamSender(
+            symbol=spec.symbol,
+            interval=spec.interval,
+            spool=self.spool,
+            sink=self._sink_obj,
+            rest=self._rest_obj,
+            server_now=self.clock.now_ms,
+            empty=self.empty,
+            market=spec.market,
+        )
+        self.senders[spec.sid] = snd
+        return snd
+
+    def _start_sender(self, snd: StreamSender) -> None:
+        task = asyncio.create_task(snd.run(self.draining), name=f"send-{snd.stream}")
+        task.add_done_callback(self._task_done)
+        self.sender_tasks.append(task)
+
+    def _start_slot(self, idx: int) -> None:
+        task = asyncio.create_task(self._run_slot(idx), name=f"slot-{idx}")
+        task.add_done_callback(self._task_done)
+        self.slot_tasks.append(task)
+
+    async def _listing_loop(self, rest: Any) -> None:
+        """Re-read exchangeInfo every interval (and at the next delivery): add and retire."""
+        s = self.settings
+        while True:
+            now = self.clock.now_ms()
+            wait_s = s.exchange_info_interval_s
+            due = next_delivery(self.listing, self.active, now)
+            if due is not None:  # wake when the contract settles, not a period later
+                wait_s = min(wait_s, max(0.05, (due - now) / 1000 / max(s.clock_speed, 1e-9)))
+            await asyncio.sleep(wait_s)
+            listing = await self._read_listing(rest)
+            if listing is None:
+                listing = self.listing  # deliveries are known in advance; apply them anyway
+            if not listing:
+                continue
+            add, gone = plan_changes(self._symbol_set(), listing, self.active, self.clock.now_ms())
+            for retirement in gone:
+                await self._retire(retirement)
+            if add:
+                await self._add_symbols(add)
+            self._log_ended()
+
+    async def _retire(self, r: Retirement) -> None:
+        """Unsubscribe the symbol's streams on their live connections (no reconnect), stop
+        expecting their klines, repair them up to their end, and record the end."""
+        specs = self.active.pop(r.symbol, [])
+        sids = {spec.sid for spec in specs}
+        for idx, refs in enumerate(self.slots):
+            leaving = [ref for ref in refs if ref.sid in sids]
+            if not leaving:
+                continue
+            refs[:] = [ref for ref in refs if ref.sid not in sids]
+            conn = self.slot_conns[idx]
+            if conn is not None:
+                await conn.change("UNSUBSCRIBE", leaving)
+        for spec in specs:
+            self.senders[spec.sid].retire(r.end_ms)
+            last = align_down(r.end_ms - 1, spec.interval)
+            self.ended[spec.sid] = {
+                "reason": r.reason, "end_ms": r.end_ms, "last_open_time": last, "logged": False,
+            }  # fmt: skip
+            log_event(
+                log, "INFO", "stream retired", stream=spec.sid, reason=r.reason,
+                end_ms=r.end_ms, last_open_time=last,
+            )  # fmt: skip
+
+    def _log_ended(self) -> None:
+        """Once a retired stream is published to its end: log its real last open_time."""
+        for sid, end in self.ended.items():
+            snd = self.senders[sid]
+            if end["logged"] or not snd.idle.is_set() or snd.repair_target is not None:
+                continue
+            end["logged"] = True
+            end["last_open_time"] = self.spool.last_published(sid)
+            log_event(log, "INFO", "stream ended", stream=sid, reason=end["reason"],
+                      last_open_time=end["last_open_time"])  # fmt: skip
+
+    async def _add_symbols(self, symbols: list[str]) -> None:
+        """New listings: subscribe on connections with room (no reconnect), else a new one."""
+        s = self.settings
+        for symbol in symbols:
+            specs = [StreamSpec(symbol, iv, s.market) for iv in s.intervals or self._intervals()]
+            self.active[symbol] = specs
+            log_event(log, "INFO", "symbol listed: streaming", symbol=symbol, streams=len(specs))
+            for spec in specs:
+                self.ended.pop(spec.sid, None)
+                snd = self.senders.get(spec.sid)
+                if snd is None:
+                    self._start_sender(self._new_sender(spec))
+                else:  # back from BREAK: the same stream continues
+                    snd.end_ms = None
+                ref = StreamRef(spec.ws_name, spec.sid, spec.interval)
+                idx = next(
+                    (i for i, r in enumerate(self.slots) if len(r) < s.streams_per_connection),
+                    None,
+                )
+                if idx is None:
+                    self.slots.append([ref])
+                    self.slot_reconnects.append(0)
+                    self.slot_conns.append(None)
+                    self._start_slot(len(self.slots) - 1)
+                    continue
+                self.slots[idx].append(ref)
+                conn = self.slot_conns[idx]
+                if conn is not None:
+                    await conn.change("SUBSCRIBE", [ref])
+
+    def _intervals(self) -> list[str]:
+        return list(dict.fromkeys(spec.interval for spec in self.settings.streams))
 
     async def _check_symbols(self, rest: Any) -> str | None:
         """Refuse symbols Binance does not list: their streams would be silent forever, which
@@ -398,6 +566,16 @@ class Service:
                     "repaired_rows": snd.stats.repaired_rows,
                     "send_failures": snd.stats.send_failures,
                 }
+        for sid, end in self.ended.items():  # retired streams: their end, for operators
+            snd = self.senders[sid]
+            streams[sid] = {
+                "last_closed_open_time": self.spool.last_published(sid),
+                "ended": {k: v for k, v in end.items() if k != "logged"},
+                "spool_depth": depth.get(sid, 0),
+                "published_rows": snd.stats.published_rows,
+                "repaired_rows": snd.stats.repaired_rows,
+                "send_failures": snd.stats.send_failures,
+            }
         return {
             "time": int(time.time() * 1000),
             "server_time": self.clock.now_ms(),

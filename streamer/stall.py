@@ -47,6 +47,16 @@ class StallTracker:
         w.deadline = max(w.deadline, expected_close(now_ms, w.interval) + self.grace_ms)
         self.last_closed_at = max(self.last_closed_at, now_ms)
 
+    def add(self, stream: str, interval: str, now_ms: int) -> None:
+        """A stream subscribed on the live connection (a new listing)."""
+        self._watch.setdefault(
+            stream, _Watch(interval, expected_close(now_ms, interval) + self.grace_ms)
+        )
+
+    def remove(self, stream: str) -> None:
+        """A retired stream (delivered, delisted): nothing is expected of it any more."""
+        self._watch.pop(stream, None)
+
     def overdue(self, now_ms: int) -> list[str]:
         return [name for name, w in self._watch.items() if w.deadline < now_ms]
 
