@@ -33,7 +33,7 @@ SOURCES = frozenset({"ws", "rest", "replay"})
 MAX_ROWS = 5000
 # Pub/Sub refuses messages over 10 MB; we refuse to even parse more than that.
 MAX_DATA_BYTES = 10_000_000
-ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema")
+ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema", "market")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from google.cloud import pubsub_v1
 
 from klinelake.contract import decode_message
 from klinelake.errors import InvalidData
+from klinelake.markets import Market, stream_key
 
 _OUR_ATTRIBUTES = ("dead_letter_reason", "original_message_id", "dead_letter_truncated")
 
@@ -36,9 +37,14 @@ class DeadLetter:
         return {k: v for k, v in self.attributes.items() if k not in _OUR_ATTRIBUTES}
 
 
+_MARKETS = frozenset(m.value for m in Market)
+
+
 def _stream_of(data: bytes, attributes: dict[str, str]) -> str:
-    if "symbol" in attributes and "interval" in attributes:
-        return f"{attributes['symbol']}@{attributes['interval']}"
+    market = attributes.get("market", "spot")
+    if "symbol" in attributes and "interval" in attributes and market in _MARKETS:
+        # the ordering key: `BTCUSDT@1m`, `um:BTCUSDT@1m` (DESIGN.md contract 3)
+        return stream_key(market, attributes["symbol"], attributes["interval"])
     try:
         return decode_message(data, {}).stream
     except InvalidData:
