@@ -291,7 +291,7 @@ def admin_routes(sim: Sim, venues: dict[str, Venue]) -> list[web.RouteDef]:
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             return _json({"ok": False, "error": str(exc)}, 400)
         venue.add(contract)
-        return _json({"ok": True, "symbol": contract.info(now)})
+        return _json({"ok": True, "at": now, "symbol": contract.info(now)})
 
     async def delist(request: web.Request) -> web.Response:
         try:
@@ -300,7 +300,7 @@ def admin_routes(sim: Sim, venues: dict[str, Venue]) -> list[web.RouteDef]:
             contract = venue.delist(symbol, now)
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             return _json({"ok": False, "error": str(exc)}, 400)
-        return _json({"ok": True, "symbol": contract.info(now)})
+        return _json({"ok": True, "at": now, "symbol": contract.info(now)})
 
     async def truth(request: web.Request) -> web.Response:
         q = request.query

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from klinelake.contract import MAX_ROWS, KlineBatch
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import BinanceError, TransientError
-from klinelake.intervals import align_down, last_closed_open_time, next_open_time
+from klinelake.intervals import (
+    align_down,
+    last_closed_open_time,
+    next_open_time,
+    prev_open_time,
+)
 from klinelake.logs import log_event
 from klinelake.markets import Market
 from klinelake.row import Kline
@@ -69,6 +74,9 @@ class StreamSender:
         self.wake = asyncio.Event()
         self.repair_target: int | None = None
         self.end_ms: int | None = None  # retired: no kline opens at or after this
+        # A listing seen while running: its history starts at its onboard bar, not at the first
+        # live kline (which may close before the SUBSCRIBE is acked).
+        self.history_from: int | None = None
         self.stats = StreamStats()
         self.idle = asyncio.Event()  # set when nothing is spooled and nothing is in flight
 
@@ -132,6 +140,8 @@ class StreamSender:
         backoff = Backoff(0.5, self.backoff_cap_s)
         while True:
             last = self.spool.last_published(self.stream)
+            if last is None and self.history_from is not None:
+                last = prev_open_time(self.history_from, self.interval)
             gaps = plan_gaps(
                 last_published=last,
                 spooled=self.spool.open_times(self.stream, target),

@@ -21,7 +21,7 @@ from typing import Any
 from klinelake.binance_rest import BinanceRest, UnknownSymbol
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.exchange_info import SymbolInfo, parse_exchange_info
-from klinelake.intervals import align_down
+from klinelake.intervals import align_down, next_open_time
 from klinelake.logs import log_event
 from klinelake.markets import Market
 from klinelake.row import Kline
@@ -70,6 +70,7 @@ class Service:
         self.sender_tasks: list[asyncio.Task[None]] = []
         self.slot_tasks: list[asyncio.Task[None]] = []
         self._sink_obj: Sink | None = None
+        self.started_at = 0  # server ms at start: listings after it are new (history repaired)
         self._rest_obj: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -96,6 +97,7 @@ class Service:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         self._sink_obj, self._rest_obj = sink, rest
+        self.started_at = self.clock.now_ms()
         streams = await self._initial_streams(rest)
         refs = [StreamRef(spec.ws_name, spec.sid, spec.interval) for spec in streams]
         self.slots = shard(refs, s.streams_per_connection)
@@ -315,6 +317,7 @@ class Service:
             last = align_down(r.end_ms - 1, spec.interval)
             self.ended[spec.sid] = {
                 "reason": r.reason, "end_ms": r.end_ms, "last_open_time": last, "logged": False,
+                "final_repair": False,
             }  # fmt: skip
             log_event(
                 log, "INFO", "stream retired", stream=spec.sid, reason=r.reason,
@@ -322,10 +325,18 @@ class Service:
             )  # fmt: skip
 
     def _log_ended(self) -> None:
-        """Once a retired stream is published to its end: log its real last open_time."""
+        """Once a retired stream's last kline has closed, repair it once more (a delisting
+        mid-kline: that kline still closes), and once that is published log the real end."""
+        now = self.clock.now_ms()
         for sid, end in self.ended.items():
             snd = self.senders[sid]
-            if end["logged"] or not snd.idle.is_set() or snd.repair_target is not None:
+            if end["logged"] or now < next_open_time(end["last_open_time"], snd.interval):
+                continue
+            if not end.get("final_repair"):
+                end["final_repair"] = True
+                snd.request_repair()
+                continue
+            if not snd.idle.is_set() or snd.repair_target is not None:
                 continue
             end["logged"] = True
             end["last_open_time"] = self.spool.last_published(sid)
@@ -339,13 +350,19 @@ class Service:
             specs = [StreamSpec(symbol, iv, s.market) for iv in s.intervals or self._intervals()]
             self.active[symbol] = specs
             log_event(log, "INFO", "symbol listed: streaming", symbol=symbol, streams=len(specs))
+            info = self.listing.get(symbol)
+            onboard = info.onboard_ms if info is not None else None
             for spec in specs:
                 self.ended.pop(spec.sid, None)
                 snd = self.senders.get(spec.sid)
                 if snd is None:
-                    self._start_sender(self._new_sender(spec))
+                    snd = self._new_sender(spec)
+                    self._start_sender(snd)
                 else:  # back from BREAK: the same stream continues
                     snd.end_ms = None
+                if onboard is not None and onboard >= self.started_at:
+                    snd.history_from = align_down(onboard, spec.interval)  # a new listing
+                    snd.request_repair()
                 ref = StreamRef(spec.ws_name, spec.sid, spec.interval)
                 idx = next(
                     (i for i, r in enumerate(self.slots) if len(r) < s.streams_per_connection),
@@ -570,7 +587,7 @@ class Service:
             snd = self.senders[sid]
             streams[sid] = {
                 "last_closed_open_time": self.spool.last_published(sid),
-                "ended": {k: v for k, v in end.items() if k != "logged"},
+                "ended": {k: end[k] for k in ("reason", "end_ms", "last_open_time")},
                 "spool_depth": depth.get(sid, 0),
                 "published_rows": snd.stats.published_rows,
                 "repaired_rows": snd.stats.repaired_rows,
