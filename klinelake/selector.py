@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from klinelake.errors import InvalidData
 from klinelake.exchange_info import SymbolInfo
 from klinelake.markets import TRADING, Market, parse_market
 from klinelake.symbols import validate_symbol
@@ -71,7 +72,10 @@ def parse_symbol_set(text: str) -> SymbolSet:
     if not parts:
         raise ValueError("--symbols: at least one symbol (or a selector) is needed")
     if not any("=" in p for p in parts):
-        return SymbolSet(market, tuple(validate_symbol(p).upper() for p in parts))
+        try:
+            return SymbolSet(market, tuple(validate_symbol(p).upper() for p in parts))
+        except InvalidData as exc:
+            raise ValueError(f"--symbols: {exc}") from None
     terms: dict[str, frozenset[str]] = {}
     for part in parts:
         key, eq, value = part.partition("=")

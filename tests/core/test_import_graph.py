@@ -8,7 +8,7 @@ import sys
 PURE = [
     "klinelake.errors", "klinelake.intervals", "klinelake.symbols", "klinelake.row",
     "klinelake.binance_ws", "klinelake.contract", "klinelake.merge", "klinelake.storage",
-    "klinelake.writer",
+    "klinelake.writer", "klinelake.markets", "klinelake.exchange_info", "klinelake.selector",
 ]  # fmt: skip
 # (the bare `google` namespace package is imported by a .pth file at start-up, so name clients)
 FORBIDDEN = (
