@@ -147,8 +147,6 @@ def check_settings(settings: Settings) -> None:
         raise BadInput(f"--page-limit must be 1..{ceiling}")
     if settings.source not in ("rest", "vision"):
         raise BadInput(f"source {settings.source!r} is not supported (only 'rest' or 'vision')")
-    if settings.source == "vision" and settings.market is not Market.SPOT:
-        raise BadInput("--source vision serves spot only so far; use --source rest for futures")
     if settings.source == "vision" and settings.missing_only:
         raise BadInput("--missing-only is not supported with --source vision")
 
@@ -250,7 +248,7 @@ async def make_plan(
                 first, last = clamp_to_listing(first, last, interval, (listing or {}).get(symbol))
             if month_keys is not None:
                 stream_plan, keys = plan_vision_stream(
-                    symbol, interval, first, last, page_limit=settings.limit
+                    symbol, interval, first, last, page_limit=settings.limit, market=market
                 )
                 streams.append(stream_plan)
                 month_keys.update(keys)

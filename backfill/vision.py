@@ -30,6 +30,7 @@ from klinelake.intervals import (
     align_down,
     count_between,
 )
+from klinelake.markets import Market, spec
 from klinelake.row import Kline, parse_csv
 
 DEFAULT_VISION_URL = "https://data.binance.vision"
@@ -44,13 +45,12 @@ class VisionError(KlineLakeError):
     """A dump could not be fetched or read (other than a 404, which falls back to REST)."""
 
 
-def month_page(symbol: str, interval: str, month_index: int) -> Page:
+def month_page(symbol: str, interval: str, month_index: int, market: Market = Market.SPOT) -> Page:
     """The page covering every open time of one calendar month."""
     start = first_open_at_or_after(_month_start(month_index), interval)
     end = _month_start(month_index + 1) - 1
-    return Page(
-        symbol, interval, start, end, count_between(start, align_down(end, interval), interval)
-    )
+    expected = count_between(start, align_down(end, interval), interval)
+    return Page(symbol, interval, start, end, expected, market)
 
 
 def whole_months(interval: str, first: int, last: int) -> list[int]:
@@ -65,24 +65,30 @@ def whole_months(interval: str, first: int, last: int) -> list[int]:
 
 
 def plan_vision_stream(
-    symbol: str, interval: str, first: int, last: int, *, page_limit: int
+    symbol: str,
+    interval: str,
+    first: int,
+    last: int,
+    *,
+    page_limit: int,
+    market: Market = Market.SPOT,
 ) -> tuple[StreamPlan, set[str]]:
     """(the stream's pages in open-time order, the keys of the pages served by a dump)."""
     months = whole_months(interval, first, last)
     if not months:
-        pages = plan_ranges(symbol, interval, [(first, last)], page_limit)
-        return StreamPlan(symbol, interval, first, last, tuple(pages)), set()
-    month_pages = [month_page(symbol, interval, i) for i in months]
+        pages = plan_ranges(symbol, interval, [(first, last)], page_limit, market)
+        return StreamPlan(symbol, interval, first, last, tuple(pages), market), set()
+    month_pages = [month_page(symbol, interval, i, market) for i in months]
     head: list[Gap] = [(first, month_pages[0].start - 1)] if first < month_pages[0].start else []
     tail_first = month_pages[-1].end + 1
     tail: list[Gap] = [(tail_first, last)] if tail_first <= last else []
     pages = [
-        *plan_ranges(symbol, interval, head, page_limit),
+        *plan_ranges(symbol, interval, head, page_limit, market),
         *month_pages,
-        *plan_ranges(symbol, interval, tail, page_limit),
+        *plan_ranges(symbol, interval, tail, page_limit, market),
     ]
     return (
-        StreamPlan(symbol, interval, first, last, tuple(pages)),
+        StreamPlan(symbol, interval, first, last, tuple(pages), market),
         {p.key for p in month_pages},
     )
 
@@ -123,8 +129,9 @@ class VisionFetcher:
             if rows is not None:
                 return rows
             self.dumps_missing += 1
+            edges = [(page.start, page.end)]
             return await self.rest_pages(
-                plan_ranges(page.symbol, page.interval, [(page.start, page.end)], self.page_limit)
+                plan_ranges(page.symbol, page.interval, edges, self.page_limit, page.market)
             )
         return await self.rest_pages([page])
 
@@ -162,7 +169,9 @@ class VisionFetcher:
         """The month's rows from its dump, verified; None if the dump does not exist (404)."""
         name = dump_name(page.symbol, page.interval, _month_start(_month_index(page.start)))
         interval = "1mo" if page.interval == "1M" else page.interval
-        url = f"{self.base_url}/data/spot/monthly/klines/{page.symbol}/{interval}/{name}.zip"
+        # data/spot/... or data/futures/um|cm/... (binance-futures-api.md §10)
+        prefix = spec(page.market).archive_prefix
+        url = f"{self.base_url}/{prefix}/monthly/klines/{page.symbol}/{interval}/{name}.zip"
         zipped = await self._get(url)
         if zipped is None:
             return None
@@ -186,6 +195,7 @@ class VisionFetcher:
                 data = zf.read(names[0])
         except zipfile.BadZipFile as exc:
             raise VisionError(f"{url}: not a zip: {exc}") from exc
-        rows = parse_csv(data, page.symbol, page.interval, source=url)
+        # futures CSVs start with a header line (skipped); COIN-M columns mean other things
+        rows = parse_csv(data, page.symbol, page.interval, source=url, market=page.market)
         self.dumps_fetched += 1
         return [r for r in rows if page.start <= r.open_time <= page.end]

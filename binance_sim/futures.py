@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from binance_sim import rest
+from binance_sim import rest, vision
 from binance_sim.contracts import Contract
 from binance_sim.market import Halt, SyntheticSpec, partial_kline
 from binance_sim.market import Market as Truth
@@ -259,6 +259,9 @@ def add_to_app(app: web.Application, sim: Sim, venues: dict[str, Venue]) -> None
             app.router.add_get(f"{prefix}/ws", hub_sim.hub.handle)
             app.router.add_get(f"{prefix}/ws/{{names:.+}}", hub_sim.hub.handle)
             app.router.add_get(f"{prefix}/stream", hub_sim.hub.handle)
+        # data.binance.vision: data/futures/um|cm/monthly/klines/... (header line, ms)
+        archive = f"/{venue.spec.archive_prefix}/monthly/klines"
+        app.add_routes(vision.routes(venue.sim, archive, futures=True))
     if sim.config.admin:
         app.add_routes(admin_routes(sim, venues))
 

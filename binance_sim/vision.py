@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PREFIX = "/data/spot/monthly/klines"
 MICROS_FROM_MS = 1_735_689_600_000  # 2025-01-01 00:00 UTC: µs timestamps from here on
 _FILE = re.compile(
-    r"(?P<symbol>[A-Z0-9]+)-(?P<interval>[0-9]+[smhdw]|1mo)-(?P<y>\d{4})-(?P<m>\d{2})"
+    r"(?P<symbol>[A-Z0-9_]+)-(?P<interval>[0-9]+[smhdw]|1mo)-(?P<y>\d{4})-(?P<m>\d{2})"
 )
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -79,8 +79,18 @@ def zip_bytes(csv_name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def build_month(sim: Sim, symbol: str, interval: str, year: int, month: int) -> bytes | None:
-    """The zip for one month, or None (incomplete in simulated time, unknown, or no rows)."""
+# Futures CSVs start with this header and keep ms (binance-futures-api.md §10).
+FUTURES_HEADER = (
+    b"open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    b"taker_buy_quote_volume,ignore\n"
+)
+
+
+def build_month(
+    sim: Sim, symbol: str, interval: str, year: int, month: int, *, futures: bool = False
+) -> bytes | None:
+    """The zip for one month, or None (incomplete in simulated time, unknown, or no rows).
+    `futures`: a header line and ms times whatever the month."""
     if interval not in INTERVALS or not 1 <= month <= 12:
         return None
     lo, nxt = month_bounds(year, month)
@@ -91,10 +101,13 @@ def build_month(sim: Sim, symbol: str, interval: str, year: int, month: int) -> 
     if not rows:
         return None
     base = f"{symbol}-{path_interval(interval)}-{year:04d}-{month:02d}"
+    if futures:
+        return zip_bytes(base + ".csv", FUTURES_HEADER + csv_bytes(rows, micros=False))
     return zip_bytes(base + ".csv", csv_bytes(rows, micros=lo >= MICROS_FROM_MS))
 
 
-def routes(sim: Sim) -> list[web.RouteDef]:
+def routes(sim: Sim, prefix: str = PREFIX, *, futures: bool = False) -> list[web.RouteDef]:
+    """The dump routes under `prefix` (futures: `/data/futures/um|cm/monthly/klines`)."""
     faults = VisionFaults()
 
     async def serve(request: web.Request) -> web.Response:
@@ -110,7 +123,7 @@ def routes(sim: Sim) -> list[web.RouteDef]:
         real_interval = "1M" if interval == "1mo" else interval
         if real_interval == "1M" and interval != "1mo":
             raise web.HTTPNotFound()  # Binance's paths never say 1M
-        body = build_month(sim, symbol, real_interval, int(m["y"]), int(m["m"]))
+        body = build_month(sim, symbol, real_interval, int(m["y"]), int(m["m"]), futures=futures)
         if body is None:
             raise web.HTTPNotFound()
         if not checksum:
@@ -132,7 +145,7 @@ def routes(sim: Sim) -> list[web.RouteDef]:
         faults.corrupt = body["corrupt"]
         return web.json_response({"ok": True, "corrupt": faults.corrupt})
 
-    out = [web.get(PREFIX + "/{symbol}/{interval}/{name}", serve)]
-    if sim.config.admin:
+    out = [web.get(prefix + "/{symbol}/{interval}/{name}", serve)]
+    if sim.config.admin and not futures:
         out.append(web.post("/_sim/vision", admin))
     return out

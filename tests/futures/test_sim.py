@@ -7,9 +7,12 @@ deadlines.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,7 @@ from klinelake.intervals import MINUTE
 from klinelake.markets import Market
 from klinelake.row import parse_rest_row
 from localcloud import wait_for
+from tests.futures.helpers import backfill, lake_object, truth
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC, simulated now at startup
 DELIVERY = START + 5 * MINUTE
@@ -38,16 +42,6 @@ def fsim() -> Iterator[SimProcess]:
     """Speed 60: a simulated minute per real second."""
     with run_simulator(None, "--start", str(START), "--speed", "60", *CONTRACTS) as s:
         yield s
-
-
-def truth(sim: SimProcess, stream: str, start: int, end: int) -> bytes:
-    """Lake lines of the closed klines of `market:SYMBOL@interval` the simulator holds."""
-    market, _, rest = stream.partition(":")
-    symbol, _, interval = rest.partition("@")
-    params = {"market": market, "symbol": symbol, "interval": interval, "start": start, "end": end}
-    r = httpx.get(f"{sim.url}/_sim/futures/truth", params=params, timeout=10)
-    r.raise_for_status()
-    return r.content
 
 
 def client(sim: SimProcess) -> Client:
@@ -184,3 +178,21 @@ def test_list_and_delist(fsim: SimProcess) -> None:
     assert r.json()["symbol"]["status"] == "CLOSE"
     gone = r.json()["symbol"]
     assert gone["symbol"] == "XRPUSDT"
+
+
+def test_backfill_from_futures_archives(fsim: SimProcess, tmp_path: Path) -> None:
+    """`--source vision` reads data/futures/um|cm monthly zips (header line, CHECKSUM): whole
+    months from the archive, the edges over REST, byte-identical to the truth."""
+    first, last = 1_759_276_800_000, 1_764_547_200_000 - 1  # 2025-10-01 .. 2025-11-30
+    zip_url = f"{fsim.url}/data/futures/cm/monthly/klines/BTCUSD_PERP/1h/BTCUSD_PERP-1h-2025-10.zip"
+    body = httpx.get(zip_url).content
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.read(zf.namelist()[0]).startswith(b"open_time,open,high,low,close,volume,")
+    for stream, market, symbol in (("um:BTCUSDT@1h", "um", "BTCUSDT"),
+                                   ("cm:BTCUSD_PERP@1h", "cm", "BTCUSD_PERP")):  # fmt: skip
+        lake = tmp_path / f"lake-{market}"
+        done = backfill(fsim, market, symbol, first - 5 * 3_600_000, last, "--intervals", "1h",
+                        "--source", "vision", "--vision-url", fsim.url, "--lake", str(lake),
+                        "--state-dir", str(tmp_path / f"st-{market}"))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert lake_object(lake, stream) == truth(fsim, stream, first - 5 * 3_600_000, last)
