@@ -187,3 +187,19 @@ def test_market_table() -> None:
     )
     with pytest.raises(ValueError, match="unknown market"):
         parse_market("usdm")
+
+
+def test_message_schema_covers_markets() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text()
+    )
+    cm = orjson.loads(encode_batch(_cm_batch(), "rest").data)
+    jsonschema.validate(cm, schema)
+    as_um = {**cm, "market": "um"}  # COIN-M keys under another market: refused
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(as_um, schema)
