@@ -14,6 +14,7 @@ Every fact below cites the fact sheets beside DESIGN.md (`binance-spot-api.md`,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -124,82 +125,71 @@ class MarketSpec:
         return max(range(1, self.max_limit + 1), key=lambda n: (n / self.weight_for_limit(n), n))
 
 
-SPECS: dict[Market, MarketSpec] = {
-    Market.SPOT: MarketSpec(
-        market=Market.SPOT,
-        object_token="binance",
-        rest_url="https://api.binance.com",
-        ws_url="wss://stream.binance.com:9443",
-        ws_route="",
-        api_prefix="/api/v3",
-        max_limit=1000,
-        default_limit=500,
-        weight_limit_1m=6000,
-        exchange_info_weight=20,
-        time_weight=1,
-        max_window_ms=None,
-        intervals=_SPOT_INTERVALS,
-        status_key="status",
-        update_ms=2000,
-        ping_interval_s=20.0,
-        pong_timeout_s=60.0,
-        max_incoming_msgs_per_s=5,
-        max_streams_per_connection=1024,
-        archive_prefix="data/spot",
-        archive_has_header=False,
-        row_keys=SPOT_ROW_KEYS,
-    ),
-    Market.UM: MarketSpec(
-        market=Market.UM,
-        object_token="binance-um",
-        rest_url="https://fapi.binance.com",
-        ws_url="wss://fstream.binance.com",
-        # Since 2026-04-23 an unrouted fstream connection gets only /public streams (FS §1).
-        ws_route="/market",
-        api_prefix="/fapi/v1",
-        max_limit=1500,
-        default_limit=500,
-        weight_limit_1m=2400,
-        exchange_info_weight=1,
-        time_weight=1,
-        max_window_ms=None,
-        intervals=_FUTURES_INTERVALS,
-        status_key="status",
-        update_ms=250,
-        ping_interval_s=180.0,
-        pong_timeout_s=600.0,
-        max_incoming_msgs_per_s=10,
-        max_streams_per_connection=1024,
-        archive_prefix="data/futures/um",
-        archive_has_header=True,
-        row_keys=SPOT_ROW_KEYS,
-    ),
-    Market.CM: MarketSpec(
-        market=Market.CM,
-        object_token="binance-cm",
-        rest_url="https://dapi.binance.com",
-        ws_url="wss://dstream.binance.com",
-        ws_route="",  # no routed paths documented for dstream (FS §1)
-        api_prefix="/dapi/v1",
-        max_limit=1500,
-        default_limit=500,
-        # One 2400 pool shared with USD-M since 2026-06-30 (FS §8).
-        weight_limit_1m=2400,
-        exchange_info_weight=1,
-        time_weight=1,
-        max_window_ms=200 * DAY_MS,
-        intervals=_FUTURES_INTERVALS,
-        status_key="contractStatus",
-        update_ms=250,
-        ping_interval_s=180.0,
-        pong_timeout_s=600.0,
-        max_incoming_msgs_per_s=10,
-        max_streams_per_connection=1024,
-        archive_prefix="data/futures/cm",
-        archive_has_header=True,
-        row_keys=CM_ROW_KEYS,
-    ),
-}
+_SPOT = MarketSpec(
+    market=Market.SPOT,
+    object_token="binance",
+    rest_url="https://api.binance.com",
+    ws_url="wss://stream.binance.com:9443",
+    ws_route="",
+    api_prefix="/api/v3",
+    max_limit=1000,
+    default_limit=500,
+    weight_limit_1m=6000,
+    exchange_info_weight=20,
+    time_weight=1,
+    max_window_ms=None,
+    intervals=_SPOT_INTERVALS,
+    status_key="status",
+    update_ms=2000,
+    ping_interval_s=20.0,
+    pong_timeout_s=60.0,
+    max_incoming_msgs_per_s=5,
+    max_streams_per_connection=1024,
+    archive_prefix="data/spot",
+    archive_has_header=False,
+    row_keys=SPOT_ROW_KEYS,
+)
+_UM = MarketSpec(
+    market=Market.UM,
+    object_token="binance-um",
+    rest_url="https://fapi.binance.com",
+    ws_url="wss://fstream.binance.com",
+    # Since 2026-04-23 an unrouted fstream connection gets only /public streams (FS §1).
+    ws_route="/market",
+    api_prefix="/fapi/v1",
+    max_limit=1500,
+    default_limit=500,
+    weight_limit_1m=2400,
+    exchange_info_weight=1,
+    time_weight=1,
+    max_window_ms=None,
+    intervals=_FUTURES_INTERVALS,
+    status_key="status",
+    update_ms=250,
+    ping_interval_s=180.0,
+    pong_timeout_s=600.0,
+    max_incoming_msgs_per_s=10,
+    max_streams_per_connection=1024,
+    archive_prefix="data/futures/um",
+    archive_has_header=True,
+    row_keys=SPOT_ROW_KEYS,
+)
+# COIN-M: USD-M's limits (one 2400 pool shared with USD-M since 2026-06-30, FS §8), but its own
+# hosts, no routed WS paths (FS §1), the 200-day window, `contractStatus` and its row keys.
+_CM = dataclasses.replace(
+    _UM,
+    market=Market.CM,
+    object_token="binance-cm",
+    rest_url="https://dapi.binance.com",
+    ws_url="wss://dstream.binance.com",
+    ws_route="",
+    api_prefix="/dapi/v1",
+    max_window_ms=200 * DAY_MS,
+    status_key="contractStatus",
+    archive_prefix="data/futures/cm",
+    row_keys=CM_ROW_KEYS,
+)
+SPECS: dict[Market, MarketSpec] = {Market.SPOT: _SPOT, Market.UM: _UM, Market.CM: _CM}
 
 _BY_TOKEN: dict[str, Market] = {spec.object_token: m for m, spec in SPECS.items()}
 _BY_NAME: dict[str, Market] = {m.value: m for m in Market}
