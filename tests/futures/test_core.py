@@ -203,3 +203,22 @@ def test_message_schema_covers_markets() -> None:
     as_um = {**cm, "market": "um"}  # COIN-M keys under another market: refused
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(as_um, schema)
+
+
+def test_writer_and_status_per_market(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from klinelake.cli import collect
+    from klinelake.lake import read_rows
+    from klinelake.local_store import LocalStore
+    from klinelake.writer import LakeWriter
+
+    store = LocalStore(Path(str(tmp_path)))
+    batch = _cm_batch()
+    result = LakeWriter(store).write_batch(batch)
+    assert result.object_name == "raw/binance-cm_btcusd_200626_1m.jsonl"
+    assert list(read_rows(store, "BTCUSD_200626", "1m", Market.CM)) == list(batch.rows)
+    (report,) = collect(store, {}, None)
+    assert (report.market, report.stream, report.rows, report.ok) == (
+        Market.CM, "cm:BTCUSD_200626@1m", 1, True,
+    )  # fmt: skip

@@ -196,3 +196,28 @@ def test_backfill_from_futures_archives(fsim: SimProcess, tmp_path: Path) -> Non
                         "--state-dir", str(tmp_path / f"st-{market}"))  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert lake_object(lake, stream) == truth(fsim, stream, first - 5 * 3_600_000, last)
+
+
+def test_futures_429_and_418_wording() -> None:
+    """FS §8: the futures -1003 texts; the pool is shared by /fapi and /dapi, not with spot."""
+    args = (
+        "--start",
+        str(START),
+        "--futures-weight-limit",
+        "20",
+        "--ban-after",
+        "1",
+        "--weight-window",
+        "3600",
+        *CONTRACTS,
+    )  # fmt: skip  (no window rolls mid-test)
+    with run_simulator(None, *args) as sim:
+        kl = {"symbol": "BTCUSDT", "interval": "1m", "limit": 1500}  # weight 10
+        codes = [httpx.get(f"{sim.url}/fapi/v1/klines", params=kl).status_code for _ in range(2)]
+        r = httpx.get(f"{sim.url}/dapi/v1/klines", params={**kl, "symbol": "BTCUSD_PERP"})
+        assert codes == [200, 200] and r.status_code == 429
+        assert r.json()["msg"].startswith("Too many requests; current limit is 20 requests per")
+        assert httpx.get(f"{sim.url}/api/v3/ping").status_code == 200  # spot: its own pool
+        r = httpx.get(f"{sim.url}/fapi/v1/klines", params=kl)
+        assert r.status_code == 418
+        assert r.json()["msg"].startswith("Way too many requests; IP banned until ")
