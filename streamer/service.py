@@ -222,6 +222,8 @@ class Service:
         always lists every symbol at weight 1); None if Binance cannot be asked."""
         symbols = self._symbol_set()
         wanted = None if symbols.is_selector else sorted(set(symbols.symbols) | set(self.active))
+        if wanted is not None and len(wanted) > 100:
+            wanted = None  # keep the `symbols=[...]` query short: ask for everything (same weight)
         try:
             try:
                 info = await asyncio.wait_for(rest.exchange_info(wanted), 30)
