@@ -91,18 +91,21 @@ def streamer_run(tmp: Path, n: int, seconds: float) -> None:
         while time.monotonic() < deadline and len(st.health().get("streams", {})) < n:
             time.sleep(0.2)  # polling interval
         c0 = proc.cpu_times()
+        f0 = sim.state()["counters"]["ws_frames_sent"]
         t0 = time.monotonic()
         rss = []
         while time.monotonic() - t0 < seconds:
             rss.append(proc.memory_info().rss / 2**20)
             time.sleep(1)  # sampling interval
         c1 = proc.cpu_times()
+        frames = (sim.state()["counters"]["ws_frames_sent"] - f0) / (time.monotonic() - t0)
         h = st.health()
         st.terminate()
     cpu = (c1.user + c1.system - c0.user - c0.system) / (time.monotonic() - t0)
     published = sum(v.get("published_rows", 0) for v in h["streams"].values())
     print(
-        f"streamer, {n} USD-M streams (1m, 250 ms pushes): CPU {cpu:.1%} of a core, RSS "
+        f"streamer, {n} USD-M streams (1m, 250 ms pushes, {frames:.0f} frames/s received): "
+        f"CPU {cpu:.1%} of a core, RSS "
         f"{min(rss):.0f}-{max(rss):.0f} MB over {seconds:.0f} s; {published} closed klines "
         f"published, reconnects {h['reconnects']}"
     )
