@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from klinelake.intervals import (
-    DAY,
     Gap,
     _month_index,  # the calendar-month helpers of the shared interval arithmetic
     _month_start,
     align_down,
     count_between,
+    grid_anchor,
     interval_ms,
     next_open_time,
 )
@@ -107,7 +107,7 @@ def _cell(open_time: int, interval: str, page_limit: int) -> tuple[int, int]:
         start = _month_start(start_index)
         return start, _month_start(start_index + page_limit)
     step = interval_ms(interval)
-    anchor = align_down(7 * DAY, interval) if interval == "1w" else 0  # Monday for weeks
+    anchor = grid_anchor(interval)  # Monday for weeks
     span = step * page_limit
     start = open_time - (open_time - anchor) % span
     return start, start + span

@@ -42,6 +42,7 @@ from klinelake.intervals import (
     align_down,
     check_interval,
     find_gaps,
+    grid_is_documented,
     last_closed_open_time,
 )
 from klinelake.lake import open_store, read_lines
@@ -123,7 +124,7 @@ def check_settings(settings: Settings) -> None:
             raise BadInput(str(exc)) from None
     for symbol in settings.symbols:
         try:
-            validate_symbol(symbol)
+            validate_symbol(symbol.upper())  # typed in any case, used uppercased
         except InvalidData as exc:
             raise BadInput(str(exc)) from None
     if not settings.symbols or not settings.intervals:
@@ -350,7 +351,7 @@ class StreamEmitter:
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
     """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
-    if page.interval == "3d" and rows:
+    if not grid_is_documented(page.interval) and rows:
         return []  # Binance's 3d anchor is undocumented: do not infer holes from our grid
     last_open = align_down(page.end, page.interval)
     return find_gaps((r.open_time for r in rows), page.start, last_open, page.interval)

@@ -21,22 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from klinelake.contract import ReceivedMessage, decode_received, unwrap_pubsub_event
+from klinelake.contract import (
+    DL_TRUNCATED,
+    ReceivedMessage,
+    dead_letter_copy,
+    decode_received,
+    unwrap_pubsub_event,
+)
 from klinelake.errors import InvalidData, TransientError
 from klinelake.lake import open_store
 from klinelake.logs import log_event
 from klinelake.storage import ObjectStore
 from klinelake.writer import LakeWriter, WriteResult
-
-# Pub/Sub caps a message at 10 MB (data plus attributes, https://cloud.google.com/pubsub/quotas);
-# a dead-lettered copy keeps this much of the original data and says how much there was.
-DEAD_LETTER_MAX_DATA = 9_000_000
-# Attribute values are capped at 1024 bytes, and a message holds at most 100 attributes.
-_MAX_ATTR_VALUE = 1024
-_MAX_ATTRS = 100
-DEAD_LETTER_ATTRS = ("dead_letter_reason", "original_message_id", "dead_letter_truncated")
 
 DeadLetterSink = Callable[[bytes, dict[str, str]], None]
 """Publishes (data, attributes) to the dead-letter topic and returns once Pub/Sub accepted it;
@@ -121,46 +117,6 @@ class PubsubDeadLetter:
         future.result(timeout=self.timeout_s)
 
 
-def dead_letter_copy(
-    data: bytes, attributes: Mapping[str, str], reason: str, message_id: str
-) -> tuple[bytes, dict[str, str]]:
-    """The original data and attributes, plus why and which message; truncated to fit Pub/Sub."""
-    extra = {
-        "dead_letter_reason": _clip(reason),
-        "original_message_id": _clip(message_id),
-    }
-    if len(data) > DEAD_LETTER_MAX_DATA:
-        extra["dead_letter_truncated"] = str(len(data))
-        data = data[:DEAD_LETTER_MAX_DATA]
-    kept = [(k, v) for k, v in attributes.items() if k not in DEAD_LETTER_ATTRS]
-    kept = kept[: _MAX_ATTRS - len(extra)]
-    return data, {**dict(kept), **extra}
-
-
-def _clip(value: str) -> str:
-    raw = value.encode("utf-8")
-    if len(raw) <= _MAX_ATTR_VALUE:
-        return value
-    return raw[: _MAX_ATTR_VALUE - 3].decode("utf-8", "ignore") + "..."
-
-
-def _original(event_data: object) -> ReceivedMessage:
-    """What was published, as far as it can be recovered from an event we could not unwrap."""
-    msg = event_data.get("message") if isinstance(event_data, Mapping) else None
-    message_id = "unknown"
-    attributes: dict[str, str] = {}
-    if isinstance(msg, Mapping):
-        message_id = str(msg.get("messageId") or msg.get("message_id") or "unknown")
-        attrs = msg.get("attributes")
-        if isinstance(attrs, Mapping):
-            attributes = {str(k): str(v) for k, v in attrs.items()}
-        raw = msg.get("data")
-        if isinstance(raw, str):
-            return ReceivedMessage(message_id, raw.encode("utf-8"), attributes)
-    data = orjson.dumps(event_data, default=repr)
-    return ReceivedMessage(message_id, data, attributes)
-
-
 class IngestHandler:
     def __init__(
         self,
@@ -194,23 +150,19 @@ class IngestHandler:
         started = self.clock()
         message_id = "unknown"
         try:
-            try:
-                received = unwrap_pubsub_event(event_data)
-            except InvalidData as exc:
-                self._poison(_original(event_data), exc)
-                return None
+            received = unwrap_pubsub_event(event_data)
             message_id = received.message_id
             if self.fault is not None:
                 self.fault.check()
             try:
                 batch = decode_received(received)
             except InvalidData as exc:
-                self._poison(received, exc, event_data)
+                self._poison(received, exc)
                 return None
             try:
                 result = self.writer.write_batch(batch)
             except InvalidData as exc:
-                self._poison(received, exc, event_data)
+                self._poison(received, exc)
                 return None
         except Exception as exc:
             log_event(
@@ -229,20 +181,15 @@ class IngestHandler:
         )  # fmt: skip
         return result
 
-    def _poison(
-        self, received: ReceivedMessage, exc: InvalidData, event_data: object = None
-    ) -> None:
-        data, attributes = received.data, dict(received.attributes)
-        if "_decode_error" in attributes:  # the data was not base64: forward it as received
-            attributes.pop("_decode_error")
-            data = _original(event_data).data
+    def _poison(self, received: ReceivedMessage, exc: InvalidData) -> None:
+        data, attributes = received.data, received.attributes
         reason = f"{type(exc).__name__}: {exc}"
         dl_data, dl_attrs = dead_letter_copy(data, attributes, reason, received.message_id)
         log_event(
             self.log, "WARNING", f"poison message {received.message_id}: {reason}",
             message_id=received.message_id, reason=reason, error=type(exc).__name__,
             data_bytes=len(data), dead_letter_topic_set=self.dead_letter is not None,
-            dead_letter_truncated=dl_attrs.get("dead_letter_truncated"),
+            dead_letter_truncated=dl_attrs.get(DL_TRUNCATED),
         )  # fmt: skip
         if self.dead_letter is not None:
             # If this raises, the message is not acked and comes back: never lose a message.

@@ -12,11 +12,16 @@ from typing import Any
 import click
 import orjson
 
+from klinelake.errors import KlineLakeError, LakeUnavailable, ObjectNotFound
 from klinelake.intervals import Gap
 from klinelake.lake import DEFAULT_LAKE_URI, open_store
 from klinelake.status import StreamReport, inspect_lines
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_stream_object
+
+# Exit codes: 1 the lake violates its invariants, 2 the lake cannot be read at all.
+EXIT_VIOLATIONS = 1
+EXIT_UNAVAILABLE = 2
 
 
 def _iso(ms: int | None) -> str:
@@ -33,22 +38,41 @@ def load_confirmed_empty(state_dir: Path) -> dict[str, list[Gap]]:
     return {k.lower(): [(a, b) for a, b in v] for k, v in ranges.load().items()}
 
 
+def open_lake(uri: str) -> ObjectStore:
+    """The lake's store; LakeUnavailable if the directory does not exist (a missing bucket
+    shows at the first listing)."""
+    if not uri.startswith("gs://") and not Path(uri).is_dir():
+        raise LakeUnavailable(f"lake {uri}: no such directory")
+    try:
+        return open_store(uri)
+    except ValueError as exc:
+        raise LakeUnavailable(str(exc)) from None
+
+
 def collect(
-    store: ObjectStore, confirmed: dict[str, list[Gap]], now_ms: int | None
-) -> list[StreamReport]:
+    store: ObjectStore, confirmed: dict[str, list[Gap]], now_ms: int | None, uri: str = ""
+) -> tuple[list[StreamReport], list[str]]:
+    """(a report per stream object, the names under raw/ that are not stream objects)."""
     from klinelake.lake import read_lines
 
-    reports = []
-    for info in store.list(OBJECT_PREFIX):
+    try:
+        listed = store.list(OBJECT_PREFIX)
+    except ObjectNotFound as exc:  # GCS answers 404 for the bucket itself
+        raise LakeUnavailable(f"lake {uri}: no such bucket ({exc})") from None
+    except LakeUnavailable as exc:  # no credentials, no permission
+        raise LakeUnavailable(f"lake {uri}: {exc}") from None
+    reports, unknown = [], []
+    for info in listed:
         parsed = parse_stream_object(info.name)
         if parsed is None:
+            unknown.append(info.name)
             continue
         market, symbol, interval = parsed
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
         report.market = market
         halts = confirmed.get(report.stream.lower(), [])
         reports.append(inspect_lines(report, read_lines(store, info.name), halts, now_ms))
-    return reports
+    return reports, unknown
 
 
 def _as_json(r: StreamReport) -> dict[str, Any]:
@@ -58,6 +82,7 @@ def _as_json(r: StreamReport) -> dict[str, Any]:
         "collector_gaps": r.collector_gaps, "missing_klines": r.missing_klines,
         "exchange_gaps": r.exchange_gaps, "duplicates": r.duplicates,
         "ordering_violations": r.ordering_violations, "invalid_rows": r.invalid_rows,
+        "foreign_rows": r.foreign_rows,
         "freshness_lag_ms": r.freshness_lag_ms, "size": r.size, "generation": r.generation,
         "ok": r.ok, "problems": r.problems, "market": str(r.market),
     }  # fmt: skip
@@ -96,14 +121,23 @@ _json = click.option("--json", "as_json", is_flag=True, help="machine-readable o
 _now = click.option("--now", "now_ms", type=int, default=None, help="epoch ms for the lag")
 
 
-def _run(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> list[StreamReport]:
+def _run(
+    command: str, lake: str, state_dir: Path, as_json: bool, now_ms: int | None
+) -> tuple[list[StreamReport], list[str]]:
+    """Inspect and print; a lake that cannot be read ends the command in one line, exit 2."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    reports = collect(open_store(lake), load_confirmed_empty(state_dir), now)
+    try:
+        reports, unknown = collect(open_lake(lake), load_confirmed_empty(state_dir), now, lake)
+    except KlineLakeError as exc:
+        click.echo(f"{command}: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     if as_json:
         click.echo(orjson.dumps([_as_json(r) for r in reports], option=orjson.OPT_INDENT_2))
-    else:
+    elif reports:
         _print_table(reports)
-    return reports
+    for name in unknown:
+        click.echo(f"{command}: unknown object under {OBJECT_PREFIX}: {name}", err=True)
+    return reports, unknown
 
 
 @main.command()
@@ -113,7 +147,9 @@ def _run(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> list[
 @_now
 def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
     """A table per stream: rows, range, gaps, halts, duplicates, order, lag, size, generation."""
-    _run(lake, state_dir, as_json, now_ms)
+    reports, _ = _run("status", lake, state_dir, as_json, now_ms)
+    if not reports:
+        click.echo(f"status: no stream objects under {OBJECT_PREFIX} in lake {lake}", err=True)
 
 
 @main.command()
@@ -122,13 +158,20 @@ def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> Non
 @_json
 @_now
 def verify(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
-    """Like status, but exit 1 naming every violation (duplicates, order, gaps, bad rows)."""
-    reports = _run(lake, state_dir, as_json, now_ms)
+    """Like status, but exit 1 naming every violation (duplicates, order, gaps, bad or foreign
+    rows, unknown objects under raw/, no stream at all); exit 2 if the lake cannot be read."""
+    reports, unknown = _run("verify", lake, state_dir, as_json, now_ms)
     bad = [r for r in reports if not r.ok]
-    if bad:
-        click.echo(f"verify: {len(bad)} of {len(reports)} stream(s) violate the lake invariants",
-                   err=True)  # fmt: skip
-        sys.exit(1)
+    if not reports:
+        click.echo(f"verify: no stream objects under {OBJECT_PREFIX} in lake {lake}", err=True)
+        sys.exit(EXIT_VIOLATIONS)
+    if bad or unknown:
+        click.echo(
+            f"verify: {len(bad)} of {len(reports)} stream(s) violate the lake invariants, "
+            f"{len(unknown)} unknown object(s) under {OBJECT_PREFIX}",
+            err=True,
+        )
+        sys.exit(EXIT_VIOLATIONS)
     click.echo(f"verify: {len(reports)} stream(s) OK", err=True)
 
 

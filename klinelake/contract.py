@@ -3,21 +3,27 @@
 data:        UTF-8 JSON {"symbol":"BTCUSDC","interval":"1h","klines":[<lake row>, ...]}
 attributes:  symbol, interval, open_time (first row, ms), count, source (ws|rest|replay), schema (1)
 ordering:    "{SYMBOL}@{interval}", e.g. "BTCUSDC@1h"
+JSON Schema: klinelake/schema/message.schema.json (packaged; `message_schema()` loads it)
 
 Markets (futures): data gains `"market": "um" | "cm"` and the attribute `market`, the ordering
 key becomes `um:BTCUSDT@1m`, and COIN-M rows use the COIN-M row keys (klinelake.markets). Spot
 messages carry no `market` at all, so they are byte-for-byte what they were; absent = spot.
 
 Publishers set every attribute; a hand-typed replay may omit them and the data then decides.
-Attributes that are present but contradict the data make the message poison.
+Attributes that are present but contradict the data make the message poison, and so does a
+JSON object anywhere in the data with a repeated key (the parser would keep only one of them).
+This module is also the one home of the push-envelope unwrapping and of the attributes a
+dead-lettered copy carries. The bounds of every field are in docs/contracts.md.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -34,6 +40,30 @@ MAX_ROWS = 5000
 # Pub/Sub refuses messages over 10 MB; we refuse to even parse more than that.
 MAX_DATA_BYTES = 10_000_000
 ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema", "market")
+# The keys of the message data and the JSON type each must have. A contract extension (e.g.
+# `empty`, `market`) adds its key here and its check in `decode_message`.
+DATA_KEYS: dict[str, type] = {"symbol": str, "interval": str, "klines": list, "market": str}
+REQUIRED_DATA_KEYS = ("symbol", "interval", "klines")
+_JSON_NAMES = {str: "string", list: "array", dict: "object", int: "integer"}
+
+# What the function adds to a dead-lettered copy, and `klinelake deadletters` reads back.
+DL_REASON = "dead_letter_reason"
+DL_ORIGINAL_ID = "original_message_id"
+DL_TRUNCATED = "dead_letter_truncated"
+DEAD_LETTER_ATTRIBUTES = (DL_REASON, DL_ORIGINAL_ID, DL_TRUNCATED)
+# Pub/Sub caps a message at 10 MB (data plus attributes, https://cloud.google.com/pubsub/quotas);
+# a dead-lettered copy keeps this much of the original data and says how much there was.
+DEAD_LETTER_MAX_DATA = 9_000_000
+# Attribute values are capped at 1024 bytes, and a message holds at most 100 attributes.
+_MAX_ATTR_VALUE = 1024
+_MAX_ATTRS = 100
+
+
+def message_schema() -> dict[str, Any]:
+    """The message data's JSON Schema, shipped in the package (the one copy; docs link to it)."""
+    text = resources.files("klinelake").joinpath("schema/message.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +123,17 @@ class PubsubMessage:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """A Pub/Sub message as the function receives it, before the contract is checked."""
+    """A Pub/Sub message as the function receives it, before the contract is checked.
+
+    `envelope_error` says why the push envelope itself was unusable (no message, data not
+    base64); `data` then holds what arrived, so the dead-letter copy keeps it.
+    """
 
     message_id: str
     data: bytes
     attributes: dict[str, str] = field(default_factory=dict)
     publish_time: str | None = None
+    envelope_error: str | None = None
 
 
 def sort_unique(rows: Iterable[Kline]) -> list[Kline]:
@@ -141,6 +176,45 @@ def encode_batch(batch: KlineBatch, source: str) -> PubsubMessage:
 def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> KlineBatch:
     """Validate a received message against the contract; raise InvalidData if it is poison."""
     attributes = attributes or {}
+    obj = _load_json_object(data)
+    unknown = sorted(set(obj) - DATA_KEYS.keys())
+    if unknown:
+        raise InvalidMessage(f"data has unknown keys {unknown}")
+    missing = [k for k in REQUIRED_DATA_KEYS if k not in obj]
+    if missing:
+        raise InvalidMessage(f"data needs {missing}")
+    for key, kind in DATA_KEYS.items():
+        if key in obj and not isinstance(obj[key], kind):
+            raise InvalidMessage(f"data {key!r} must be a JSON {_JSON_NAMES[kind]}")
+    symbol, interval, klines = obj["symbol"], obj["interval"], obj["klines"]
+    market = _market_of(obj.get("market", Market.SPOT), "data")
+    claimed = attributes.get("market")
+    if claimed is not None and _market_of(claimed, "attribute") != market:
+        raise InvalidMessage(f"attribute market={claimed!r} contradicts the data ({market!s})")
+    if not 1 <= len(klines) <= MAX_ROWS:
+        raise InvalidMessage(f"'klines' holds 1 to {MAX_ROWS} rows, got {len(klines)}")
+    try:
+        validate_symbol(symbol)
+        # before the rows, so the reason names the interval (futures have no `1s`)
+        check_market_interval(market, check_interval(interval))
+        rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
+    except InvalidMessage:
+        raise
+    except InvalidData as exc:
+        raise InvalidMessage(str(exc)) from None
+    batch = KlineBatch(symbol, interval, rows, market)
+    _check_attributes(batch, attributes)
+    return batch
+
+
+def _market_of(value: object, where: str) -> Market:
+    try:
+        return parse_market(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{where}: {exc}") from None
+
+
+def _load_json_object(data: bytes) -> dict[str, Any]:
     if not data:
         raise InvalidMessage("message data is empty")
     if len(data) > MAX_DATA_BYTES:
@@ -151,35 +225,24 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         raise InvalidMessage(f"data is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"data must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - {"symbol", "interval", "klines", "market"})
-    if unknown:
-        raise InvalidMessage(f"data has unknown keys {unknown}")
-    market = _market_of(obj.get("market", Market.SPOT), "data")
-    claimed = attributes.get("market")
-    if claimed is not None and _market_of(claimed, "attribute") != market:
-        raise InvalidMessage(f"attribute market={claimed!r} contradicts the data ({market!s})")
-    symbol, interval, klines = obj.get("symbol"), obj.get("interval"), obj.get("klines")
-    if not isinstance(symbol, str) or not isinstance(interval, str):
-        raise InvalidMessage("data needs string 'symbol' and 'interval'")
-    if not isinstance(klines, list):
-        raise InvalidMessage("data needs a 'klines' array")
-    if not 1 <= len(klines) <= MAX_ROWS:
-        raise InvalidMessage(f"'klines' holds 1 to {MAX_ROWS} rows, got {len(klines)}")
-    try:
-        validate_symbol(symbol)
-        rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
-    except InvalidMessage:
-        raise
-    except InvalidData as exc:
-        raise InvalidMessage(str(exc)) from None
-    try:
-        batch = KlineBatch(symbol, interval, rows, market)
-    except InvalidMessage:
-        raise
-    except InvalidData as exc:  # e.g. `1s` on a futures market
-        raise InvalidMessage(str(exc)) from None
-    _check_attributes(batch, attributes)
-    return batch
+    # orjson keeps the last of repeated keys silently. What orjson itself wrote (every
+    # publisher) comes back byte for byte, and a dump never repeats a key, so only other
+    # spellings (hand-typed replays) pay for the full check.
+    if orjson.dumps(obj) != data:
+        try:
+            json.loads(data, object_pairs_hook=_refuse_repeated_keys)
+        except (ValueError, RecursionError) as exc:  # InvalidMessage passes through
+            raise InvalidMessage(f"data is not JSON that can be checked: {exc}") from None
+    return obj
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidMessage(f"data repeats the key {key!r} in one JSON object")
+        out[key] = value
+    return out
 
 
 def _check_attributes(batch: KlineBatch, attributes: Mapping[str, str]) -> None:
@@ -199,37 +262,70 @@ def _check_attributes(batch: KlineBatch, attributes: Mapping[str, str]) -> None:
         raise InvalidMessage(f"attribute source={source!r} is not one of {sorted(SOURCES)}")
 
 
-def _market_of(value: object, where: str) -> Market:
-    try:
-        return parse_market(value)
-    except ValueError as exc:
-        raise InvalidMessage(f"{where}: {exc}") from None
-
-
 def unwrap_pubsub_event(event_data: object) -> ReceivedMessage:
     """The CloudEvent `data` functions-framework hands the function for a Pub/Sub push:
 
     {"message": {"data": "<base64>", "attributes": {...}, "messageId": "1", "publishTime": "..."},
      "subscription": "projects/p/subscriptions/s"}
+
+    Never raises: an unusable envelope comes back with `envelope_error` set and whatever
+    arrived as `data`, so that it can be dead-lettered as received.
     """
-    if not isinstance(event_data, Mapping) or not isinstance(event_data.get("message"), Mapping):
-        raise InvalidMessage("CloudEvent data has no Pub/Sub 'message' object")
-    msg = event_data["message"]
+    msg = event_data.get("message") if isinstance(event_data, Mapping) else None
+    if not isinstance(msg, Mapping):
+        return ReceivedMessage(
+            "unknown",
+            orjson.dumps(event_data, default=repr),
+            envelope_error="CloudEvent data has no Pub/Sub 'message' object",
+        )
     message_id = str(msg.get("messageId") or msg.get("message_id") or "unknown")
     raw_attrs = msg.get("attributes") or {}
     attributes = (
         {str(k): str(v) for k, v in raw_attrs.items()} if isinstance(raw_attrs, Mapping) else {}
     )
+    publish_time = msg.get("publishTime")
     encoded = msg.get("data") or ""
+    if not isinstance(encoded, str):
+        return ReceivedMessage(
+            message_id, orjson.dumps(encoded, default=repr), attributes, publish_time,
+            envelope_error="message data is not a base64 string",
+        )  # fmt: skip
     try:
-        data = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
+        data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        data = b""
-        attributes = {**attributes, "_decode_error": "data is not base64"}
-    return ReceivedMessage(message_id, data, attributes, msg.get("publishTime"))
+        return ReceivedMessage(
+            message_id, encoded.encode("utf-8"), attributes, publish_time,
+            envelope_error="data is not base64",
+        )  # fmt: skip
+    return ReceivedMessage(message_id, data, attributes, publish_time)
 
 
 def decode_received(received: ReceivedMessage) -> KlineBatch:
-    if "_decode_error" in received.attributes:
-        raise InvalidMessage(received.attributes["_decode_error"])
+    if received.envelope_error is not None:
+        raise InvalidMessage(received.envelope_error)
     return decode_message(received.data, received.attributes)
+
+
+def dead_letter_copy(
+    data: bytes, attributes: Mapping[str, str], reason: str, message_id: str
+) -> tuple[bytes, dict[str, str]]:
+    """The original data and attributes, plus why and which message; truncated to fit Pub/Sub."""
+    extra = {DL_REASON: _clip(reason), DL_ORIGINAL_ID: _clip(message_id)}
+    if len(data) > DEAD_LETTER_MAX_DATA:
+        extra[DL_TRUNCATED] = str(len(data))
+        data = data[:DEAD_LETTER_MAX_DATA]
+    kept = without_dead_letter_attributes(attributes)
+    kept = dict(list(kept.items())[: _MAX_ATTRS - len(extra)])
+    return data, {**kept, **extra}
+
+
+def without_dead_letter_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The attributes as published, without what a dead-lettering added."""
+    return {k: v for k, v in attributes.items() if k not in DEAD_LETTER_ATTRIBUTES}
+
+
+def _clip(value: str) -> str:
+    raw = value.encode("utf-8")
+    if len(raw) <= _MAX_ATTR_VALUE:
+        return value
+    return raw[: _MAX_ATTR_VALUE - 3].decode("utf-8", "ignore") + "..."

@@ -1,9 +1,10 @@
 """Dead-letter inspection and redrive (google-cloud-pubsub, at the edge).
 
-The function copies each poison message to the dead-letter topic with the attributes
-`dead_letter_reason` and `original_message_id`; the subscription's dead-letter policy adds
-messages that failed transiently too often. An operator lists them, fixes the cause, and
-re-publishes the selected ones to the main topic (ordering key `SYMBOL@interval`).
+The function copies each poison message to the dead-letter topic with the attributes named
+in `klinelake.contract` (`dead_letter_reason`, `original_message_id`); the subscription's
+dead-letter policy adds messages that failed transiently too often. An operator lists them,
+fixes the cause, and re-publishes the selected ones to the main topic (ordering key
+`SYMBOL@interval`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from klinelake.contract import decode_message
+from klinelake.contract import (
+    DL_ORIGINAL_ID,
+    DL_REASON,
+    decode_message,
+    without_dead_letter_attributes,
+)
 from klinelake.errors import InvalidData
 from klinelake.markets import Market, stream_key
-
-_OUR_ATTRIBUTES = ("dead_letter_reason", "original_message_id", "dead_letter_truncated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,7 @@ class DeadLetter:
     attributes: dict[str, str]
 
     def republish_attributes(self) -> dict[str, str]:
-        return {k: v for k, v in self.attributes.items() if k not in _OUR_ATTRIBUTES}
+        return without_dead_letter_attributes(self.attributes)
 
 
 _MARKETS = frozenset(m.value for m in Market)
@@ -74,8 +78,8 @@ def pull_dead_letters(
                 DeadLetter(
                     ack_id=m.ack_id,
                     message_id=m.message.message_id,
-                    original_message_id=attrs.get("original_message_id", ""),
-                    reason=attrs.get("dead_letter_reason", "dead-lettered by the subscription"),
+                    original_message_id=attrs.get(DL_ORIGINAL_ID, ""),
+                    reason=attrs.get(DL_REASON, "dead-lettered by the subscription"),
                     stream=_stream_of(data, attrs),
                     size=len(data),
                     data=data,

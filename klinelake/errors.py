@@ -9,6 +9,7 @@
     ├── TransientError         a failure worth retrying (GCS 429/5xx, network, 412 past the budget)
     │   └── PreconditionFailed a generation precondition did not hold (HTTP 412): re-read, retry
     ├── ObjectNotFound         the object (or that generation of it) does not exist
+    ├── LakeUnavailable        the lake itself (bucket or directory) is missing or unreadable
     └── BinanceError           Binance answered with an error (see klinelake.binance_rest)
 
 The function acks `InvalidData` (after dead-lettering) and raises everything else, so the
@@ -61,6 +62,10 @@ class PreconditionFailed(TransientError):
 
 class ObjectNotFound(KlineLakeError):
     pass
+
+
+class LakeUnavailable(KlineLakeError):
+    """No such bucket or directory, or no credentials for it: the operator must act."""
 
 
 class BinanceError(KlineLakeError):

@@ -14,7 +14,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from klinelake.errors import ObjectNotFound, PreconditionFailed, TransientError
+from klinelake.errors import LakeUnavailable, ObjectNotFound, PreconditionFailed, TransientError
 from klinelake.storage import ObjectInfo
 
 _CHUNK = 8 * 1024 * 1024  # resumable uploads need multiples of 256 KiB
@@ -30,6 +30,8 @@ def _translated(name: str) -> Iterator[None]:
         raise ObjectNotFound(f"{name}: {exc.message}") from None
     except (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable) as exc:
         raise TransientError(f"{name}: {exc}") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise LakeUnavailable(f"{name}: {exc.message}") from None
     except gexc.GoogleAPICallError as exc:
         if getattr(exc, "code", None) == 412:
             raise PreconditionFailed(f"{name}: {exc}") from None
@@ -57,7 +59,12 @@ class GCSStore:
     @property
     def client(self) -> storage.Client:
         if self._client is None:  # created lazily: no I/O in constructors
-            self._client = make_client()
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._client = make_client()
+            except DefaultCredentialsError as exc:
+                raise LakeUnavailable(f"no Google credentials: {exc}") from None
         return self._client
 
     def _bucket(self) -> Any:

@@ -2,8 +2,9 @@
 
 Fixed-length intervals are anchored at the Unix epoch, except `1w`, which opens on Monday
 00:00 UTC (the REST doc example: a 1w bar from Monday 2017-07-03), and `1M`, which opens on
-the first day of each calendar month. `3d` is anchored at the epoch here (Binance does not
-document its anchor; DESIGN.md says to accept what Binance sends, so validation skips it).
+the first day of each calendar month. `3d` is anchored at the epoch here, but Binance does not
+document its anchor (DESIGN.md: accept what Binance sends), so `GRID_UNDOCUMENTED` names the
+intervals whose alignment nothing may check or infer holes from: the one home of that rule.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 WEEK = 7 * DAY
 # 1970-01-01 was a Thursday; the first Monday 00:00 UTC after the epoch is 1970-01-05.
-_MONDAY_ANCHOR = 4 * DAY
+WEEK_ANCHOR_MS = 4 * DAY
 
 INTERVALS: tuple[str, ...] = (
     "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
@@ -46,6 +47,19 @@ _FIXED_MS: dict[str, int] = {
 
 # Typical length, for sizing plans (pages, weight). Exact for all but 1M.
 NOMINAL_MS: dict[str, int] = {**_FIXED_MS, "1M": 30 * DAY}
+
+# Intervals whose grid anchor Binance does not document: rows are not checked for alignment
+# and no hole is inferred from our grid (a gap check or halt inference would be guessing).
+GRID_UNDOCUMENTED: frozenset[str] = frozenset({"3d"})
+
+
+def grid_anchor(interval: str) -> int:
+    """The instant (ms) a fixed interval's grid starts from: Monday 1970-01-05 for 1w, else 0."""
+    return WEEK_ANCHOR_MS if interval == "1w" else 0
+
+
+def grid_is_documented(interval: str) -> bool:
+    return interval not in GRID_UNDOCUMENTED
 
 
 def check_interval(interval: str) -> str:
@@ -80,9 +94,7 @@ def align_down(ms: int, interval: str) -> int:
     check_interval(interval)
     if interval == "1M":
         return _month_start(_month_index(ms))
-    step = _FIXED_MS[interval]
-    anchor = _MONDAY_ANCHOR if interval == "1w" else 0
-    return ms - ((ms - anchor) % step)
+    return ms - ((ms - grid_anchor(interval)) % _FIXED_MS[interval])
 
 
 def is_aligned(ms: int, interval: str) -> bool:

@@ -73,7 +73,7 @@ def parse_symbol_set(text: str) -> SymbolSet:
         raise ValueError("--symbols: at least one symbol (or a selector) is needed")
     if not any("=" in p for p in parts):
         try:
-            return SymbolSet(market, tuple(validate_symbol(p).upper() for p in parts))
+            return SymbolSet(market, tuple(validate_symbol(p.upper()) for p in parts))
         except InvalidData as exc:
             raise ValueError(f"--symbols: {exc}") from None
     terms: dict[str, frozenset[str]] = {}

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from klinelake.empty_ranges import subtract_ranges
 from klinelake.errors import InvalidData
-from klinelake.intervals import Gap, count_between, next_open_time, prev_open_time
+from klinelake.intervals import (
+    Gap,
+    count_between,
+    grid_is_documented,
+    next_open_time,
+    prev_open_time,
+)
 from klinelake.markets import Market, stream_key
 from klinelake.row import parse_lake_line
 
@@ -29,6 +35,7 @@ class StreamReport:
     ordering_violations: int = 0
     invalid_rows: int = 0
     non_canonical_rows: int = 0
+    foreign_rows: int = 0
     collector_gaps: list[Gap] = field(default_factory=list)
     exchange_gaps: list[Gap] = field(default_factory=list)
     missing_klines: int = 0
@@ -64,10 +71,14 @@ def inspect_lines(
             continue
         if row.to_line() != line:
             report.non_canonical_rows += 1
-        if report.rows == 0 and row.symbol.lower() == report.symbol:
-            report.symbol = row.symbol  # the exchange's spelling, for display
-        if (row.symbol.lower(), row.interval) != (report.symbol.lower(), report.interval):
-            report.problems.append(f"line {n}: row of {row.symbol}@{row.interval} in this object")
+        if row.symbol != report.symbol or row.interval != report.interval:
+            # The object name is injective in (symbol, interval): only that stream's rows belong.
+            report.foreign_rows += 1
+            if report.foreign_rows <= MAX_LISTED:
+                report.problems.append(
+                    f"line {n}: row of {row.symbol}@{row.interval} in the object of "
+                    f"{report.symbol}@{report.interval}"
+                )
         t = row.open_time
         report.rows += 1
         if report.first_open_time is None:
@@ -79,7 +90,7 @@ def inspect_lines(
                 report.ordering_violations += 1
             else:
                 expected = next_open_time(prev, report.interval)
-                if t > expected and report.interval != "3d":
+                if t > expected and grid_is_documented(report.interval):
                     gap = (expected, prev_open_time(t, report.interval))
                     uncovered = subtract_ranges([gap], confirmed_empty, report.interval)
                     if uncovered != [gap]:

@@ -82,7 +82,7 @@ def parse_streams(
 ) -> tuple[StreamSpec, ...]:
     """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
     syms = [
-        validate_symbol(s.strip()).upper()
+        validate_symbol(s.strip().upper())
         for s in symbols.replace(" ", ",").split(",")
         if s.strip()
     ]

@@ -15,13 +15,24 @@ from klinelake.contract import (
     decode_received,
     encode_batch,
     make_batches,
+    message_schema,
     unwrap_pubsub_event,
 )
 from klinelake.errors import InvalidData, InvalidMessage, InvalidSymbol
 from klinelake.row import Kline
 from klinelake.symbols import object_name, parse_object_name, stream_id, validate_symbol
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs/message.schema.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = message_schema()
+PACKAGED_SCHEMA = "klinelake/schema/message.schema.json"
+
+
+def test_the_schema_has_one_copy_and_the_docs_point_to_it() -> None:
+    assert (ROOT / PACKAGED_SCHEMA).is_file()
+    copies = [p for p in ROOT.rglob("*.schema.json") if ".venv" not in p.parts]
+    assert [p.relative_to(ROOT).as_posix() for p in copies] == [PACKAGED_SCHEMA]
+    for doc in ("README.md", "docs/contracts.md"):
+        assert PACKAGED_SCHEMA in (ROOT / doc).read_text(), doc
 
 
 def test_encode_decode_roundtrip(jan2022: list[Kline]) -> None:
@@ -62,12 +73,22 @@ def test_make_batches_splits_at_5000_sorted_unique(jan2022: list[Kline]) -> None
         (b'{"symbol":"BTCUSDT","interval":"1h"}', {}, "klines"),
         (b'{"symbol":"BTCUSDT","interval":"1h","klines":[{}],"x":1}', {}, "unknown keys"),
         (b'{"symbol":"../x","interval":"1h","klines":[{}]}', {}, "'..'"),
-        (b'{"symbol":"BTCUSDT","interval":"1H","klines":[{}]}', {}, "open_time"),
     ],
 )
 def test_poison_messages(data: bytes, attrs: dict[str, str], why: str) -> None:
     with pytest.raises(InvalidData, match=why):
         decode_message(data, attrs)
+
+
+@pytest.mark.parametrize("interval", ["1H", "1min", "60m", "1Y", ""])
+def test_an_unknown_interval_is_poison_however_the_rows_are_spelled(
+    jan2022: list[Kline], interval: str
+) -> None:
+    """Complete rows, so the only fault is the interval (message and rows alike)."""
+    row = {**jan2022[0].to_dict(), "interval": interval}
+    data = orjson.dumps({"symbol": "BTCUSDT", "interval": interval, "klines": [row]})
+    with pytest.raises(InvalidMessage, match=f"invalid interval '{interval}'"):
+        decode_message(data)
 
 
 def test_contradicting_attributes_and_wrong_stream_rows(jan2022: list[Kline]) -> None:
@@ -111,10 +132,13 @@ def test_cloudevent_unwrap(jan2022: list[Kline]) -> None:
     assert received == ReceivedMessage("42", msg.data, msg.attributes, "2026-11-24T00:00:00Z")
     assert decode_received(received).rows == (jan2022[0],)
     bad = unwrap_pubsub_event({"message": {"data": "***", "messageId": "7"}})
+    assert (bad.message_id, bad.data) == ("7", b"***")  # kept as received, for the dead letter
     with pytest.raises(InvalidMessage, match="base64"):
         decode_received(bad)
+    no_message = unwrap_pubsub_event({"foo": 1})
+    assert (no_message.message_id, no_message.data) == ("unknown", b'{"foo":1}')
     with pytest.raises(InvalidMessage, match="no Pub/Sub"):
-        unwrap_pubsub_event({"foo": 1})
+        decode_received(no_message)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +148,7 @@ def test_unicode_symbols_allowed(symbol: str) -> None:
     assert validate_symbol(symbol) == symbol
     name = object_name(symbol, "1h")
     assert name == f"raw/binance_{symbol.lower()}_1h.jsonl"
-    assert parse_object_name(name) == (symbol.lower(), "1h")
+    assert parse_object_name(name) == (symbol, "1h")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import multiprocessing
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,12 @@ import orjson
 import pytest
 
 from ingest_function.handler import (
-    DEAD_LETTER_MAX_DATA,
     FailFirstN,
     IngestConfig,
     IngestHandler,
     InjectedFailure,
-    dead_letter_copy,
 )
+from klinelake.contract import DEAD_LETTER_MAX_DATA, dead_letter_copy
 from klinelake.errors import TransientError
 from klinelake.lake import read_object
 from klinelake.local_store import LocalStore
@@ -101,19 +101,64 @@ def test_overlapping_batch_merges_batch_wins_and_redelivery_is_a_noop(h: Harness
     assert h.records()[-1]["rows_ignored"] == 20
 
 
-POISON: dict[str, tuple[bytes | str, dict[str, str]]] = {
-    "not_json": (b"this is not json {", {}),
-    "wrong_schema": (b'{"symbol":"BTCUSDC","interval":"1h","rows":[]}', {}),
+def _after_seed_text(symbol: str = "GOOD") -> str:
+    """A message with the 4th row of the seeded stream: the lake would take it (an append)."""
+    return message(klines(symbol, 4)[3:])[0].decode()
+
+
+# case -> (data, attributes, what the dead-letter reason says)
+POISON: dict[str, tuple[bytes | str, dict[str, str], str]] = {
+    "not_json": (b"this is not json {", {}, "not UTF-8 JSON"),
+    "wrong_schema": (b'{"symbol":"BTCUSDC","interval":"1h","rows":[]}', {}, "unknown keys"),
     "bad_symbol": (
         orjson.dumps({"symbol": "../x", "interval": "1h", "klines": [klines("X", 1)[0].to_dict()]}),
         {},
+        "'..'",
     ),
-    "contradicting_attributes": (message(klines("GOOD", 2))[0], {"symbol": "ETHUSDC"}),
-    "empty": (b"", {}),
-    "not_base64": ("@@@not base64@@@", {"source": "replay"}),
+    "contradicting_attributes": (
+        message(klines("GOOD", 2))[0],
+        {"symbol": "ETHUSDC"},
+        "attribute symbol",
+    ),
+    "empty": (b"", {}, "empty"),
+    "not_base64": ("@@@not base64@@@", {"source": "replay"}, "base64"),
     "too_many_rows": (
         orjson.dumps({"symbol": "BIG", "interval": "1h", "klines": [{}] * 5001}),
         {},
+        "1 to 5000",
+    ),
+    # issue 12.3: the parser would keep the last of a repeated key and write the row
+    "repeated_key_top_level": (
+        _after_seed_text().replace('{"symbol":', '{"symbol":"ETHUSDT","symbol":', 1).encode(),
+        {},
+        "repeats the key 'symbol'",
+    ),
+    "repeated_key_in_a_row": (
+        _after_seed_text().replace('"close":', '"close":"1.0","close":', 1).encode(),
+        {},
+        "repeats the key 'close'",
+    ),
+    # issue 12.3: no INT64 (nor float64) reader loads these
+    "trades_2_63": (
+        re.sub(r'"trades":\d+', f'"trades":{2**63}', _after_seed_text()).encode(),
+        {},
+        "trades",
+    ),
+    "trades_2_64_minus_1": (
+        re.sub(r'"trades":\d+', f'"trades":{2**64 - 1}', _after_seed_text()).encode(),
+        {},
+        "trades",
+    ),
+    "decimal_beyond_numeric_scale": (
+        re.sub(r'"volume":"[^"]*"', '"volume":"1.0000000001"', _after_seed_text()).encode(),
+        {},
+        "volume",
+    ),
+    # issue 12.1: U+212A KELVIN SIGN lowercases into LINKUSDT's object
+    "kelvin_sign_symbol": (
+        _after_seed_text("LINKUSDT").replace("LINKUSDT", "LIN\u212aUSDT").encode(),
+        {},
+        "NFKC",
     ),
 }
 
@@ -121,8 +166,9 @@ POISON: dict[str, tuple[bytes | str, dict[str, str]]] = {
 @pytest.mark.parametrize("case", sorted(POISON))
 def test_poison_is_dead_lettered_acked_and_the_lake_untouched(h: Harness, case: str) -> None:
     deliver(h, klines("GOOD", 3), "seed")
+    deliver(h, klines("LINKUSDT", 3), "seed-link")
     before = h.lake()
-    data, attrs = POISON[case]
+    data, attrs, why = POISON[case]
     assert h.handler.handle(push_event(data, {**attrs, "case": case}, f"p-{case}")) is None
     assert h.lake() == before
     assert len(h.sent) == 1
@@ -130,7 +176,7 @@ def test_poison_is_dead_lettered_acked_and_the_lake_untouched(h: Harness, case: 
     assert dl_data == (data.encode() if isinstance(data, str) else data)
     assert dl_attrs["case"] == case
     assert dl_attrs["original_message_id"] == f"p-{case}"
-    assert dl_attrs["dead_letter_reason"]
+    assert why in dl_attrs["dead_letter_reason"]
     warning = h.records()[-1]
     assert warning["severity"] == "WARNING"
     assert warning["message_id"] == f"p-{case}"

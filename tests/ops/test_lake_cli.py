@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from klinelake.errors import ObjectNotFound
 from klinelake.local_store import LocalStore
-from klinelake.row import parse_csv
+from klinelake.row import Kline, parse_csv
 from klinelake.symbols import object_name
 from klinelake.writer import LakeWriter
+from localcloud import Stack
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -71,3 +79,136 @@ def test_confirmed_empty_ranges_are_halts_not_collector_gaps(tmp_path: Path) -> 
     assert out.returncode == 0, out.stdout
     (report,) = json.loads(out.stdout)
     assert report["collector_gaps"] == [] and len(report["exchange_gaps"]) == 1
+
+
+# --- verify fails what it should fail (issue 12.4, 12.1) -----------------------------------
+
+
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    """A failure that cannot inspect anything says so in exactly one line, no traceback."""
+    assert out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    return line
+
+
+def test_verify_a_path_that_does_not_exist(tmp_path: Path) -> None:
+    out = run_cli("verify", "--lake", str(tmp_path / "nowhere"))
+    assert out.returncode == 2
+    assert one_line(out) == f"verify: lake {tmp_path / 'nowhere'}: no such directory"
+    assert run_cli("status", "--lake", str(tmp_path / "nowhere")).returncode == 2
+
+
+def test_verify_an_empty_lake(tmp_path: Path) -> None:
+    out = run_cli("verify", "--lake", str(tmp_path))
+    assert out.returncode == 1
+    assert one_line(out) == f"verify: no stream objects under raw/ in lake {tmp_path}"
+
+
+def month_rows() -> list[Kline]:
+    """Three real-looking 1M klines (calendar months): `1M` must not be taken for a stray."""
+    starts = [1_640_995_200_000, 1_643_673_600_000, 1_646_092_800_000, 1_648_771_200_000]
+    return [
+        Kline(a, b - 1, "BTCUSDT", "1M", "1.0", "2.0", "0.5", "1.5", "10", "15", 7, "5", "7.5")
+        for a, b in itertools.pairwise(starts)
+    ]
+
+
+def test_verify_reports_unknown_objects_under_raw(tmp_path: Path) -> None:
+    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")[:24]
+    store = LocalStore(tmp_path)
+    LakeWriter(store).write_rows("BTCUSDT", "1h", rows)
+    LakeWriter(store).write_rows("BTCUSDT", "1M", month_rows())
+    assert run_cli("verify", "--lake", str(tmp_path)).returncode == 0
+    strays = [
+        "raw/notes.txt",
+        "raw/binance_btcusdt_1H.jsonl",  # not an interval (1M is one, and is a stream above)
+        "raw/binance_BTCUSDT_1h.jsonl",  # not the canonical (lowercase) name
+        "raw/binance_ｂｔｃｕｓｄｔ_1h.jsonl",  # fullwidth: not a symbol
+    ]
+    for name in strays:
+        store.write(name, b"x\n", if_generation_match=0)
+    out = run_cli("verify", "--lake", str(tmp_path), "--json")
+    assert out.returncode == 1
+    assert [r["object"] for r in json.loads(out.stdout)] == [
+        object_name("BTCUSDT", "1M"),
+        object_name("BTCUSDT", "1h"),
+    ]
+    lines = out.stderr.strip().splitlines()
+    assert sorted(lines[:-1]) == sorted(f"verify: unknown object under raw/: {n}" for n in strays)
+    assert lines[-1] == (
+        "verify: 0 of 2 stream(s) violate the lake invariants, 4 unknown object(s) under raw/"
+    )
+
+
+def test_verify_fails_a_row_of_another_stream_in_an_object(tmp_path: Path) -> None:
+    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "BTCUSDT", "1h")[:24]
+    store = LocalStore(tmp_path)
+    LakeWriter(store).write_rows("BTCUSDT", "1h", rows)
+    name = object_name("BTCUSDT", "1h")
+    # behind the writer's back: row 5 of ETHUSDT, row 9 of BTCUSDT 1m (aligned, canonical)
+    foreign = [
+        dataclasses.replace(r, symbol=s, interval=i, close_time=r.open_time + 59_999)
+        if (s, i) != ("BTCUSDT", "1h")
+        else r
+        for r, (s, i) in zip(
+            rows,
+            [("ETHUSDT", "1h") if k == 5 else ("BTCUSDT", "1m") if k == 9 else ("BTCUSDT", "1h")
+             for k in range(len(rows))],
+            strict=True,
+        )
+    ]  # fmt: skip
+    info = store.stat(name)
+    assert info is not None
+    store.write(name, b"".join(r.to_line() for r in foreign), if_generation_match=info.generation)
+    out = run_cli("verify", "--lake", str(tmp_path))
+    assert out.returncode == 1
+    assert "line 6: row of ETHUSDT@1h in the object of BTCUSDT@1h" in out.stdout
+    assert "line 10: row of BTCUSDT@1m in the object of BTCUSDT@1h" in out.stdout
+    assert out.stderr.strip().splitlines()[-1].startswith("verify: 1 of 1 stream(s) violate")
+
+
+class _NoBucket:
+    """A store over a bucket that does not exist, as the GCS backend reports it."""
+
+    def list(self, prefix: str) -> list[object]:
+        raise ObjectNotFound(f"{prefix}: 404 The specified bucket does not exist.")
+
+
+def test_verify_a_missing_bucket_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from klinelake import cli
+
+    monkeypatch.setattr(cli, "open_lake", lambda uri: _NoBucket())
+    out = CliRunner().invoke(cli.main, ["verify", "--lake", "gs://no-such-bucket"])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        "verify: lake gs://no-such-bucket: no such bucket "
+        "(raw/: 404 The specified bucket does not exist.)"
+    ]
+
+
+@pytest.mark.stack
+def test_verify_a_missing_bucket_on_fake_gcs(stack: Stack) -> None:
+    env = {**os.environ, **stack.env()}
+    out = subprocess.run(
+        [sys.executable, "-m", "klinelake", "verify", "--lake", "gs://no-such-bucket"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert one_line(out).startswith("verify: lake gs://no-such-bucket: no such bucket")
+
+
+def test_verify_without_google_credentials_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from klinelake import cli, gcs_store
+
+    def no_credentials() -> None:
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.setattr(gcs_store, "make_client", no_credentials)
+    out = CliRunner().invoke(cli.main, ["verify", "--lake", "gs://some-bucket"])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        "verify: lake gs://some-bucket: no Google credentials: "
+        "Your default credentials were not found."
+    ]
