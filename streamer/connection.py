@@ -107,6 +107,7 @@ class Connection:
             ((s.sid, s.interval) for s in self.streams), now, self.stall_grace_ms
         )
         self.read_task = asyncio.create_task(self._read(), name=f"ws-read-{self.conn_id}")
+        self._by_sid = {s.sid: s for s in self.streams}  # what this connection subscribes
         frames = subscribe_frames([s.name for s in self.streams], first_id, self.max_params)
         self._next_id = first_id + len(frames)
         loop = asyncio.get_running_loop()
@@ -191,6 +192,17 @@ class Connection:
         elif isinstance(msg, ServerShutdown):
             self.shutdown_notice = True
             log_event(log, "WARNING", "serverShutdown received", conn=self.conn_id)
+
+    async def sync(self) -> None:
+        """Subscribe what the slot gained, unsubscribe what it lost, while this connection was
+        opening (a listing or a retirement racing a reconnect)."""
+        current = {r.sid: r for r in self.streams}
+        gained = [r for sid, r in current.items() if sid not in self._by_sid]
+        lost = [r for sid, r in self._by_sid.items() if sid not in current]
+        if gained:
+            await self.change("SUBSCRIBE", gained)
+        if lost:
+            await self.change("UNSUBSCRIBE", lost)
 
     async def change(self, method: str, refs: list[StreamRef]) -> bool:
         """SUBSCRIBE or UNSUBSCRIBE `refs` on this live connection (a listing, a retirement):

@@ -485,6 +485,7 @@ class Service:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             log_event(log, "INFO", "connected", conn=conn.conn_id, streams=len(self.slots[idx]))
+            await conn.sync()
             return conn
         return None
 

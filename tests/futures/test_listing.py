@@ -96,3 +96,15 @@ def test_plan_changes_explicit() -> None:
     listing["AUSDT"] = info("AUSDT")  # back from BREAK: streamed again
     add, gone = plan_changes(explicit, listing, {"BUSDT"}, NOW)
     assert add == ["AUSDT"] and gone == []
+
+
+def test_stall_tracker_follows_subscription_changes() -> None:
+    from streamer.stall import StallTracker
+
+    t = StallTracker([("um:A@1m", "1m")], NOW, 5_000)
+    t.add("um:B@1m", "1m", NOW)
+    late = NOW + 10 * 60_000
+    assert sorted(t.overdue(late)) == ["um:A@1m", "um:B@1m"]
+    t.remove("um:B@1m")  # retired: nothing is expected of it any more
+    t.on_closed("um:A@1m", late - 60_000, late)
+    assert t.overdue(late) == [] and not t.stalled(late)
