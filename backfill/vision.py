@@ -31,7 +31,7 @@ from klinelake.intervals import (
     count_between,
 )
 from klinelake.markets import Market, spec
-from klinelake.row import Kline, parse_csv
+from klinelake.row import Kline, iter_csv
 
 DEFAULT_VISION_URL = "https://data.binance.vision"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -196,6 +196,6 @@ class VisionFetcher:
         except zipfile.BadZipFile as exc:
             raise VisionError(f"{url}: not a zip: {exc}") from exc
         # futures CSVs start with a header line (skipped); COIN-M columns mean other things
-        rows = parse_csv(data, page.symbol, page.interval, source=url, market=page.market)
+        rows = list(iter_csv(data, page.symbol, page.interval, source=url, market=page.market))
         self.dumps_fetched += 1
         return [r for r in rows if page.start <= r.open_time <= page.end]

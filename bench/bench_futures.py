@@ -102,25 +102,28 @@ def streamer_run(tmp: Path, n: int, seconds: float) -> None:
         h = st.health()
         st.terminate()
     cpu = (c1.user + c1.system - c0.user - c0.system) / (time.monotonic() - t0)
-    published = sum(v.get("published_rows", 0) for v in h["streams"].values())
     print(
         f"streamer, {n} USD-M streams (1m, 250 ms pushes, {frames:.0f} frames/s received): "
-        f"CPU {cpu:.1%} of a core, RSS "
-        f"{min(rss):.0f}-{max(rss):.0f} MB over {seconds:.0f} s; {published} closed klines "
+        f"CPU {cpu:.1%} of a core, RSS {min(rss):.0f}-{max(rss):.0f} MB over {seconds:.0f} s; "
+        f"{sum(v.get('published_rows', 0) for v in h['streams'].values())} closed klines "
         f"published, reconnects {h['reconnects']}"
     )
 
 
+def backfill_runs(tmp: Path) -> None:
+    for limit in (499, 1000, 1500):
+        backfill_run(tmp, limit, 0.8, 130)
+    backfill_run(tmp, 499, 0.95, 130)
+
+
+RUNS = {"backfill": backfill_runs, "streamer": lambda tmp: streamer_run(tmp, 200, 120)}
+
+
 def main() -> None:
-    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    names = [a for a in sys.argv[1:] if a != "all"] or list(RUNS)
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        if which in ("backfill", "all"):
-            for limit in (499, 1000, 1500):
-                backfill_run(tmp, limit, 0.8, 130)
-            backfill_run(tmp, 499, 0.95, 130)
-        if which in ("streamer", "all"):
-            streamer_run(tmp, 200, 120)
+        for name in names:
+            RUNS[name](Path(d))
 
 
 if __name__ == "__main__":

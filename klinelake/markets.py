@@ -14,9 +14,9 @@ Every fact below cites the fact sheets beside DESIGN.md (`binance-spot-api.md`,
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from klinelake.intervals import NOMINAL_MS
 
@@ -125,71 +125,38 @@ class MarketSpec:
         return max(range(1, self.max_limit + 1), key=lambda n: (n / self.weight_for_limit(n), n))
 
 
-_SPOT = MarketSpec(
-    market=Market.SPOT,
-    object_token="binance",
-    rest_url="https://api.binance.com",
-    ws_url="wss://stream.binance.com:9443",
-    ws_route="",
-    api_prefix="/api/v3",
-    max_limit=1000,
-    default_limit=500,
-    weight_limit_1m=6000,
-    exchange_info_weight=20,
-    time_weight=1,
-    max_window_ms=None,
-    intervals=_SPOT_INTERVALS,
-    status_key="status",
-    update_ms=2000,
-    ping_interval_s=20.0,
-    pong_timeout_s=60.0,
-    max_incoming_msgs_per_s=5,
-    max_streams_per_connection=1024,
-    archive_prefix="data/spot",
-    archive_has_header=False,
-    row_keys=SPOT_ROW_KEYS,
-)
-_UM = MarketSpec(
-    market=Market.UM,
-    object_token="binance-um",
-    rest_url="https://fapi.binance.com",
-    ws_url="wss://fstream.binance.com",
-    # Since 2026-04-23 an unrouted fstream connection gets only /public streams (FS §1).
-    ws_route="/market",
-    api_prefix="/fapi/v1",
-    max_limit=1500,
-    default_limit=500,
-    weight_limit_1m=2400,
-    exchange_info_weight=1,
-    time_weight=1,
-    max_window_ms=None,
-    intervals=_FUTURES_INTERVALS,
-    status_key="status",
-    update_ms=250,
-    ping_interval_s=180.0,
-    pong_timeout_s=600.0,
-    max_incoming_msgs_per_s=10,
-    max_streams_per_connection=1024,
-    archive_prefix="data/futures/um",
-    archive_has_header=True,
-    row_keys=SPOT_ROW_KEYS,
-)
-# COIN-M: USD-M's limits (one 2400 pool shared with USD-M since 2026-06-30, FS §8), but its own
-# hosts, no routed WS paths (FS §1), the 200-day window, `contractStatus` and its row keys.
-_CM = dataclasses.replace(
-    _UM,
-    market=Market.CM,
-    object_token="binance-cm",
-    rest_url="https://dapi.binance.com",
-    ws_url="wss://dstream.binance.com",
-    ws_route="",
-    api_prefix="/dapi/v1",
-    max_window_ms=200 * DAY_MS,
-    status_key="contractStatus",
-    archive_prefix="data/futures/cm",
-    row_keys=CM_ROW_KEYS,
-)
-SPECS: dict[Market, MarketSpec] = {Market.SPOT: _SPOT, Market.UM: _UM, Market.CM: _CM}
+# The market table: one row per fact, one column per market (spot, USD-M, COIN-M).
+_TABLE: dict[str, tuple[Any, Any, Any]] = {
+    "object_token": ("binance", "binance-um", "binance-cm"),
+    "rest_url": ("https://api.binance.com", "https://fapi.binance.com", "https://dapi.binance.com"),
+    "ws_url": ("wss://stream.binance.com:9443", "wss://fstream.binance.com",
+               "wss://dstream.binance.com"),
+    # Since 2026-04-23 an unrouted fstream connection carries no klines; dstream has no
+    # routes (FS §1).
+    "ws_route": ("", "/market", ""),
+    "api_prefix": ("/api/v3", "/fapi/v1", "/dapi/v1"),
+    "max_limit": (1000, 1500, 1500),
+    "default_limit": (500, 500, 500),
+    # COIN-M shares USD-M's 2400 pool since 2026-06-30 (FS §8).
+    "weight_limit_1m": (6000, 2400, 2400),
+    "exchange_info_weight": (20, 1, 1),
+    "time_weight": (1, 1, 1),
+    "max_window_ms": (None, None, 200 * DAY_MS),
+    "intervals": (_SPOT_INTERVALS, _FUTURES_INTERVALS, _FUTURES_INTERVALS),
+    "status_key": ("status", "status", "contractStatus"),
+    "update_ms": (2000, 250, 250),
+    "ping_interval_s": (20.0, 180.0, 180.0),
+    "pong_timeout_s": (60.0, 600.0, 600.0),
+    "max_incoming_msgs_per_s": (5, 10, 10),
+    "max_streams_per_connection": (1024, 1024, 1024),
+    "archive_prefix": ("data/spot", "data/futures/um", "data/futures/cm"),
+    "archive_has_header": (False, True, True),
+    "row_keys": (SPOT_ROW_KEYS, SPOT_ROW_KEYS, CM_ROW_KEYS),
+}  # fmt: skip
+SPECS: dict[Market, MarketSpec] = {
+    m: MarketSpec(market=m, **{field: column[i] for field, column in _TABLE.items()})
+    for i, m in enumerate((Market.SPOT, Market.UM, Market.CM))
+}
 
 _BY_TOKEN: dict[str, Market] = {spec.object_token: m for m, spec in SPECS.items()}
 _BY_NAME: dict[str, Market] = {m.value: m for m in Market}

@@ -296,14 +296,8 @@ def iter_csv(
         yield parse_csv_line(line, symbol, interval, f"{source} line {n}", market)
 
 
-def parse_csv(
-    text: str | bytes,
-    symbol: str,
-    interval: str,
-    source: str = "csv",
-    market: Market = Market.SPOT,
-) -> list[Kline]:
-    return list(iter_csv(text, symbol, interval, source, market))
+def parse_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> list[Kline]:
+    return list(iter_csv(text, symbol, interval, source))
 
 
 # --- lake rows and message rows (JSON objects) ---------------------------------------------

@@ -22,7 +22,7 @@ from klinelake.markets import (
     stream_key,
     window_for_page,
 )
-from klinelake.row import kline_from_dict, parse_csv, parse_rest_page
+from klinelake.row import iter_csv, kline_from_dict, parse_rest_page
 from klinelake.symbols import object_name, parse_object_name, parse_stream_object, stream_id
 
 # binance-futures-api.md §6: the COIN-M REST example row.
@@ -104,7 +104,7 @@ def test_futures_csv_with_header() -> None:
         "1591258320000,9640.7,9642.4,9640.6,9642.0,206,1591258379999,2.13660389,48,119,"
         "1.23424865,0\r\n"
     )
-    (row,) = parse_csv(csv, "BTCUSD_200626", "1m", market=Market.CM)
+    (row,) = iter_csv(csv, "BTCUSD_200626", "1m", market=Market.CM)
     assert row.to_line() == CM_LINE
 
 
