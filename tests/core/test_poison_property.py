@@ -194,3 +194,16 @@ def test_values_at_the_bounds_are_accepted(field: str, value: object) -> None:
     assert decode_message(encode_batch(KlineBatch("BTCUSDT", "1h", (row,)), "ws").data).rows == (
         row,
     )
+
+
+def test_minus_zero_is_the_integer_zero() -> None:
+    """JSON `-0` is an integer: 0 trades is a real quirk (a halted candle) and is written back
+    canonically as `0`; 0 as a time is out of range."""
+    pairs = message_pairs()
+    row: Pairs = pairs[2][1][0]
+    row[[k for k, _ in row].index("trades")] = ("trades", Raw("-0"))
+    (decoded, *_) = decode_message(dump(pairs).encode()).rows
+    assert decoded.trades == 0 and b'"trades":0,' in decoded.to_line()
+    row[[k for k, _ in row].index("open_time")] = ("open_time", Raw("-0"))
+    with pytest.raises(InvalidMessage, match="open_time"):
+        decode_message(dump(pairs).encode())

@@ -167,6 +167,22 @@ def test_verify_fails_a_row_of_another_stream_in_an_object(tmp_path: Path) -> No
     assert out.stderr.strip().splitlines()[-1].startswith("verify: 1 of 1 stream(s) violate")
 
 
+def test_verify_fails_the_reported_kelvin_sign_row(tmp_path: Path) -> None:
+    """Issue 12.1: a LIN\u212aUSDT row had replaced a LINKUSDT row and verify printed OK."""
+    rows = parse_csv((DATA / "BTCUSDT-1h-2022-01.csv").read_bytes(), "LINKUSDT", "1h")[:5]
+    store = LocalStore(tmp_path)
+    LakeWriter(store).write_rows("LINKUSDT", "1h", rows)
+    name = object_name("LINKUSDT", "1h")
+    lines = [r.to_line() for r in rows]
+    lines[2] = lines[2].replace(b'"LINKUSDT"', '"LIN\u212aUSDT"'.encode())
+    info = store.stat(name)
+    assert info is not None
+    store.write(name, b"".join(lines), if_generation_match=info.generation)
+    out = run_cli("verify", "--lake", str(tmp_path))
+    assert out.returncode == 1
+    assert "invalid row: line 3: field 'symbol'" in out.stdout and "NFKC" in out.stdout
+
+
 class _NoBucket:
     """A store over a bucket that does not exist, as the GCS backend reports it."""
 
