@@ -341,7 +341,12 @@ class Service:
             if not snd.idle.is_set() or snd.repair_target is not None:
                 continue
             end["logged"] = True
-            end["last_open_time"] = self.spool.last_published(sid)
+            # What this streamer published last; if it published nothing (a backfill covered
+            # the stream) the exchange's bound stands.
+            published = self.spool.last_published(sid)
+            end["published_upto"] = published
+            if published is not None:
+                end["last_open_time"] = published
             log_event(log, "INFO", "stream ended", stream=sid, reason=end["reason"],
                       last_open_time=end["last_open_time"])  # fmt: skip
 
@@ -590,7 +595,9 @@ class Service:
             snd = self.senders[sid]
             streams[sid] = {
                 "last_closed_open_time": self.spool.last_published(sid),
-                "ended": {k: end[k] for k in ("reason", "end_ms", "last_open_time")},
+                "ended": {
+                    k: end.get(k) for k in ("reason", "end_ms", "last_open_time", "published_upto")
+                },
                 "spool_depth": depth.get(sid, 0),
                 "published_rows": snd.stats.published_rows,
                 "repaired_rows": snd.stats.repaired_rows,
