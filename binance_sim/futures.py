@@ -24,7 +24,8 @@ frames per second, push the open kline every 250 ms (FS §2, §3; all configurab
 
 Admin (with `--admin`): POST /_sim/futures/list {"market","symbol"[,"delivery"]} lists a
 contract now; POST /_sim/futures/delist {"market","symbol"} ends it now (status CLOSE on USD-M,
-DELIVERED on COIN-M; no kline opens from then on); GET /_sim/futures/truth?market=&symbol=
+DELIVERED on COIN-M; no kline opens from then on); POST /_sim/futures/halt {"market","symbol",
+"interval","start","end"} (an exchange halt); GET /_sim/futures/truth?market=&symbol=
 &interval=&start=&end= the closed klines as lake lines under the market's row keys.
 """
 
@@ -305,6 +306,16 @@ def admin_routes(sim: Sim, venues: dict[str, Venue]) -> list[web.RouteDef]:
             return _json({"ok": False, "error": str(exc)}, 400)
         return _json({"ok": True, "at": now, "symbol": contract.info(now)})
 
+    async def halt(request: web.Request) -> web.Response:
+        """{"market","symbol","interval","start","end"}: no kline opens in [start, end]."""
+        try:
+            venue, symbol, body = await body_of(request)
+            gap = Halt(symbol, str(body["interval"]), int(body["start"]), int(body["end"]))
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return _json({"ok": False, "error": str(exc)}, 400)
+        venue.sim.market.add_halt(gap)
+        return _json({"ok": True})
+
     async def truth(request: web.Request) -> web.Response:
         q = request.query
         try:
@@ -319,5 +330,6 @@ def admin_routes(sim: Sim, venues: dict[str, Venue]) -> list[web.RouteDef]:
     return [
         web.post("/_sim/futures/list", list_symbol),
         web.post("/_sim/futures/delist", delist),
+        web.post("/_sim/futures/halt", halt),
         web.get("/_sim/futures/truth", truth),
     ]

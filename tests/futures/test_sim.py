@@ -22,6 +22,7 @@ import websockets
 from binance import Client
 
 from binance_sim.testing import SimProcess, run_simulator
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.intervals import MINUTE
 from klinelake.markets import Market
 from klinelake.row import parse_rest_row
@@ -221,3 +222,22 @@ def test_futures_429_and_418_wording() -> None:
         r = httpx.get(f"{sim.url}/fapi/v1/klines", params=kl)
         assert r.status_code == 418
         assert r.json()["msg"].startswith("Way too many requests; IP banned until ")
+
+
+def test_futures_halt_is_confirmed_empty_under_the_futures_stream(tmp_path: Path) -> None:
+    """Gap repair and halts as on spot: a complete page without the halted open times records
+    them as confirmed empty, keyed by the futures stream id (not the spot one)."""
+    first, last = START - 120 * MINUTE, START - MINUTE
+    with run_simulator(None, "--start", str(START), *CONTRACTS) as sim:
+        halt = {"market": "cm", "symbol": "BTCUSD_PERP", "interval": "1m",
+                "start": START - 60 * MINUTE, "end": START - 51 * MINUTE}  # fmt: skip
+        assert httpx.post(f"{sim.url}/_sim/futures/halt", json=halt).json()["ok"]
+        lake, state = tmp_path / "lake", tmp_path / "state"
+        done = backfill(sim, "cm", "BTCUSD_PERP", first, last, "--lake", str(lake),
+                        "--state-dir", str(state))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert lake_object(lake, "cm:BTCUSD_PERP@1m") == truth(
+            sim, "cm:BTCUSD_PERP@1m", first, last
+        )
+        ranges = EmptyRanges(state).all()
+    assert ranges == {"cm:BTCUSD_PERP@1m": [(START - 60 * MINUTE, START - 51 * MINUTE)]}
