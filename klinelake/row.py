@@ -40,6 +40,7 @@ _MAX_MS = 4_102_444_800_000  # 2100-01-01
 
 FIELDS: tuple[str, ...] = SPOT_ROW_KEYS  # spot and USD-M; COIN-M: markets.CM_ROW_KEYS
 _LINE_PREFIX = b'{"open_time":'
+_CM_NAMES = dict(zip(SPOT_ROW_KEYS, CM_ROW_KEYS, strict=True))  # slot name -> COIN-M row key
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,14 @@ class Kline:
     market: Market = Market.SPOT
 
     def __post_init__(self) -> None:
-        validate_kline(self)
+        try:
+            validate_kline(self)
+        except InvalidRow as exc:
+            if self.market != Market.CM:
+                raise
+            # name the field as a COIN-M row does (`base_volume`, not `quote_volume`)
+            field = _CM_NAMES.get(exc.field, exc.field)
+            raise InvalidRow(field, exc.value, exc.reason, where=exc.where) from None
 
     def to_line(self) -> bytes:
         """Canonical serialisation: compact JSON, keys in contract order, then `\\n`."""

@@ -220,3 +220,11 @@ def test_writer_and_status_per_market(tmp_path: object) -> None:
     assert (report.market, report.stream, report.rows, report.ok) == (
         Market.CM, "cm:BTCUSD_200626@1m", 1, True,
     )  # fmt: skip
+
+
+def test_cm_errors_name_cm_fields() -> None:
+    bad = CM_REST.replace(b'"2.13660389"', b'"2.1x"')
+    with pytest.raises(InvalidData, match=r"'base_volume' = '2\.1x'"):
+        parse_rest_page(bad, "BTCUSD_200626", "1m", Market.CM)
+    with pytest.raises(InvalidData, match=r"'quote_volume' = '2\.1x'"):  # the same column on UM
+        parse_rest_page(bad, "BTCUSDT", "1m", Market.UM)
