@@ -83,6 +83,7 @@ class Connection:
         self.opened_at = 0  # server ms
         self.shutdown_notice = False
         self.tracker: StallTracker | None = None
+        self.frames_received = 0
         self._pending: dict[int, asyncio.Future[ControlReply]] = {}
         self._closing = False
         self._next_id = 0
@@ -145,6 +146,7 @@ class Connection:
         try:
             async for frame in self.ws:
                 self.counters.frames += 1
+                self.frames_received += 1  # this connection's: stall.py's sign of life
                 await self._handle(frame)
         except ConnectionClosed as exc:
             if not self._closing:

@@ -213,7 +213,14 @@ class StreamSender:
             interval=self.interval,
         )
         if holes:
-            self.empty.add(self.symbol, self.interval, holes, self.market)
+            try:
+                self.empty.add(self.symbol, self.interval, holes, self.market)
+            except OSError as exc:  # only an optimisation: repair would fetch them again
+                log_event(
+                    log, "WARNING", "cannot record confirmed-empty ranges", stream=self.stream,
+                    path=str(self.empty.path), error=repr(exc),
+                )  # fmt: skip
+                return
             log_event(
                 log, "INFO", "confirmed empty (no klines on REST)", stream=self.stream,
                 ranges=holes[:10],

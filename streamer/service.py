@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -35,12 +34,17 @@ from streamer.health import sd_notify, serve_http, write_atomic
 from streamer.listing import Retirement, next_delivery, plan_changes
 from streamer.sender import StreamSender
 from streamer.shards import shard
-from streamer.spool import Spool
+from streamer.slot_policy import Act, Replacement, SlotView, decide
+from streamer.spool import Spool, SpoolUnavailable
+from streamer.stall import RestVerdict
 
 log = logging.getLogger("streamer")
 
+EXIT_STATE_DIR = 2  # the state directory cannot hold the spool (read-only, full, missing)
+EXIT_UNSENT = 1  # stopped with klines neither spooled nor published
 INGEST_QUEUE = 10_000  # closed klines between the readers and the spool (~10 MB at most)
 CHECK_EVERY_S = 0.2
+REST_RETRY_S = 5.0  # pause before asking REST again about a silent stream after a failure
 
 
 class Service:
@@ -72,15 +76,26 @@ class Service:
         self._sink_obj: Sink | None = None
         self.started_at = 0  # server ms at start: listings after it are new (history repaired)
         self._rest_obj: Any = None
+        self._health_error: int | None = None
+        self.rest: Any | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
-        self.spool.open()
+        try:
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+            self.spool.open()
+        except (SpoolUnavailable, OSError) as exc:
+            # Refuse to start rather than run without a durable spool: nothing is received
+            # yet, so nothing is lost, and systemd's restarts make the line hard to miss.
+            line = f"state directory {s.state_dir} unusable: {exc}"
+            log_event(log, "CRITICAL", line, state_dir=str(s.state_dir))
+            print(f"streamer: {line}", file=sys.stderr, flush=True)
+            return EXIT_STATE_DIR
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url, market=s.market)
+        self.rest = rest
         await self._sync_clock(rest)
         refused = await self._check_symbols(rest)
         if refused is not None:
@@ -170,7 +185,8 @@ class Service:
         if self._rest is None:
             await rest.close()
         depth = sum(self.spool.depth().values())
-        self.spool.close()
+        self.spool.close()  # (writes what it holds, if the disk allows it by now)
+        self._report_unsent()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -184,6 +200,22 @@ class Service:
             exit_code=self.exit_code,
         )
         return self.exit_code
+
+    def _report_unsent(self) -> None:
+        """Klines the disk refused and the sink did not take before the drain ended are
+        lost with this process: say which, and exit non-zero."""
+        unsent = self.spool.held()
+        if not unsent:
+            return
+        total = sum(n for n, _, _ in unsent.values())
+        ranges = {sid: [first, last] for sid, (_, first, last) in sorted(unsent.items())}
+        line = (
+            f"stopped with {total} closed klines neither spooled nor published "
+            f"({self.spool.state}): backfill these open_time ranges: {ranges}"
+        )
+        log_event(log, "CRITICAL", line, unsent=total, ranges=ranges)
+        print(f"streamer: {line}", file=sys.stderr, flush=True)
+        self.exit_code = EXIT_UNSENT
 
     def _make_sink(self) -> Sink:
         s = self.settings
@@ -410,9 +442,9 @@ class Service:
                 return None
         return None
 
-    async def _sync_clock(self, rest: Any) -> None:
+    async def _sync_clock(self, rest: Any, timeout_s: float = 10.0) -> None:
         try:
-            self.clock.sync(await asyncio.wait_for(rest.server_time(), 10))
+            self.clock.sync(await asyncio.wait_for(rest.server_time(), timeout_s))
         except Exception as exc:  # the clock then follows event times
             log_event(log, "WARNING", "server time unavailable", error=repr(exc)[:300])
 
@@ -422,27 +454,15 @@ class Service:
         await self.queue.put((sid, kline))
 
     async def _flush_loop(self) -> None:
-        backoff = Backoff(0.2, 10.0)
+        # (the spool never raises for its disk: what it cannot write, it holds and serves)
         while True:
-            items = [await self.queue.get()]
-            while True:
-                try:
-                    self._flush(items)
-                    backoff.reset()
-                    break
-                except sqlite3.Error as exc:  # keep the items (bounded) and retry
-                    delay = backoff.next_delay()
-                    log_event(
-                        log, "ERROR", "cannot write the spool, retrying", error=repr(exc)[:300],
-                        pending=len(items), retry_in_s=round(delay, 2),
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
+            self._flush([await self.queue.get()])
 
     async def _flush_pending(self) -> None:
         self._flush([])
 
     def _flush(self, items: list[tuple[str, Kline]]) -> None:
-        while len(items) < INGEST_QUEUE:  # (on a retry, `items` already holds them)
+        while len(items) < INGEST_QUEUE:
             try:
                 items.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:
@@ -494,77 +514,129 @@ class Service:
             return conn
         return None
 
-    def _after_connect(self, idx: int) -> None:
+    async def _after_connect(self, idx: int) -> None:
+        # Re-anchor the clock before repairing: REST repair publishes what the clock says is
+        # closed, and a clock run ahead of the exchange's would take the forming kline for one.
+        if self.rest is not None:
+            await self._sync_clock(self.rest, timeout_s=3.0)  # (REST down: go on, unsynced)
         for ref in self.slots[idx]:
             self.senders[ref.sid].request_repair()
 
     async def _run_slot(self, idx: int) -> None:
-        """Keep one live connection for slot `idx`: reconnect with backoff when it ends or
-        stalls; replace it (new one first, then close the old) on serverShutdown or with age."""
+        """Keep one live connection for slot `idx`: describe it to `slot_policy.decide` at
+        every check and do what it says (the policy and its reasons are there)."""
         s = self.settings
         backoff = Backoff(0.5, 30.0)
         conn: Connection | None = None
         replacing: asyncio.Task[Connection | None] | None = None
         retry_replacement_at = 0.0
+        asking: dict[str, asyncio.Task[RestVerdict]] = {}  # REST checks of silent streams
+        lost: set[str] = set()
+        unknown: set[str] = set()
         loop = asyncio.get_running_loop()
         try:
             while not self.stopping.is_set():
-                if conn is None or not conn.alive:
-                    if conn is not None:
-                        await conn.close()
-                        self.slot_reconnects[idx] += 1
+                if conn is None:
+                    conn = await self._open(idx, backoff)
+                    self.slot_conns[idx] = conn
+                    if conn is None:
+                        return
+                    await self._after_connect(idx)
+                    continue
+                if backoff.attempts and conn.counters.closed_klines:
+                    backoff.reset()
+                for sid, task in list(asking.items()):
+                    if task.done():
+                        del asking[sid]
+                        answer = None if task.cancelled() else task.result()
+                        if answer is RestVerdict.LOST:
+                            lost.add(sid)
+                        elif answer is RestVerdict.UNKNOWN:
+                            unknown.add(sid)
+                        else:
+                            unknown.discard(sid)
+                now = self.clock.now_ms()
+                tracker = conn.tracker
+                assert tracker is not None and conn.read_task is not None
+                tracker.on_frames(conn.frames_received, now)
+                for sid in tracker.resumed:
+                    log_event(log, "INFO", "stream resumed", conn=conn.conn_id, stream=sid)
+                tracker.resumed.clear()
+                verdict = tracker.verdict(now)
+                decision = decide(
+                    SlotView(
+                        alive=conn.alive,
+                        dead=verdict.dead,
+                        lost=tuple(sorted(lost)),
+                        unknown=tuple(sorted(unknown)),
+                        silent=verdict.silent,
+                        asking_rest=frozenset(asking),
+                        shutdown_notice=conn.shutdown_notice,
+                        age_ms=conn.age_ms(),
+                        max_age_ms=int(s.max_conn_age_s * 1000),
+                        replacement=_replacement_state(replacing),
+                        replacement_retry_due=loop.time() >= retry_replacement_at,
+                    )
+                )
+                for sid in decision.ask_rest:
+                    asking[sid] = asyncio.create_task(self._ask_rest(conn, sid))
+                act = decision.act
+                if act in (Act.RECONNECT, Act.SWITCH):
+                    for task in asking.values():
+                        task.cancel()
+                    asking.clear()
+                    lost.clear()
+                    unknown.clear()
+                if act is Act.RECONNECT:
+                    if conn.alive:
+                        message = (
+                            "connection stalled: every stream silent, reconnecting"
+                            if verdict.dead
+                            else "reconnecting"
+                        )
+                        log_event(log, "WARNING", message, conn=conn.conn_id,
+                                  reason=decision.reason, silent=verdict.silent[:5])  # fmt: skip
+                    await conn.close()
+                    self.slot_reconnects[idx] += 1
                     new: Connection | None = None
                     if replacing is not None:  # a replacement is on its way: take it
                         new = await replacing
                         replacing = None
                     if new is None:
-                        if conn is not None:
-                            await asyncio.sleep(backoff.next_delay())
+                        await asyncio.sleep(backoff.next_delay())
                         new = await self._open(idx, backoff)
                     conn = new
                     self.slot_conns[idx] = conn
                     if conn is None:
                         return
-                    self._after_connect(idx)
+                    await self._after_connect(idx)
                     continue
-                if backoff.attempts and conn.counters.closed_klines:
-                    backoff.reset()
-                now = self.clock.now_ms()
-                tracker = conn.tracker
-                if tracker is not None and tracker.stalled(now):
-                    log_event(
-                        log, "WARNING", "connection stalled: closed klines overdue, reconnecting",
-                        conn=conn.conn_id, overdue=tracker.overdue(now)[:5],
-                    )  # fmt: skip
-                    await conn.close()
-                    continue
-                if tracker is not None:
-                    for sid in tracker.overdue(now):
-                        log_event(log, "WARNING", "stream quiet", conn=conn.conn_id, stream=sid)
-                        tracker.excuse(sid, now)
-                rollover = conn.shutdown_notice or conn.age_ms() >= s.max_conn_age_s * 1000
-                if rollover and replacing is None and loop.time() >= retry_replacement_at:
-                    reason = "serverShutdown" if conn.shutdown_notice else "connection age"
-                    log_event(log, "INFO", "replacing connection", conn=conn.conn_id, reason=reason)
-                    replacing = asyncio.create_task(self._open(idx, None))
-                if replacing is not None and replacing.done():
+                if act is Act.SWITCH:
+                    assert replacing is not None
                     new = replacing.result()
                     replacing = None
-                    if new is None:
-                        retry_replacement_at = loop.time() + backoff.next_delay()
-                    else:
-                        old, conn = conn, new
-                        self.slot_conns[idx] = conn
-                        await old.close()  # after the new one is subscribed: no gap
-                        self.slot_reconnects[idx] += 1
-                        self._after_connect(idx)
-                        continue
+                    assert new is not None
+                    old, conn = conn, new
+                    self.slot_conns[idx] = conn
+                    await old.close()  # after the new one is subscribed: no gap
+                    self.slot_reconnects[idx] += 1
+                    await self._after_connect(idx)
+                    continue
+                if act is Act.RETRY_LATER:
+                    replacing = None
+                    retry_replacement_at = loop.time() + backoff.next_delay()
+                elif act is Act.REPLACE:
+                    log_event(log, "INFO", "replacing connection", conn=conn.conn_id,
+                              reason=decision.reason)  # fmt: skip
+                    replacing = asyncio.create_task(self._open(idx, None))
                 assert conn.read_task is not None
                 waits: set[asyncio.Future[Any]] = {conn.read_task}
                 if replacing is not None:
                     waits.add(replacing)
                 await asyncio.wait(waits, timeout=CHECK_EVERY_S)
         finally:
+            for task in asking.values():
+                task.cancel()
             if replacing is not None:
                 replacing.cancel()
                 with contextlib.suppress(BaseException):
@@ -574,15 +646,50 @@ class Service:
             if conn is not None:
                 await conn.close()
 
+    async def _ask_rest(self, conn: Connection, sid: str) -> RestVerdict:
+        """One stream is silent while the connection delivers: do its klines exist on REST?"""
+        tracker, snd = conn.tracker, self.senders[sid]
+        assert tracker is not None and self.rest is not None
+        if not tracker.watches(sid):  # retired meanwhile (a delivery, a delisting)
+            return RestVerdict.MOOT
+        window = tracker.rest_window(sid, self.clock.now_ms())
+        try:
+            rows = await asyncio.wait_for(
+                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 10
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # still silent: asked again after a pause
+            log_event(log, "WARNING", "cannot ask REST about a silent stream", stream=sid,
+                      error=repr(exc)[:300])  # fmt: skip
+            await asyncio.sleep(REST_RETRY_S)
+            return RestVerdict.UNKNOWN
+        verdict = tracker.on_rest(sid, window, bool(rows), self.clock.now_ms())
+        if verdict is RestVerdict.HALTED:
+            log_event(
+                log, "WARNING", "stream halted: no closed klines on WS or REST, not reconnecting",
+                conn=conn.conn_id, stream=sid, since_open_time=window[0],
+            )  # fmt: skip
+        elif verdict is RestVerdict.LOST:
+            log_event(log, "WARNING", "stream silent on WS but REST has its klines",
+                      conn=conn.conn_id, stream=sid, first_open_time=window[0])  # fmt: skip
+        return verdict
+
     # --- health -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        depth = self.spool.depth() if self.spool._db is not None else {}
+        depth = self.spool.depth()
         streams: dict[str, Any] = {}
         for idx, refs in enumerate(self.slots):
             for ref in refs:
                 snd = self.senders[ref.sid]
+                conn = self.slot_conns[idx] if idx < len(self.slot_conns) else None
+                tracker = conn.tracker if conn is not None else None
                 streams[ref.sid] = {
+                    # live | silent (REST asked why) | halted (REST has none either)
+                    "ws_state": tracker.state(ref.sid).value
+                    if tracker and tracker.watches(ref.sid)
+                    else "connecting",
                     "last_closed_open_time": self.spool.last_published(ref.sid),
                     "lag_ms": snd.lag_ms(),
                     "reconnects": self.slot_reconnects[idx],
@@ -611,14 +718,22 @@ class Service:
             "malformed_frames": self.counters.malformed,
             "closed_klines_received": self.counters.closed_klines,
             "spool_depth": sum(depth.values()),
+            "spool": self.spool.state,  # "ok" or "degraded: disk full at PATH" (and the like)
+            "spool_held_in_memory": sum(n for n, _, _ in self.spool.held().values()),
             "streams": streams,
         }
 
     def _write_health(self) -> None:
+        path = self.settings.state_dir / "health.json"
         try:
-            write_atomic(self.settings.state_dir / "health.json", _dumps(self.snapshot()))
+            write_atomic(path, _dumps(self.snapshot()))
         except OSError as exc:
-            log_event(log, "ERROR", "cannot write health file", error=repr(exc))
+            if self._health_error != exc.errno:  # once per episode, not every few seconds
+                log_event(log, "ERROR", "cannot write health file (the HTTP endpoint still "
+                          "serves it)", path=str(path), error=repr(exc))  # fmt: skip
+            self._health_error = exc.errno
+            return
+        self._health_error = None
 
     async def _health_loop(self, rest: Any) -> None:
         last_sync = time.monotonic()
@@ -629,6 +744,14 @@ class Service:
                 last_sync = time.monotonic()
                 await self._sync_clock(rest)
             await asyncio.sleep(self.settings.health_interval_s)
+
+
+def _replacement_state(task: asyncio.Task[Connection | None] | None) -> Replacement:
+    if task is None:
+        return Replacement.NONE
+    if not task.done():
+        return Replacement.PENDING
+    return Replacement.READY if task.result() is not None else Replacement.FAILED
 
 
 def _dumps(obj: Any) -> bytes:

@@ -1,18 +1,42 @@
-"""Stall detection by the expected closed klines, not by a fixed message timeout (pure).
+"""Silence on a connection: a dead connection, or one silent stream (pure).
 
-Binance sends one `x:true` frame when each kline closes, even for a quiet symbol with no trades.
-So for every stream on a connection we know the deadline by which its next closed kline must
-arrive: that kline's close time plus a grace. A connection is stalled when a stream's deadline has
-passed and no closed kline of any stream arrived on it since then (a single quiet stream on an
-otherwise flowing connection, e.g. a halted symbol, is reported as quiet, not as a stall).
+Binance sends one `x:true` frame when each kline closes, even for a quiet symbol with no trades,
+and a forming-kline update about every 2 s per stream. So for every stream on a connection we
+know by when its next closed kline must arrive: that kline's close time plus a grace. When that
+deadline passes, the stream is *silent*, and the question is whose fault it is:
+
+- the connection is *dead* when nothing at all (no frame of any stream) arrived on it since the
+  newest close a silent stream should have delivered by now: every stream is silent. Reconnect.
+- otherwise the other streams deliver and only this one is silent: an exchange halt, or a lost
+  subscription. The service asks REST whether the missed klines exist (`rest_window`) and tells
+  the tracker (`on_rest`): none on REST means *halted* (no reconnect; the stream is checked
+  again at each later deadline and is *live* again with its next closed kline); klines on REST
+  that WS never delivered mean the subscription is lost, which only a reconnect repairs.
+
+Server time in milliseconds throughout; `grace_ms` is in server time too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from klinelake.intervals import align_down, next_open_time
+
+
+class StreamState(StrEnum):
+    LIVE = "live"  # delivering, or not yet due
+    SILENT = "silent"  # a closed kline is overdue; REST will say why
+    HALTED = "halted"  # REST confirmed that the overdue klines do not exist
+
+
+class RestVerdict(StrEnum):
+    HALTED = "halted"  # newly confirmed halted
+    STILL_HALTED = "still halted"
+    LOST = "lost"  # REST has klines that WS did not deliver: the subscription is broken
+    UNKNOWN = "unknown"  # REST did not answer
+    MOOT = "moot"  # the stream delivered meanwhile (or is unknown): nothing to do
 
 
 def expected_close(now_ms: int, interval: str) -> int:
@@ -20,57 +44,110 @@ def expected_close(now_ms: int, interval: str) -> int:
     return next_open_time(align_down(now_ms, interval), interval) - 1
 
 
+def _close(open_time: int, interval: str) -> int:
+    return next_open_time(open_time, interval) - 1
+
+
 @dataclass
 class _Watch:
     interval: str
-    deadline: int
+    due_open: int  # open_time of the next closed kline we expect
+    state: StreamState = StreamState.LIVE
+
+
+@dataclass(frozen=True)
+class Verdict:
+    dead: bool  # every stream silent: the connection is gone
+    silent: tuple[str, ...]  # overdue streams (halted ones included, for their re-check)
 
 
 class StallTracker:
-    """Per connection. `grace_ms` is in server time."""
+    """Per connection: feed it closed klines (`on_closed`), any-frame activity
+    (`on_frames`) and REST answers (`on_rest`); ask it for a `verdict`."""
 
     def __init__(self, streams: Iterable[tuple[str, str]], now_ms: int, grace_ms: int) -> None:
         self.grace_ms = grace_ms
-        self._watch = {
-            name: _Watch(interval, expected_close(now_ms, interval) + grace_ms)
-            for name, interval in streams
-        }
-        self.last_closed_at = now_ms  # server time of the latest closed kline on this connection
+        self._watch = {name: _Watch(iv, align_down(now_ms, iv)) for name, iv in streams}
+        self.last_activity = now_ms  # server time at which a frame was last seen
+        self._frames = 0
+        self.resumed: list[str] = []  # halted streams that delivered again (for the log)
+
+    def deadline(self, stream: str) -> int:
+        w = self._watch[stream]
+        return _close(w.due_open, w.interval) + self.grace_ms
+
+    def state(self, stream: str) -> StreamState:
+        return self._watch[stream].state
 
     def on_closed(self, stream: str, open_time: int, now_ms: int) -> None:
         w = self._watch.get(stream)
         if w is None:
             return
-        after = next_open_time(open_time, w.interval)
-        w.deadline = max(w.deadline, next_open_time(after, w.interval) - 1 + self.grace_ms)
-        # The kline forming now closes no earlier than that; never expect one in the past.
-        w.deadline = max(w.deadline, expected_close(now_ms, w.interval) + self.grace_ms)
-        self.last_closed_at = max(self.last_closed_at, now_ms)
+        # the next kline due is the one after this, and never one in the past
+        w.due_open = max(w.due_open, next_open_time(open_time, w.interval))
+        w.due_open = max(w.due_open, align_down(now_ms, w.interval))
+        if w.state is StreamState.HALTED:
+            self.resumed.append(stream)
+        w.state = StreamState.LIVE
+        self.last_activity = max(self.last_activity, now_ms)
 
     def add(self, stream: str, interval: str, now_ms: int) -> None:
         """A stream subscribed on the live connection (a new listing)."""
-        self._watch.setdefault(
-            stream, _Watch(interval, expected_close(now_ms, interval) + self.grace_ms)
-        )
+        self._watch.setdefault(stream, _Watch(interval, align_down(now_ms, interval)))
 
     def remove(self, stream: str) -> None:
         """A retired stream (delivered, delisted): nothing is expected of it any more."""
         self._watch.pop(stream, None)
 
-    def overdue(self, now_ms: int) -> list[str]:
-        return [name for name, w in self._watch.items() if w.deadline < now_ms]
+    def watches(self, stream: str) -> bool:
+        return stream in self._watch
 
-    def stalled(self, now_ms: int) -> bool:
-        """Some deadline passed and nothing closed arrived on the connection since it passed."""
-        earliest = min((w.deadline for w in self._watch.values()), default=None)
-        return earliest is not None and earliest < now_ms and self.last_closed_at <= earliest
+    def on_frames(self, frames_received: int, now_ms: int) -> None:
+        """The connection's frame counter, read at each check: any change is activity."""
+        if frames_received != self._frames:
+            self._frames = frames_received
+            self.last_activity = max(self.last_activity, now_ms)
 
-    def excuse(self, stream: str, now_ms: int) -> None:
-        """A quiet stream on a flowing connection: expect its next kline instead."""
+    def verdict(self, now_ms: int) -> Verdict:
+        silent = tuple(s for s in self._watch if self.deadline(s) < now_ms)
+        dead = False
+        for s in silent:
+            w = self._watch[s]
+            if w.state is StreamState.HALTED:
+                continue  # a halted stream expects nothing: no evidence either way
+            # the newest close this stream should have delivered by now
+            newest_due = align_down(now_ms - self.grace_ms, w.interval) - 1
+            if self.last_activity <= newest_due:
+                dead = True
+        for s in silent:
+            if self._watch[s].state is StreamState.LIVE:
+                self._watch[s].state = StreamState.SILENT
+        return Verdict(dead, silent)
+
+    def rest_window(self, stream: str, now_ms: int) -> tuple[int, int]:
+        """Open times [first, last] of the klines `stream` owes us by now: ask REST for them."""
+        w = self._watch[stream]
+        newest_due_open = align_down(align_down(now_ms - self.grace_ms, w.interval) - 1, w.interval)
+        return w.due_open, max(w.due_open, newest_due_open)
+
+    def on_rest(
+        self, stream: str, window: tuple[int, int], rest_has: bool, now_ms: int
+    ) -> RestVerdict:
+        """REST's answer for `window` (from `rest_window`): does any kline exist there?"""
         w = self._watch.get(stream)
-        if w is not None:
-            w.deadline = expected_close(now_ms, w.interval) + self.grace_ms
+        if w is None or w.state is StreamState.LIVE or w.due_open > window[0]:
+            return RestVerdict.MOOT  # it delivered meanwhile
+        if rest_has:
+            return RestVerdict.LOST
+        was = w.state
+        w.state = StreamState.HALTED
+        # nothing exists up to the window's end: expect the kline after it, but ask REST again
+        # no sooner than a grace from now (a halt can last days: not a call per kline)
+        w.due_open = max(
+            next_open_time(window[1], w.interval), align_down(now_ms + self.grace_ms, w.interval)
+        )
+        return RestVerdict.STILL_HALTED if was is StreamState.HALTED else RestVerdict.HALTED
 
     def next_check(self) -> int | None:
         """The earliest deadline (server ms): when to look again."""
-        return min((w.deadline for w in self._watch.values()), default=None)
+        return min((self.deadline(s) for s in self._watch), default=None)

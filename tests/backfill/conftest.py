@@ -19,6 +19,8 @@ from backfill.plan import Page, Plan
 from backfill.run import RunResult, Settings, run_backfill
 from binance_sim.testing import SimProcess, run_simulator
 from klinelake.intervals import Gap
+from klinelake.lake import read_object
+from klinelake.local_store import LocalStore
 from klinelake.row import parse_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +35,8 @@ def fixture_lines(month: str) -> bytes:
 
 
 def lake_bytes(lake: Path, name: str) -> bytes:
-    path = lake / "raw" / name
-    return path.read_bytes() if path.exists() else b""
+    """Through `LocalStore` (it escapes names on disk: `1M` is not `1m`)."""
+    return read_object(LocalStore(lake), "raw/" + name)
 
 
 class Quiet:

@@ -14,6 +14,8 @@ import pytest
 from backfill.run import Settings, run_backfill
 from klinelake.binance_rest import BinanceAPIError
 from klinelake.intervals import HOUR
+from klinelake.lake import read_rows
+from klinelake.local_store import LocalStore
 
 from .conftest import Quiet
 
@@ -25,15 +27,35 @@ def kline(t: int) -> list[object]:
     return [t, "1.0", "2.0", "0.5", "1.5", "10.0", t + HOUR - 1, "15.0", 3, "5.0", "7.5", "0"]
 
 
-def exchange(fail_page_start: int | None, delays: dict[int, float]) -> httpx.MockTransport:
+def exchange(
+    fail_page_start: int | None,
+    delays: dict[int, float],
+    hold: dict[int, int] | None = None,
+    answered: list[int] | None = None,
+) -> httpx.MockTransport:
+    """`hold` {page: other page}: answer `page` only once `other page` is answered (pages then
+    complete out of order, without timing); `answered` records the order pages are answered."""
+    done: dict[int, asyncio.Event] = {}
+
     async def handler(request: httpx.Request) -> httpx.Response:
+        response = await answer(request)
+        if "startTime" in request.url.params:
+            start = int(request.url.params["startTime"])
+            if answered is not None:
+                answered.append(start)
+            done.setdefault(start, asyncio.Event()).set()
+        return response
+
+    async def answer(request: httpx.Request) -> httpx.Response:
         headers = {"x-mbx-used-weight-1m": "2"}
         if request.url.path == "/api/v3/exchangeInfo":
             body = {"serverTime": NOW, "symbols": [{"symbol": "BTCUSDT"}], "rateLimits": []}
             return httpx.Response(200, content=orjson.dumps(body), headers=headers)
         start = int(request.url.params["startTime"])
         end = int(request.url.params["endTime"])
-        if start in delays:  # pages complete out of order
+        if hold and start in hold:
+            await done.setdefault(hold[start], asyncio.Event()).wait()
+        if start in delays:  # this page answers late
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.Event().wait(), delays[start])
         if start == fail_page_start:
@@ -54,13 +76,17 @@ def settings(tmp: Path, **kw: object) -> Settings:
 
 
 def lake_times(tmp: Path) -> list[int]:
-    path = tmp / "lake" / "raw" / "binance_btcusdt_1h.jsonl"
-    return [orjson.loads(line)["open_time"] for line in path.read_bytes().splitlines()]
+    return [k.open_time for k in read_rows(LocalStore(tmp / "lake"), "BTCUSDT", "1h")]
 
 
 async def test_out_of_order_pages_are_written_in_order(tmp_path: Path) -> None:
-    delays = {T0: 0.05, T0 + 48 * HOUR: 0.03}
-    result = await run_backfill(settings(tmp_path), Quiet(), transport=exchange(None, delays))
+    answered: list[int] = []
+    hold = {T0: T0 + 48 * HOUR}  # the first page answers after the third
+    transport = exchange(None, {}, hold=hold, answered=answered)
+    result = await asyncio.wait_for(
+        run_backfill(settings(tmp_path), Quiet(), transport=transport), 30
+    )
+    assert answered.index(T0 + 48 * HOUR) < answered.index(T0), "pages completed in order"
     assert lake_times(tmp_path) == list(range(T0, T0 + 240 * HOUR, HOUR))
     assert result.pages_fetched == 10 and result.batches_sent == 5
 

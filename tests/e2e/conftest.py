@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from localcloud import Stack
+from tests.streamer.tinyfs import umount, why_no_mount
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +18,17 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def streamer_state(tmp_path: Path) -> Iterator[tuple[Path, str | None]]:
+    """The streamer's state directory: a 16 MiB tmpfs when we may mount one (so the suite can
+    fill it to the last byte), else a plain directory and the reason the disk-full fault is
+    skipped."""
+    state = tmp_path / "state"
+    reason = why_no_mount(state, "size=16m,mode=0755")
+    try:
+        yield state, reason
+    finally:
+        if reason is None:
+            umount(state)

@@ -77,6 +77,7 @@ def run_futures(sim: Any, tmp: Path, lake: Any, env: dict[str, str] | None = Non
         assert um.terminate() == 0 and cm.terminate() == 0
         log = um.log_text()
         assert "connection stalled" not in log and "stream quiet" not in log
+        assert "stream halted" not in log and "silent" not in log  # not a halt either
         assert '"stream ended"' in log or "stream ended" in log
 
     def lake_complete() -> bool:

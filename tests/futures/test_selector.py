@@ -63,6 +63,7 @@ def test_selector_follows_listings_and_delistings(tmp_path: Path) -> None:
             assert st.terminate() == 0
             log = st.log_text()
             assert "connection stalled" not in log and "stream quiet" not in log
+            assert "stream halted" not in log and "silent" not in log  # not a halt either
             assert "stream ended" in log and "symbol listed: streaming" in log
         # every closed kline of every listed stream, once, byte for byte
         aaa = lake_object(lake, "um:AAAUSDT@1m")

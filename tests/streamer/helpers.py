@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
-from klinelake.intervals import last_closed_open_time
+from klinelake.intervals import last_closed_open_time, next_open_time
+from klinelake.lake import read_object
+from klinelake.local_store import LocalStore
 from klinelake.row import parse_lake_line
-from klinelake.symbols import object_name
+from klinelake.symbols import object_name, stream_id
 from localcloud import wait_for
+from streamer.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +32,13 @@ class Streamer:
         *extra: str, lake: Path | None = None, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.state_dir = state_dir
+        # a previous run's health file would answer for this one until it writes its own
+        with contextlib.suppress(OSError):
+            (state_dir / "health.json").unlink()
+        # with --health-port, health comes from the endpoint (the state dir may be full)
+        self.health_port = int(extra[extra.index("--health-port") + 1]) if (
+            "--health-port" in extra
+        ) else None  # fmt: skip
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         args = [
             sys.executable, "-m", "streamer", "--symbols", symbols, "--intervals", intervals,
@@ -44,6 +55,14 @@ class Streamer:
         self.pid = self.proc.pid
 
     def health(self) -> dict[str, Any]:
+        if self.health_port is not None:
+            try:
+                got: dict[str, Any] = httpx.get(
+                    f"http://127.0.0.1:{self.health_port}/", timeout=5
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                return {}
+            return got
         try:
             out: dict[str, Any] = orjson.loads((self.state_dir / "health.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
@@ -81,11 +100,12 @@ def streamer(*args: Any, **kwargs: Any) -> Iterator[Streamer]:
 
 
 def lake_bytes(lake: Any, symbol: str, interval: str) -> bytes:
-    """From a local lake directory, or from a `localcloud.Stack` (fake-gcs)."""
-    if not isinstance(lake, Path):
-        return bytes(lake.read_object(object_name(symbol, interval)) or b"")
-    path = lake / object_name(symbol, interval)
-    return path.read_bytes() if path.exists() else b""
+    """From a local lake directory (through `LocalStore`, which escapes names: `1M` is not
+    `1m` on disk), or from a `localcloud.Stack` (fake-gcs)."""
+    name = object_name(symbol, interval)
+    if isinstance(lake, Path):
+        return read_object(LocalStore(lake), name)
+    return bytes(lake.read_object(name) or b"")
 
 
 def lake_last_open(lake: Any, symbol: str, interval: str) -> int | None:
@@ -106,8 +126,22 @@ def published_upto(state_dir: Path) -> dict[str, int]:
         db.close()
 
 
-def lake_has_published(lake: Any, state_dir: Path) -> bool:
+def truncate_wal(spool_path: Path) -> None:
+    """Checkpoint the spool's WAL down to zero bytes, so that its next write needs new disk
+    space (a WAL that already has room reuses it: a full disk would go unnoticed for a while)."""
+    db = sqlite3.connect(spool_path, timeout=10)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def lake_has_published(lake: Any, state_dir: Path, seeded: dict[str, int] | None = None) -> bool:
+    """The lake has every kline the spool says the sink acknowledged (with `seeded`, from
+    `seed_published`: a stream still at its seed has published nothing yet)."""
     for sid, upto in published_upto(state_dir).items():
+        if seeded is not None and upto < seeded.get(sid, upto):
+            continue
         symbol, interval = sid.split("@")
         last = lake_last_open(lake, symbol, interval)
         if last is None or last < upto:
@@ -129,34 +163,69 @@ def wait_health(s: Streamer, pred: Any, timeout: float, what: str) -> dict[str, 
     return result
 
 
-def caught_up(lake: Any, sim: Any, streams: list[tuple[str, str]]) -> bool:
-    """Every stream's lake object ends with the newest kline the simulator has closed."""
+def seed_published(
+    state_dir: Path, sim: Any, streams: list[tuple[str, str]], ahead_ms: int = 0
+) -> dict[str, int]:
+    """Start the streamer's record as if every stream were published up to the kline closed
+    last by the simulator's now (+ `ahead_ms`: then the head comes live over WS, with no REST
+    repair at start): it must publish from exactly the next one on, which pins the head of the
+    span a test expects. Returns that first open_time by stream id."""
+    now = sim.state()["now"] + ahead_ms
+    spool = Spool(state_dir / "spool.sqlite3")
+    spool.open()
+    first = {}
+    try:
+        for symbol, interval in streams:
+            seed = last_closed_open_time(now, interval)
+            spool.ack(stream_id(symbol, interval), seed)
+            first[stream_id(symbol, interval)] = next_open_time(seed, interval)
+    finally:
+        spool.close()
+    return first
+
+
+def newest_closed(sim: Any, symbol: str, interval: str) -> int | None:
+    """The open_time of the newest kline of the stream the simulator has closed by now."""
     now = sim.state()["now"]
+    newest = last_closed_open_time(now, interval)
+    truth = sim.truth(symbol, interval, newest - 3 * 86_400_000, newest)
+    if not truth:
+        return None
+    return parse_lake_line(truth.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time
+
+
+def caught_up(lake: Any, sim: Any, streams: list[tuple[str, str]]) -> dict[str, int] | None:
+    """Every stream's lake object ends with (or after) the newest kline the simulator has
+    closed: those open_times by stream id (the tail a test then expects), else None."""
+    want = {}
     for symbol, interval in streams:
-        newest = last_closed_open_time(now, interval)
-        truth = sim.truth(symbol, interval, newest - 3 * 86_400_000, newest)
-        if not truth:
+        newest = newest_closed(sim, symbol, interval)
+        if newest is None:
             continue
-        want = parse_lake_line(truth.rstrip(b"\n").rsplit(b"\n", 1)[-1]).open_time
         last = lake_last_open(lake, symbol, interval)
-        if last is None or last < want:
-            return False
-    return True
+        if last is None or last < newest:
+            return None
+        want[stream_id(symbol, interval)] = newest
+    return want
 
 
-def assert_lake_matches_truth(lake: Any, sim: Any, symbol: str, interval: str) -> int:
-    """The lake object is byte-identical to the simulator's truth over [first row, last row]."""
+def assert_lake_matches_truth(
+    lake: Any, sim: Any, symbol: str, interval: str, *, first: int, last: int
+) -> int:
+    """The lake object is byte-identical to the simulator's truth over the whole expected span:
+    from `first` (a missing head fails) to at least `last` (a missing tail fails), and up to
+    its own last row. Returns the number of rows."""
     data = lake_bytes(lake, symbol, interval)
     assert data, f"no lake object for {symbol}@{interval}"
-    first = parse_lake_line(data.split(b"\n", 1)[0]).open_time
-    last = lake_last_open(lake, symbol, interval)
-    assert last is not None
-    truth = sim.truth(symbol, interval, first, last)
+    end = lake_last_open(lake, symbol, interval)
+    assert end is not None and end >= last, f"{symbol}@{interval}: tail missing after {end}"
+    truth = sim.truth(symbol, interval, first, end)
     if data != truth:
         got = {parse_lake_line(x).open_time for x in data.splitlines()}
         want = {parse_lake_line(x).open_time for x in truth.splitlines()}
         raise AssertionError(
             f"{symbol}@{interval}: {len(data.splitlines())} rows vs {len(truth.splitlines())} "
-            f"in truth; missing {sorted(want - got)[:5]}, extra {sorted(got - want)[:5]}"
+            f"in truth over [{first}, {end}]; missing {sorted(want - got)[:5]}, "
+            f"extra {sorted(got - want)[:5]}"
         )
     return len(truth.splitlines())

@@ -16,8 +16,11 @@ from localcloud.procs import free_port
 from streamer.health import sd_notify, serve_http, write_atomic
 from tests.streamer.helpers import (
     assert_lake_matches_truth,
+    caught_up,
     counter,
     lake_has_published,
+    lake_last_open,
+    seed_published,
     streamer,
     wait_health,
 )
@@ -72,13 +75,15 @@ def test_sigterm_with_pubsub_down_exits_within_the_drain_bound_and_keeps_the_spo
     ):
         sock.bind(str(notify))
         sock.settimeout(10)
+        first = seed_published(state, sim, [("DRAINUSDC", "1m")])["DRAINUSDC@1m"]
         flags = ("--drain-timeout", "2", "--publish-timeout", "1", "--health-port", str(port))
         with streamer(sim, state, "DRAINUSDC", "1m", speed, *flags, env=env) as st:
             assert sock.recv(100) == b"READY=1"
             assert sock.recv(100) == b"WATCHDOG=1"
             wait_health(st, lambda h: counter(h, "spool_depth") >= 5, 30, "spool fills")
-            live = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()
-            assert live["streams"]["DRAINUSDC@1m"]["send_failures"] > 0
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(lambda: httpx.get(url, timeout=5).json()["streams"]["DRAINUSDC@1m"][
+                "send_failures"] > 0, 30, 0.05, "the endpoint shows failures")  # fmt: skip
             t0 = time.monotonic()
             assert st.terminate() == 0
             took = time.monotonic() - t0
@@ -87,8 +92,11 @@ def test_sigterm_with_pubsub_down_exits_within_the_drain_bound_and_keeps_the_spo
         assert left >= 5
         # the spool is sink-agnostic: the next start (here on the local lake) sends it first
         with streamer(sim, state, "DRAINUSDC", "1m", speed, lake=lake) as st:
-            wait_for(lambda: lake_has_published(lake, state) and (lake / "raw").exists(), 30,
-                     0.05, "spool re-sent")  # fmt: skip
+            wait_for(lambda: lake_has_published(lake, state) and lake_last_open(
+                lake, "DRAINUSDC", "1m"), 30, 0.05, "spool re-sent")  # fmt: skip
             wait_health(st, lambda h: counter(h, "spool_depth") == 0, 30, "spool empty")
+            last = wait_for(lambda: caught_up(lake, sim, [("DRAINUSDC", "1m")]), 30, 0.05,
+                            "live again")["DRAINUSDC@1m"]  # fmt: skip
             assert st.terminate() == 0
-        assert assert_lake_matches_truth(lake, sim, "DRAINUSDC", "1m") >= left
+        rows = assert_lake_matches_truth(lake, sim, "DRAINUSDC", "1m", first=first, last=last)
+        assert rows >= left

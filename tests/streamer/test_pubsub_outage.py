@@ -17,10 +17,12 @@ from localcloud import Stack, wait_for
 from localcloud.procs import stop_group
 from tests.streamer.helpers import (
     assert_lake_matches_truth,
+    caught_up,
     counter,
     lake_has_published,
     lake_last_open,
     published_upto,
+    seed_published,
     streamer,
     wait_health,
 )
@@ -37,6 +39,7 @@ def test_pubsub_outage_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     env = {**os.environ, **stack.env()}
     state = tmp_path / "state"
     with run_simulator(None, *args) as sim:
+        first = seed_published(state, sim, STREAMS)
         with streamer(sim, state, "OUTAGEUSDC", "1m,1h", SPEED,
                       "--publish-timeout", "3", env=env) as st:  # fmt: skip
             wait_for(lambda: lake_last_open(stack, "OUTAGEUSDC", "1m"), 60, 0.1, "first rows")
@@ -44,7 +47,8 @@ def test_pubsub_outage_loses_nothing(stack: Stack, tmp_path: Path) -> None:
             # emulator keeps nothing across a restart (a real outage loses no acked message).
             os.kill(st.pid, signal.SIGSTOP)
             try:
-                wait_for(lambda: lake_has_published(stack, state), 60, 0.1, "acked rows landed")
+                wait_for(lambda: lake_has_published(stack, state, first), 60, 0.1,
+                         "acked rows landed")  # fmt: skip
                 stop_group(stack.state.pids["pubsub"])  # the emulator is down from here
             finally:
                 os.kill(st.pid, signal.SIGCONT)
@@ -66,12 +70,14 @@ def test_pubsub_outage_loses_nothing(stack: Stack, tmp_path: Path) -> None:
                 return last >= sim.state()["now"] - 5 * MINUTE and h["spool_depth"] == 0
 
             wait_health(st, recovered, 90, "caught up after the outage")
+            last = wait_for(lambda: caught_up(stack, sim, STREAMS), 60, 0.1, "live again")
             assert st.terminate() == 0
             h = st.health()
         assert published_upto(state)["OUTAGEUSDC@1m"] > up_at
-        wait_for(lambda: lake_has_published(stack, state), 120, 0.2, "lake complete")
+        wait_for(lambda: lake_has_published(stack, state, first), 120, 0.2, "lake complete")
         for s, i in STREAMS:
-            assert_lake_matches_truth(stack, sim, s, i)
+            sid = f"{s}@{i}"
+            assert_lake_matches_truth(stack, sim, s, i, first=first[sid], last=last[sid])
     failures = sum(v["send_failures"] for v in h["streams"].values())
     print(
         f"\noutage: {(up_at - down_at) / 1000 / SPEED:.1f}s real, {failures} failed publishes "
