@@ -104,7 +104,8 @@ def test_stall_tracker_follows_subscription_changes() -> None:
     t = StallTracker([("um:A@1m", "1m")], NOW, 5_000)
     t.add("um:B@1m", "1m", NOW)
     late = NOW + 10 * 60_000
-    assert sorted(t.overdue(late)) == ["um:A@1m", "um:B@1m"]
+    assert sorted(t.verdict(late).silent) == ["um:A@1m", "um:B@1m"]
     t.remove("um:B@1m")  # retired: nothing is expected of it any more
+    assert not t.watches("um:B@1m")
     t.on_closed("um:A@1m", late - 60_000, late)
-    assert t.overdue(late) == [] and not t.stalled(late)
+    assert t.verdict(late).silent == () and not t.verdict(late).dead
