@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from klinelake.intervals import (
     Gap,
@@ -80,6 +80,16 @@ class Plan:
         for i in range(longest):
             out.extend(s.pages[i] for s in self.streams if i < len(s.pages))
         return out
+
+    def pages_to_emit(self, newest_first: bool) -> list[Page]:
+        """Every page in the order the run fetches and emits it: streams interleaved, each
+        stream oldest first, or newest first where the lake prepends cheaply (GCS compose: every
+        batch then lies before the object's first row, O(batch); sink.history_newest_first)."""
+        if not newest_first:
+            return self.pages
+        return Plan(
+            tuple(replace(s, pages=s.pages[::-1]) for s in self.streams), self.page_limit
+        ).pages
 
     @property
     def page_count(self) -> int:

@@ -1,11 +1,14 @@
 """The backfill run: validate, plan, fetch pages concurrently under the weight budget, emit each
-stream in open_time order through the sink, checkpoint what the sink made durable.
+stream in page order through the sink, checkpoint what the sink made durable.
 
 Pages complete out of order; each stream buffers completed pages and sends the contiguous prefix
-as contract batches (≤ 5000 rows, `make_batches`). A page is checkpointed only once the sink
-returned for every one of its rows, so a crash at any point loses nothing and a re-run fetches
-only unfinished pages. Open times a complete page lacks are exchange halts: they are recorded as
-confirmed empty (klinelake.empty_ranges).
+as contract batches (≤ 5000 rows, `make_batches`). A stream goes oldest page first, or newest
+first when the sink's lake prepends cheaply (`Sink.history_newest_first`, GCS): each batch is
+ascending either way, and lies wholly before the rows already sent, so the writer composes it
+in front of the object in O(batch) instead of merging it into ever more rows (issue 15).
+A page is checkpointed only once the sink returned for every one of its rows, so a crash at
+any point loses nothing and a re-run fetches only unfinished pages. Open times a complete page
+lacks are exchange halts: they are recorded as confirmed empty (klinelake.empty_ranges).
 """
 
 from __future__ import annotations
@@ -294,6 +297,7 @@ class StreamEmitter:
         batch_rows: int,
         slots: asyncio.Semaphore,
         fetching_done: asyncio.Event,
+        newest_first: bool = False,
     ) -> None:
         self.order = [p.key for p in pages]
         self.next = 0
@@ -308,6 +312,9 @@ class StreamEmitter:
         self.slots = slots
         self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
         self.wakeup = asyncio.Event()
+        # newest first: rows are buffered in descending open_time (each page reversed), so the
+        # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
+        self.newest_first = newest_first
 
     def complete(self, page: Page, rows: list[Kline]) -> None:
         self.ready[page.key] = rows
@@ -317,7 +324,8 @@ class StreamEmitter:
         while True:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
-                self.rows.extend(self.ready.pop(key))
+                page_rows = self.ready.pop(key)
+                self.rows.extend(reversed(page_rows) if self.newest_first else page_rows)
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
                 self.slots.release()
@@ -336,7 +344,8 @@ class StreamEmitter:
             self.wakeup.clear()
 
     async def _send(self, rows: list[Kline]) -> None:
-        for batch in make_batches(rows):
+        batches = list(make_batches(rows))  # each ascending (make_batches sorts)
+        for batch in reversed(batches) if self.newest_first else batches:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
                 stop=stop_after_attempt(6),
@@ -394,13 +403,15 @@ async def run_backfill(
             plan_identity(settings.sink_target, settings.limit, settings.source),
         )
         done = checkpoint.load()
-        todo = [p for p in plan.pages if p.key not in done]
+        own_sink = sink is None
+        sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
+        todo = [p for p in plan.pages_to_emit(sink.history_newest_first) if p.key not in done]
         result = RunResult(plan, pages_skipped=plan.page_count - len(todo), budget=budget.budget)
         reporter.planned(plan, result.pages_skipped, budget.budget, settings)
         if settings.dry_run:
+            if own_sink:
+                await sink.close()
             return _finish(result, rest, started, reporter)
-        own_sink = sink is None
-        sink = sink if sink is not None else make_sink(settings.topic, settings.lake)
         vision = (
             VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.limit)
             if month_keys is not None
@@ -467,6 +478,7 @@ async def _fetch_all(
             batch_rows=settings.batch_rows,
             slots=slots,
             fetching_done=fetching_done,
+            newest_first=sink.history_newest_first,
         )
         for stream, pages in by_stream.items()
     }

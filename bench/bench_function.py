@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -256,7 +259,19 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=1_000_000)
     ap.add_argument("--appends", type=int, default=7)
     ap.add_argument("--skip", default="", help="comma list of: live,streams,compose,merge")
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="only the handler's CPU/calls per message, baseline vs this tree",
+    )
+    ap.add_argument("--baseline", default="df8fe1d", help="'' to run this tree alone")
+    ap.add_argument("--cpu-live", type=int, default=300)
+    ap.add_argument("--cpu-big-rows", type=int, default=400_000)
     args = ap.parse_args()
+    if args.cpu:
+        bench_function_cpu(args.baseline, args.cpu_live, args.cpu_big_rows)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+        return
     skip = set(filter(None, args.skip.split(",")))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp, Stack(tmp) as stack:
@@ -277,6 +292,48 @@ def main() -> None:
                 results["merge_1000_into_big"] = bench_merge(stack, args.big_rows)
                 print("merge:", json.dumps(results["merge_1000_into_big"]), flush=True)
     print(json.dumps(results, indent=2))
+
+
+def bench_function_cpu(baseline: str | None, live: int, big_rows: int) -> dict[str, Any]:
+    """The handler's CPU per message and GCS calls, baseline tree vs this tree, one
+    fake-gcs-server (`function_cpu_child.py` runs in each tree)."""
+    from bench.bench_behind import export_tree
+    from localcloud.procs import free_port, http_answers, pid_alive, poll, spawn, stop_group
+    from localcloud.stack import fake_gcs_binary
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fn-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        gcs = spawn(
+            [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+             "-backend", "filesystem", "-filesystem-root", str(work / "gcs"), "-log-level", "warn"],
+            work / "gcs.log", dict(os.environ),
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            poll(lambda: http_answers(f"{url}/storage/v1/b", (200,)), 30, "fake-gcs-server",
+                 alive=lambda: pid_alive(gcs.pid))  # fmt: skip
+            trees = {"this tree": ROOT}
+            if baseline:
+                trees = {"baseline": export_tree(baseline, work / "baseline"), **trees}
+            for i, (label, tree) in enumerate(trees.items()):
+                bucket = f"bench-{i}"
+                httpx.post(f"{url}/storage/v1/b", params={"project": "bench"},
+                           json={"name": bucket}).raise_for_status()  # fmt: skip
+                done = subprocess.run(
+                    [sys.executable, str(ROOT / "bench" / "function_cpu_child.py"), url, bucket,
+                     str(live), str(big_rows)],
+                    capture_output=True, text=True, cwd=tree, timeout=3600, check=False,
+                    env={**os.environ, "PYTHONPATH": str(tree)},
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
+                out[label] = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"{label}: {json.dumps(out[label])}", flush=True)
+        finally:
+            stop_group(gcs.pid, popen=gcs)  # type: ignore[arg-type]
+    return out
 
 
 if __name__ == "__main__":

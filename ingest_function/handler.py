@@ -11,14 +11,11 @@ build one over a LocalStore and a list-appending dead-letter callable.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from klinelake.contract import (
@@ -46,52 +43,14 @@ class IngestConfig:
     lake_uri: str
     dead_letter_topic: str | None
     project: str | None
-    fail_first_n: int = 0
-    fail_state: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
-        fail_n = int(env.get("INGEST_FAIL_FIRST_N") or 0)
-        fail_state = env.get("INGEST_FAIL_STATE") or None
-        if fail_n and not fail_state:
-            raise ValueError("INGEST_FAIL_FIRST_N needs INGEST_FAIL_STATE (a counter file path)")
         return cls(
             lake_uri=env.get("LAKE_URI") or "./lake",
             dead_letter_topic=env.get("DEAD_LETTER_TOPIC") or None,
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
-            fail_first_n=fail_n,
-            fail_state=fail_state,
         )
-
-
-class InjectedFailure(TransientError):
-    """The test fault hook (INGEST_FAIL_FIRST_N) made this invocation fail."""
-
-
-class FailFirstN:
-    """Fails the first `n` invocations, counted in a file under an exclusive lock so that every
-    worker process (and every restart of the function) shares one counter."""
-
-    def __init__(self, n: int, state_path: str) -> None:
-        self.n = n
-        self.path = Path(state_path)
-
-    def check(self) -> None:
-        if self.n <= 0:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            text = f.read().strip()
-            count = (int(text) if text else 0) + 1
-            f.seek(0)
-            f.truncate()
-            f.write(str(count))
-            f.flush()
-            os.fsync(f.fileno())
-        if count <= self.n:
-            raise InjectedFailure(f"injected failure {count} of {self.n} (INGEST_FAIL_FIRST_N)")
 
 
 class PubsubDeadLetter:
@@ -123,13 +82,11 @@ class IngestHandler:
         store: ObjectStore,
         dead_letter: DeadLetterSink | None,
         *,
-        fault: FailFirstN | None = None,
         log: logging.Logger = logger,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.writer = LakeWriter(store)
         self.dead_letter = dead_letter
-        self.fault = fault
         self.log = log
         self.clock = clock
 
@@ -138,12 +95,7 @@ class IngestHandler:
         dead_letter = (
             PubsubDeadLetter(config.dead_letter_topic) if config.dead_letter_topic else None
         )
-        fault = (
-            FailFirstN(config.fail_first_n, config.fail_state)
-            if config.fail_first_n and config.fail_state
-            else None
-        )
-        return cls(open_store(config.lake_uri), dead_letter, fault=fault)
+        return cls(open_store(config.lake_uri), dead_letter)
 
     def handle(self, event_data: object) -> WriteResult | None:
         """Write the message's batch; None if it was poison (dead-lettered). Raises if transient."""
@@ -152,8 +104,6 @@ class IngestHandler:
         try:
             received = unwrap_pubsub_event(event_data)
             message_id = received.message_id
-            if self.fault is not None:
-                self.fault.check()
             try:
                 batch = decode_received(received)
             except InvalidData as exc:

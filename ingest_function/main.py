@@ -23,13 +23,17 @@ _lock = threading.Lock()
 
 
 @functools.cache
-def _handler() -> IngestHandler:
+def _build_handler() -> IngestHandler:
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"), sys.stdout)
     return IngestHandler.from_config(IngestConfig.from_env(os.environ))
 
 
 @functions_framework.cloud_event
 def ingest(cloud_event: CloudEvent) -> None:
-    with _lock:  # the first call builds the handler once, even with many threads
-        handler = _handler()
-    handler.handle(cloud_event.data)
+    handler().handle(cloud_event.data)
+
+
+def handler() -> IngestHandler:
+    """The process's handler (and its logging), built at the first call, once."""
+    with _lock:  # even with many threads
+        return _build_handler()

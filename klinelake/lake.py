@@ -13,8 +13,12 @@ from klinelake.symbols import object_name
 DEFAULT_LAKE_URI = "./lake"
 
 
+def is_gcs_uri(uri: str) -> bool:
+    return uri.startswith("gs://")
+
+
 def open_store(uri: str) -> ObjectStore:
-    if uri.startswith("gs://"):
+    if is_gcs_uri(uri):
         from klinelake.gcs_store import GCSStore  # the cloud client only when asked for
 
         bucket = uri[len("gs://") :].strip("/")

@@ -8,6 +8,14 @@
 - Compose onto the object itself (the live append path) appends in place so its cost does not
   grow with the object (GCS composes server-side); a journal holding the old size and
   generation makes it atomic: a crash mid-append is rolled back by the next one to lock it.
+- `replace_from(offset)` (a merge that leaves the object's head alone, e.g. history inserted
+  before a recent week) rewrites only the bytes from `offset` in place: the journal also keeps
+  the old bytes from `offset`, so a crash rolls back the same way. Readers do not hold the lock
+  while they read, so an in-place rewrite first advances the object's "epoch" (the mtime of its
+  lock file); a reader checks it after every chunk and raises PreconditionFailed instead of
+  handing on bytes that changed under it (a writer then re-reads, as after a 412).
+- Crash leftovers (temp files, staged parts) older than `LEFTOVER_AGE_S` are removed by
+  `clean_leftovers`; a live writer's files are younger (it fsyncs and renames within seconds).
 - Names are escaped on disk (`%xx` for upper case and anything outside [a-z0-9._-/]) so
   `1m` and `1M` cannot collide on a case-insensitive disk.
 """
@@ -19,18 +27,27 @@ import fcntl
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
 from klinelake.errors import ObjectNotFound, PreconditionFailed
-from klinelake.storage import ObjectInfo
+from klinelake.merge import split_lines
+from klinelake.storage import (
+    STAGING_PREFIX,
+    Chunks,
+    Data,
+    ObjectInfo,
+    ObjectNames,
+    OptBounds,
+)
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _META = ".klinelake"
 _CHUNK = 1 << 20
+LEFTOVER_AGE_S = 3600.0  # far beyond any write's temp-file lifetime (seconds, not hours)
 
 
 def escape_name(name: str) -> str:
@@ -92,20 +109,62 @@ class LocalStore:
         finally:
             os.close(fd)  # releases the flock
 
+    def _epoch(self, name: str) -> int:
+        return os.stat(self._meta("locks", name)).st_mtime_ns
+
+    def _advance_epoch(self, name: str) -> None:
+        """Tell readers in flight that bytes they may be reading change in place (lock held)."""
+        lock_path = self._meta("locks", name)
+        now = max(time.time_ns(), os.stat(lock_path).st_mtime_ns + 1)
+        os.utime(lock_path, ns=(now, now))
+
     def _recover(self, name: str, journal: Path) -> None:
-        """Roll back an in-place append that a crash interrupted."""
+        """Roll back an in-place append or rewrite that a crash interrupted."""
+        saved = journal.with_name(journal.name + ".saved")
         try:
             state = orjson.loads(journal.read_bytes())
         except (OSError, orjson.JSONDecodeError):
-            journal.unlink(missing_ok=True)  # torn journal: the append never started
+            journal.unlink(missing_ok=True)  # torn journal: the change never started
+            saved.unlink(missing_ok=True)
             return
         path = self._path(name)
         if path.exists():
+            self._advance_epoch(name)
             with open(path, "r+b") as f:
+                offset = state.get("offset", state["size"])
+                if offset < state["size"]:  # a rewrite: put the saved old bytes back
+                    f.seek(offset)
+                    with open(saved, "rb") as old:
+                        _copy(old, f)
                 f.truncate(state["size"])
                 os.fsync(f.fileno())
             os.utime(path, ns=(state["generation"], state["generation"]))
         journal.unlink()
+        saved.unlink(missing_ok=True)
+
+    def _begin_in_place(self, name: str, path: Path, offset: int, old: int) -> Path:
+        """Make an in-place change from `offset` undoable: save the old bytes from `offset`,
+        then write the journal (the commit point of the undo record). Returns the journal."""
+        journal = self._meta("journal", name)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        size = os.stat(path).st_size
+        if offset < size:
+            with (
+                open(path, "rb") as src,
+                open(journal.with_name(journal.name + ".saved"), "wb") as dst,
+            ):
+                src.seek(offset)
+                _copy(src, dst)
+                os.fsync(dst.fileno())
+        jtmp = journal.with_suffix(".tmp")
+        jtmp.write_bytes(orjson.dumps({"size": size, "generation": old, "offset": offset}))
+        os.replace(jtmp, journal)
+        self._fsync_dir(journal)
+        return journal
+
+    def _end_in_place(self, journal: Path) -> None:
+        journal.unlink()
+        journal.with_name(journal.name + ".saved").unlink(missing_ok=True)
 
     @staticmethod
     def _generation(path: Path) -> int | None:
@@ -156,23 +215,24 @@ class LocalStore:
                 return None
             return ObjectInfo(name, st.st_mtime_ns, st.st_size)
 
-    def read_tail(self, name: str, nbytes: int, generation: int) -> bytes:
+    def read_range(self, name: str, start: int, end: int, generation: int) -> bytes:
         with self._locked(name, exclusive=False) as path:
             try:
-                f = open(path, "rb")  # noqa: SIM115  # closed below, outside the lock
+                f = open(path, "rb")  # noqa: SIM115  # closed below
             except FileNotFoundError:
                 raise ObjectNotFound(name) from None
             with f:
                 st = os.fstat(f.fileno())
                 self._check(name, st.st_mtime_ns, generation)
-                f.seek(max(0, st.st_size - nbytes))
-                return f.read()
+                start = max(0, start)
+                return os.pread(f.fileno(), max(0, min(end, st.st_size) - start), start)
 
     @contextlib.contextmanager
-    def open_lines(self, name: str, generation: int) -> Iterator[Iterator[bytes]]:
+    def open_lines(self, name: str, generation: int, start: int = 0) -> Iterator[Iterator[bytes]]:
         # The lock is held only to pin the generation: renames leave our file descriptor on the
         # old inode, and in-place appends only add bytes past the size we read, so reading up to
-        # that size is a consistent snapshot without blocking writers (or our own merge).
+        # that size is a consistent snapshot without blocking writers (or our own merge). An
+        # in-place rewrite advances the epoch first: the reader checks it after every chunk.
         with self._locked(name, exclusive=False) as path:
             try:
                 f = open(path, "rb", buffering=0)  # noqa: SIM115  # closed after reading
@@ -184,13 +244,50 @@ class LocalStore:
             except PreconditionFailed:
                 f.close()
                 raise
+            epoch = self._epoch(name)
+
+        def unchanged() -> None:
+            if self._epoch(name) != epoch:
+                raise PreconditionFailed(f"{name}: rewritten while being read (412)")
+
         with f:
-            yield _lines_upto(f, st.st_size)
+            f.seek(start)
+            yield split_lines(_chunks_upto(f, st.st_size - start, unchanged))
 
     def write(
-        self, name: str, data: bytes | Iterable[bytes], if_generation_match: int
+        self, name: str, data: Data, if_generation_match: int, bounds: OptBounds = None
     ) -> ObjectInfo:
         path = self._path(name)
+        with self._staged(data) as tmp, self._locked(name, exclusive=True):
+            old = self._generation(path)
+            self._check(name, old, if_generation_match)
+            return self._install(name, path, tmp, old)
+
+    def replace_from(
+        self, name: str, offset: int, data: Chunks, if_generation_match: int, bounds: OptBounds
+    ) -> ObjectInfo:
+        path = self._path(name)
+        with self._staged(data) as tmp, self._locked(name, exclusive=True):
+            old = self._generation(path)
+            self._check(name, old, if_generation_match)
+            if old is None or offset == 0:  # the whole object: a rename is cheaper and atomic
+                return self._install(name, path, tmp, old)
+            if not 0 < offset <= os.stat(path).st_size:
+                raise ValueError(f"{name}: offset {offset} outside the object")
+            journal = self._begin_in_place(name, path, offset, old)
+            self._advance_epoch(name)
+            with open(path, "r+b") as out, open(tmp, "rb") as new:
+                out.seek(offset)
+                _copy(new, out)
+                out.truncate()
+                os.fsync(out.fileno())
+            gen = self._bump(path, old)
+            self._end_in_place(journal)
+            return ObjectInfo(name, gen, os.stat(path).st_size)
+
+    @contextlib.contextmanager
+    def _staged(self, data: bytes | Iterable[bytes]) -> Iterator[Path]:
+        """The data in a durable temp file (written before the lock is taken); removed after."""
         tmp = self._temp()
         try:
             with open(tmp, "wb") as f:
@@ -201,14 +298,13 @@ class LocalStore:
                         f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            with self._locked(name, exclusive=True):
-                old = self._generation(path)
-                self._check(name, old, if_generation_match)
-                return self._install(name, path, tmp, old)
+            yield tmp
         finally:
             tmp.unlink(missing_ok=True)
 
-    def compose(self, name: str, sources: Sequence[str], if_generation_match: int) -> ObjectInfo:
+    def compose(
+        self, name: str, sources: ObjectNames, if_generation_match: int, bounds: OptBounds = None
+    ) -> ObjectInfo:
         if not 1 <= len(sources) <= 32:
             raise ValueError(f"compose takes 1 to 32 sources, got {len(sources)}")
         path = self._path(name)
@@ -244,23 +340,16 @@ class LocalStore:
         """Concatenate the sources' bytes onto `out` and make them durable."""
         for src in sources:
             with open(self._path(src), "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    out.write(chunk)
+                _copy(f, out)
         out.flush()
         os.fsync(out.fileno())
 
     def _append_in_place(self, name: str, path: Path, parts: list[str], old: int) -> ObjectInfo:
-        journal = self._meta("journal", name)
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        size = os.stat(path).st_size
-        jtmp = journal.with_suffix(".tmp")
-        jtmp.write_bytes(orjson.dumps({"size": size, "generation": old}))
-        os.replace(jtmp, journal)
-        self._fsync_dir(journal)
+        journal = self._begin_in_place(name, path, os.stat(path).st_size, old)
         with open(path, "ab") as out:
             self._copy_into(out, parts)
         gen = self._bump(path, old)
-        journal.unlink()
+        self._end_in_place(journal)
         return ObjectInfo(name, gen, os.stat(path).st_size)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
@@ -292,17 +381,36 @@ class LocalStore:
         return sorted(out, key=lambda o: o.name)
 
 
-def _lines_upto(f: BinaryIO, size: int) -> Iterator[bytes]:
+def clean_leftovers(store: LocalStore, older_than_s: float = LEFTOVER_AGE_S) -> list[str]:
+    """Remove what crashed writers left: temp files and staged parts older than
+    `older_than_s`. A writer in flight holds its temp file for the length of one write and
+    its part for one compose, far below the age; returns what it removed (for the log)."""
+    cutoff = time.time() - older_than_s
+    removed: list[str] = []
+    for leftover in (store.root / _META / "tmp").glob("*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(leftover).st_mtime < cutoff:
+                leftover.unlink()
+                removed.append(str(leftover.relative_to(store.root)))
+    for part in store.list(STAGING_PREFIX):
+        if part.generation / 1e9 < cutoff:
+            with contextlib.suppress(ObjectNotFound, PreconditionFailed):
+                store.delete(part.name, if_generation_match=part.generation)
+                removed.append(part.name)
+    return removed
+
+
+def _copy(src: BinaryIO, dst: BinaryIO) -> None:
+    while chunk := src.read(_CHUNK):
+        dst.write(chunk)
+
+
+def _chunks_upto(f: BinaryIO, size: int, unchanged: Callable[[], None]) -> Iterator[bytes]:
     remaining = size
-    pending = b""
     while remaining > 0:
         chunk = f.read(min(_CHUNK, remaining))
+        unchanged()  # before any byte of this chunk is handed on (or a short read trusted)
         if not chunk:
-            break
+            return
         remaining -= len(chunk)
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield line + b"\n"
-    if pending:
-        yield pending
+        yield chunk

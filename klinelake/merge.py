@@ -102,6 +102,25 @@ def chunked(lines: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
         yield b"".join(buf)
 
 
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines (each ending in b"\\n") out of byte chunks: one C-speed `split` per chunk, never a
+    read per line. A last line without its newline is yielded as it is."""
+    pending = b""
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def first_line(head: bytes) -> bytes | None:
+    """The first complete line of bytes that start at a line start, or None if none is whole."""
+    cut = head.find(b"\n")
+    return None if cut < 0 else head[: cut + 1]
+
+
 def last_line(tail: bytes) -> bytes | None:
     """The last complete line of an object's tail, or None if the tail holds no whole line."""
     body = tail[:-1] if tail.endswith(b"\n") else tail

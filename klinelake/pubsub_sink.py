@@ -37,6 +37,10 @@ class PubsubSink:
     def description(self) -> str:
         return f"pubsub {self.topic}"
 
+    @property
+    def history_newest_first(self) -> bool:
+        return True  # the function writes GCS, which prepends by compose
+
     def _publisher(self) -> Any:
         if self._client is None:  # created lazily: no I/O in constructors
             self._client = pubsub_v1.PublisherClient(

@@ -1,13 +1,24 @@
 """The lake writer: the one place that mutates lake objects (DESIGN.md, write semantics).
 
+Each batch takes the cheapest route its position allows; every route ends in one conditional
+mutation on the generation it read, so a concurrent change means a 412 and a retry:
 - create: the object does not exist → write it with `if_generation_match=0`.
 - append: every batch row is after the object's last row → stage the rows as a part object
-  (`if_generation_match=0`), compose [object, part] onto the object with a generation
-  precondition, delete the part. O(batch): only the object's tail is read.
-- merge: anything else → stream the object, merge, write it back with a generation
-  precondition. A first streaming pass decides whether anything changes at all, so a batch that
-  changes nothing writes nothing (the generation stays).
-- 412 (or the generation vanishing under us) → re-read and retry with jittered backoff.
+  (`if_generation_match=0`), compose [object, part] onto the object (deleting the part in the
+  same call). O(batch): the object is never read.
+- prepend: every batch row is before the object's first row (history backfilled behind live
+  rows) → the same with [part, object]. O(batch) on GCS, which composes server-side; the local
+  disk has to rewrite the file (backfill emits in ascending order there: see `Route`).
+- merge: anything else → find the byte offset of the first row the batch reaches (a binary
+  search over ranged reads), diff the batch against the rows from there (no-op detection reads
+  only the batch's span), then rewrite the object from that offset on with the merged rows:
+  the local disk rewrites only the suffix, in place; GCS streams the object once.
+- 412 (or the generation vanishing under us) → re-read and retry with jittered backoff
+  (`retry_conditional`, shared with every other conditional update of the lake).
+
+The first and last open_time of an object (its `Bounds`) are kept in GCS custom metadata and
+cached per object with the generation they belong to, so the live path costs a part upload and
+a compose (plus a stat when the cache is cold): a stale cache only costs a 412.
 """
 
 from __future__ import annotations
@@ -19,20 +30,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
 from klinelake.markets import Market
-from klinelake.merge import batch_lines, chunked, diff_batch, last_line, merge_lines
+from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_line, merge_lines
 from klinelake.row import Kline, open_time_of_line
-from klinelake.storage import CountingStore, ObjectStore
+from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
 from klinelake.symbols import object_name
 
-STAGING_PREFIX = "staging/"
 _TAIL_BYTES = 2048
+_PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of any interval
+_CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer remembers
 
-Action = Literal["create", "append", "merge", "noop"]
+Action = Literal["create", "append", "prepend", "merge", "noop"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,7 @@ class WriteResult:
             "action": self.action,
             "rows_in": self.rows_in,
             "rows_appended": self.rows_added if self.action in ("append", "create") else 0,
+            "rows_prepended": self.rows_added if self.action == "prepend" else 0,
             "rows_merged": self.rows_added if self.action == "merge" else 0,
             "rows_replaced": self.rows_replaced,
             "rows_ignored": self.rows_unchanged,
@@ -80,6 +94,27 @@ class LakeWriter:
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self.precondition_retries = 0  # over the writer's life: the concurrency tests read it
+        # name -> what this writer last made of it; only ever used under that generation's
+        # precondition, so a stale entry costs one 412, never a wrong write
+        self._known: dict[str, ObjectInfo] = {}
+
+    def retry_conditional(self, name: str, attempt: Callable[[int], T]) -> T:
+        """Run `attempt(retries)` until it does not meet a precondition conflict (412, or the
+        generation it read vanished): the one retry policy of every conditional lake update."""
+        retries = 0
+        while True:
+            try:
+                return attempt(retries)
+            except (PreconditionFailed, ObjectNotFound):
+                self._known.pop(name, None)
+                retries += 1
+                self.precondition_retries += 1
+                if retries >= self.max_attempts:
+                    raise PreconditionFailed(
+                        f"{name}: gave up after {retries} precondition conflicts"
+                    ) from None
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(retries, 10))
+                self.sleep(random.uniform(0, delay))
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
         return self.write_rows(batch.symbol, batch.interval, batch.rows, batch.market)
@@ -102,21 +137,16 @@ class LakeWriter:
         name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
         lines = batch_lines(ordered)
-        retries = 0
-        while True:
-            try:
-                result = self._attempt(counting, name, lines, retries)
-            except (PreconditionFailed, ObjectNotFound):
-                retries += 1
-                self.precondition_retries += 1
-                if retries >= self.max_attempts:
-                    raise PreconditionFailed(
-                        f"{name}: gave up after {retries} precondition conflicts"
-                    ) from None
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(retries, 10))
-                self.sleep(random.uniform(0, delay))
-                continue
-            return dataclasses.replace(result, storage_calls=dict(counting.calls))
+        result = self.retry_conditional(
+            name, lambda retries: self._attempt(counting, name, lines, retries)
+        )
+        return dataclasses.replace(result, storage_calls=dict(counting.calls))
+
+    def _remember(self, info: ObjectInfo, bounds: Bounds) -> ObjectInfo:
+        if len(self._known) >= _CACHE_SIZE:
+            self._known.pop(next(iter(self._known)))
+        self._known[info.name] = known = dataclasses.replace(info, bounds=bounds)
+        return known
 
     def _attempt(
         self, store: ObjectStore, name: str, lines: Sequence[tuple[int, bytes]], retries: int
@@ -124,44 +154,115 @@ class LakeWriter:
         if not lines:
             return WriteResult(name, "noop", 0, 0, 0, 0, None, None, retries)
         n = len(lines)
-        info = store.stat(name)
+        first_new, last_new = lines[0][0], lines[-1][0]
+        cached = self._known.get(name)
+        info = cached if cached is not None else store.stat(name)
         if info is None:
-            after = store.write(name, b"".join(ln for _, ln in lines), if_generation_match=0)
+            body = b"".join(ln for _, ln in lines)
+            bounds = Bounds(first_new, last_new)
+            after = store.write(name, body, if_generation_match=0, bounds=bounds)
+            self._remember(after, bounds)
             return WriteResult(name, "create", n, n, 0, 0, None, after.generation, retries)
         gen = info.generation
-        last = self._last_open_time(store, name, gen, info.size)
-        if last is None or lines[0][0] > last:
+        have = info.bounds if info.bounds is not None else _read_bounds(store, info)
+        edge = _edge_route(have, first_new, last_new)
+        if edge is not None:
+            action, bounds = edge
             part = f"{STAGING_PREFIX}{name}.{uuid.uuid4().hex}.part"
-            staged = store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
+            store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
+            sources = [name, part] if action == "append" else [part, name]
             try:
-                after = store.compose(name, [name, part], if_generation_match=gen)
+                after = store.compose(name, sources, if_generation_match=gen, bounds=bounds)
             finally:
-                with contextlib.suppress(ObjectNotFound, PreconditionFailed):
-                    store.delete(part, if_generation_match=staged.generation)
-            return WriteResult(name, "append", n, n, 0, 0, gen, after.generation, retries)
-        with store.open_lines(name, gen) as existing:
+                # Not compose's `deleteSourceObjects`: our sources include the destination
+                # itself, a case GCS does not document. A part a crash leaves here is removed
+                # by `clean_leftovers` (local) or the bucket's staging/ lifecycle rule (GCS).
+                _delete_quietly(store, part)
+            self._remember(after, bounds)
+            return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)
+        if cached is not None:  # a merge or no-op decides on the rows: read the current ones
+            self._known.pop(name, None)
+            return self._attempt(store, name, lines, retries)
+        assert have is not None  # _edge_route takes every empty object
+        offset = _offset_of(store, info, first_new)
+        with store.open_lines(name, gen, offset) as existing:
             stats = diff_batch(existing, lines)
         if not stats.changes:
+            self._remember(info, have)
             return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
-        with store.open_lines(name, gen) as existing:
+        bounds = Bounds(min(have.first, first_new), max(have.last, last_new))
+        with store.open_lines(name, gen, offset) as existing:
             merged = chunked(merge_lines(existing, lines))
-            after = store.write(name, merged, if_generation_match=gen)
+            after = store.replace_from(name, offset, merged, if_generation_match=gen, bounds=bounds)
+        self._remember(after, bounds)
         return WriteResult(
             name, "merge", n, stats.added, stats.replaced, stats.unchanged, gen,
             after.generation, retries,
         )  # fmt: skip
 
-    @staticmethod
-    def _last_open_time(store: ObjectStore, name: str, gen: int, size: int) -> int | None:
-        if size == 0:
-            return None
-        nbytes = _TAIL_BYTES
-        while True:
-            tail = store.read_tail(name, nbytes, gen)
-            whole = len(tail) >= size
-            line = last_line(b"\n" + tail if whole else tail)
-            if line is not None:
-                return open_time_of_line(line)
-            if whole:
-                return None
-            nbytes *= 4
+
+def _edge_route(have: Bounds | None, first_new: int, last_new: int) -> tuple[Action, Bounds] | None:
+    """Append or prepend (with the bounds after it) when the batch lies wholly outside the
+    object's rows; None when it reaches in among them (a merge)."""
+    if have is None:  # an empty object: anything appends
+        return "append", Bounds(first_new, last_new)
+    if first_new > have.last:
+        return "append", Bounds(have.first, last_new)
+    if last_new < have.first:
+        return "prepend", Bounds(first_new, have.last)
+    return None
+
+
+def _delete_quietly(store: ObjectStore, part: str) -> None:
+    with contextlib.suppress(ObjectNotFound, PreconditionFailed):
+        store.delete(part)
+
+
+def _read_bounds(store: ObjectStore, info: ObjectInfo) -> Bounds | None:
+    """First and last open_time from the object's head and tail (None for an empty object)."""
+    if info.size == 0:
+        return None
+    head = store.read_range(info.name, 0, _PROBE_BYTES, info.generation)
+    line = first_line(head)
+    if line is None:  # one row longer than a probe: impossible for canonical rows
+        raise InvalidData(f"{info.name}: no whole row in its first {_PROBE_BYTES} bytes")
+    return Bounds(open_time_of_line(line), _last_open_time(store, info))
+
+
+def _last_open_time(store: ObjectStore, info: ObjectInfo) -> int:
+    nbytes = _TAIL_BYTES
+    while True:
+        start = max(0, info.size - nbytes)
+        tail = store.read_range(info.name, start, info.size, info.generation)
+        line = last_line(b"\n" + tail if start == 0 else tail)
+        if line is not None:
+            return open_time_of_line(line)
+        if start == 0:
+            raise InvalidData(f"{info.name}: no whole row in the object")
+        nbytes *= 4
+
+
+def _offset_of(store: ObjectStore, info: ObjectInfo, open_time: int) -> int:
+    """Byte offset of the first row whose open_time is >= `open_time` (the size if none):
+    a binary search over ranged reads, O(log size) probes, never a pass over the object."""
+    lo, hi = 0, info.size  # lo: a row start with every row before it < open_time; hi: >= or end
+    while hi - lo > 2 * _PROBE_BYTES:
+        mid = (lo + hi) // 2
+        probe = store.read_range(info.name, mid, mid + _PROBE_BYTES, info.generation)
+        cut = probe.find(b"\n")
+        line = first_line(probe[cut + 1 :]) if cut >= 0 else None
+        if line is None:
+            break  # no whole row in a probe: finish with the linear scan below
+        start = mid + cut + 1
+        if open_time_of_line(line) >= open_time:
+            hi = start
+        else:
+            lo = start
+    window = store.read_range(info.name, lo, hi, info.generation)
+    pos = 0
+    while pos < len(window):
+        end = window.find(b"\n", pos)
+        if end < 0 or open_time_of_line(window[pos : end + 1]) >= open_time:
+            return lo + pos
+        pos = end + 1
+    return hi

@@ -8,7 +8,8 @@ or from Python: `with Stack(tmpdir) as stack: stack.publish(...)`.
 """
 
 from localcloud.procs import StackError
-from localcloud.stack import Stack, SubscriptionSpec
+from localcloud.pubsub_admin import SubscriptionSpec
+from localcloud.stack import Stack
 from localcloud.waiting import WaitTimeout, wait_for
 
 __all__ = ["Stack", "StackError", "SubscriptionSpec", "WaitTimeout", "wait_for"]

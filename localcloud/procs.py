@@ -13,11 +13,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from localcloud.waiting import WaitTimeout, wait_for
+
+READY_TIMEOUT = 60.0  # seconds a stand-in may take to answer after it was started
 
 
 class StackError(RuntimeError):
@@ -61,19 +64,23 @@ def poll(
     interval: float = 0.05,
     alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Return once `predicate()` is true; StackError past `timeout` or if `alive()` turns false."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Return once `predicate()` is true; StackError past `timeout` or if `alive()` turns false
+    (the one wait loop, `localcloud.waiting.wait_for`, with the stack's error)."""
+
+    def ready() -> bool:
         try:
             if predicate():
-                return
+                return True
         except Exception:  # not ready yet
             pass
         if alive is not None and not alive():
             raise StackError(f"{what}: the process exited before it was ready")
-        if time.monotonic() >= deadline:
-            raise StackError(f"{what}: not ready after {timeout:.0f}s")
-        time.sleep(interval)  # polling interval, not synchronisation
+        return False
+
+    try:
+        wait_for(ready, timeout, interval, what, fatal=(StackError,))
+    except WaitTimeout:
+        raise StackError(f"{what}: not ready after {timeout:.0f}s") from None
 
 
 def http_answers(url: str, ok_statuses: tuple[int, ...] = ()) -> bool:
@@ -125,10 +132,13 @@ def stop_group(
         return []
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while group_members(pgid) and time.monotonic() < deadline:
+
+    def gone() -> bool:
         _reap(popen, 0.05)
-        time.sleep(0.05)  # polling interval
+        return not group_members(pgid)
+
+    with contextlib.suppress(WaitTimeout):
+        wait_for(gone, timeout, 0.05, f"process group {pgid} after SIGTERM")
     if group_members(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)

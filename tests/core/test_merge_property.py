@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 
 from hypothesis import given, settings
@@ -86,10 +87,19 @@ def test_merge_lines_streams_and_diff_counts() -> None:
 def test_writer_routes_append_merge_noop(tmp_path: object) -> None:
     store = LocalStore(str(tmp_path))
     w = LakeWriter(store)
-    assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(10)]).action == "create"
-    r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(10, 12)])
-    assert r.action == "append" and "open_lines" not in r.storage_calls
-    assert r.storage_calls["read_tail"] == 1
+    assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(10, 20)]).action == "create"
+    r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(20, 22)])
+    # the live path: the writer knows the generation and bounds it made: upload + compose
+    assert r.action == "append"
+    assert r.storage_calls == {"write": 1, "compose": 1, "delete": 1}
+    r = LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(22, 24)])
+    # a cold writer on a backend without metadata: a stat and two small reads more, no pass
+    assert r.action == "append" and r.storage_calls == {
+        "stat": 1, "read_range": 2, "write": 1, "compose": 1, "delete": 1,
+    }  # fmt: skip
+    r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 10)])
+    assert r.action == "prepend" and "open_lines" not in r.storage_calls
+    assert "replace_from" not in r.storage_calls
     r = w.write_rows("ETHUSDT", "1m", [row(5, 1)])
     assert (r.action, r.rows_replaced) == ("merge", 1)
     r = w.write_rows("ETHUSDT", "1m", [row(5, 1), row(11)])
@@ -108,3 +118,111 @@ def test_rows_from_another_stream_are_refused(tmp_path: object) -> None:
         w.write_rows("BTCUSDT", "1m", [row(1)])
     with pytest.raises(InvalidData):
         w.write_rows("ETHUSDT", "1m", [dataclasses.replace(row(1), interval="1h")])
+
+
+# --- the routes behind and ahead of an object (issue 15), on both storage semantics ---------
+
+# (first key, length) of each batch; writer: which of three writers sends it (each keeps its
+# own cache of what it last made of the object, so the others' writes leave it stale)
+routed_batches = st.lists(
+    st.tuples(st.integers(0, 400), st.integers(1, 40), st.integers(0, 2), st.integers(0, 1)),
+    min_size=1,
+    max_size=14,
+)
+
+
+def _check_routes(store: object, batches: list[tuple[int, int, int, int]]) -> None:
+    writers = [LakeWriter(store, sleep=lambda _s: None) for _ in range(3)]  # type: ignore[arg-type]
+    latest: dict[int, int] = {}
+    for first, length, who, variant in batches:
+        keys = range(first, first + length)
+        before = store.stat(NAME)  # type: ignore[attr-defined]
+        r = writers[who].write_rows("ETHUSDT", "1m", [row(k, variant) for k in keys])
+        changed = any(latest.get(k) != variant for k in keys)
+        for k in keys:
+            latest[k] = variant
+        if not changed:  # a batch that changes nothing writes nothing
+            assert r.action == "noop" and store.stat(NAME) == before  # type: ignore[attr-defined]
+        if before is not None and r.action in ("append", "prepend"):
+            assert "open_lines" not in r.storage_calls  # O(batch): the object is never read
+        assert read_object(store, NAME) == b"".join(  # type: ignore[arg-type]
+            row(k, latest[k]).to_line() for k in sorted(latest)
+        )
+    assert not store.list("staging/")  # type: ignore[attr-defined]
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(routed_batches)
+def test_prepend_append_merge_on_gcs_semantics(batches: list[tuple[int, int, int, int]]) -> None:
+    from .memory_store import MemoryStore
+
+    _check_routes(MemoryStore(), batches)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(routed_batches)
+def test_prepend_append_merge_on_the_local_disk(batches: list[tuple[int, int, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _check_routes(LocalStore(d), batches)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.sets(st.integers(0, 3000), min_size=1, max_size=600), st.integers(-5, 3005))
+def test_offset_search_finds_the_first_row_at_or_after(keys: set[int], probe: int) -> None:
+    from klinelake.writer import _offset_of
+
+    from .memory_store import MemoryStore
+
+    store = MemoryStore()
+    lines = [row(k).to_line() for k in sorted(keys)]
+    info = store.write(NAME, b"".join(lines), if_generation_match=0)
+    want = sum(len(ln) for k, ln in zip(sorted(keys), lines, strict=True) if k < probe)
+    assert _offset_of(store, info, T0 + probe * 60_000) == want  # type: ignore[arg-type]
+
+
+def test_history_behind_a_week_is_prepended_then_inserted_cheaply(tmp_path: object) -> None:
+    """Backfill behind live rows: on GCS semantics each batch before the first row is a compose
+    (never a read of the object); on the local disk, ascending batches before the recent rows
+    rewrite only the recent rows, never the history already written."""
+    from .memory_store import MemoryStore
+
+    week = [row(k) for k in range(1000, 1010)]
+    gcs = MemoryStore()
+    w = LakeWriter(gcs)
+    w.write_rows("ETHUSDT", "1m", week)
+    for start in range(900, -1, -100):  # newest history first: every batch is a prepend
+        r = LakeWriter(gcs).write_rows("ETHUSDT", "1m", [row(k) for k in range(start, start + 100)])
+        assert r.action == "prepend"
+        assert r.storage_calls == {"stat": 1, "write": 1, "compose": 1, "delete": 1}
+    local = LocalStore(str(tmp_path))
+    lw = LakeWriter(local)
+    lw.write_rows("ETHUSDT", "1m", week)
+    assert lw.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 100)]).action == "prepend"
+    inode = os.stat(local._path(NAME)).st_ino
+    for start in range(100, 1000, 100):  # oldest first: each lands just before the week
+        r = lw.write_rows("ETHUSDT", "1m", [row(k) for k in range(start, start + 100)])
+        assert r.action == "merge" and r.storage_calls["replace_from"] == 1
+        assert os.stat(local._path(NAME)).st_ino == inode  # rewritten from the week on, in place
+    assert read_object(local, NAME) == read_object(gcs, NAME)  # type: ignore[arg-type]
+
+
+def test_a_redelivered_append_is_a_cheap_noop() -> None:
+    """After a crash (or a slow ack) Pub/Sub redelivers a batch that was already appended: the
+    writer finds it a no-op by reading about the batch's span, never passing over the object
+    (issue 12 item 8), and a redelivery racing the first delivery is refused by the generation
+    precondition, then finds the same no-op (item 6)."""
+    from .memory_store import MemoryStore
+
+    store = MemoryStore()
+    w = LakeWriter(store)
+    w.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 3000)])
+    size = store.stat(NAME).size  # type: ignore[union-attr]
+    batch = [row(k) for k in range(2990, 3005)]
+    assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(3000, 3005)]).action == "append"
+    store.bytes_read = 0
+    r = LakeWriter(store).write_rows("ETHUSDT", "1m", batch)  # a fresh instance: cold cache
+    assert r.action == "noop" and "write" not in r.storage_calls
+    assert store.bytes_read < 40 * 1024 < size // 10  # probes and the span, not the object
+    store.bytes_read = 0
+    r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(1500, 1510)])  # middle: same
+    assert r.action == "noop" and store.bytes_read < 40 * 1024

@@ -1,11 +1,10 @@
-"""The ingest handler without servers: routing over a LocalStore, poison, logs, the fault hook."""
+"""The ingest handler without servers: routing over a LocalStore, poison, logs."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-import multiprocessing
 import re
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,8 @@ import orjson
 import pytest
 
 from ingest_function.handler import (
-    FailFirstN,
     IngestConfig,
     IngestHandler,
-    InjectedFailure,
 )
 from klinelake.contract import DEAD_LETTER_MAX_DATA, dead_letter_copy
 from klinelake.errors import TransientError
@@ -253,48 +250,8 @@ def test_transient_storage_errors_are_logged_and_raised(tmp_path: Path) -> None:
     assert h.sent == []
 
 
-def test_fail_first_n_fails_exactly_n_invocations(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.handler.fault = FailFirstN(2, str(tmp_path / "fails"))
-    rows = klines("FAULT", 1)
-    for _ in range(2):
-        with pytest.raises(InjectedFailure):
-            deliver(h, rows)
-    assert deliver(h, rows).action == "create"
-    assert read_object(h.store, object_name("FAULT", "1h")) == lines(rows)
-
-
-def _hammer(path: str, out: Any) -> None:
-    fault = FailFirstN(7, path)
-    failures = 0
-    for _ in range(10):
-        try:
-            fault.check()
-        except InjectedFailure:
-            failures += 1
-    out.put(failures)
-
-
-def test_fail_first_n_counter_is_shared_across_processes(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(str(tmp_path / "n"), out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert sum(out.get(timeout=10) for _ in procs) == 7
-    assert (tmp_path / "n").read_text() == "20"
-
-
 def test_config_from_env() -> None:
     cfg = IngestConfig.from_env({"LAKE_URI": "gs://b", "DEAD_LETTER_TOPIC": "projects/p/topics/d"})
-    assert (cfg.lake_uri, cfg.dead_letter_topic, cfg.fail_first_n) == (
-        "gs://b",
-        "projects/p/topics/d",
-        0,
-    )
+    assert (cfg.lake_uri, cfg.dead_letter_topic) == ("gs://b", "projects/p/topics/d")
     assert IngestConfig.from_env({}).lake_uri == "./lake"
     assert IngestConfig.from_env({}).dead_letter_topic is None
-    with pytest.raises(ValueError):
-        IngestConfig.from_env({"INGEST_FAIL_FIRST_N": "3"})
