@@ -1,5 +1,7 @@
-"""Benchmarks of the core (issue 3). Run by hand: `.venv/bin/python bench/bench_core.py`.
+"""Benchmarks of the core (issue 3). Run by hand: `.venv/bin/python bench/bench_core.py`
+(`--rest-page`: only the first figure).
 
+- a 1,000-row REST page parsed by the bulk path and by the row-by-row reference (issue 15);
 - canonical serialisation and parsing throughput (rows/s), on the real fixture rows;
 - merging 30 days of 1m rows (43,200) into a 2-year 1m object (~1.05M rows) on the local
   backend: wall time and peak RSS of a fresh process doing only that merge;
@@ -17,9 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from klinelake import row as lake_row  # noqa: E402
 from klinelake.contract import decode_message, encode_batch, make_batches  # noqa: E402
 from klinelake.local_store import LocalStore  # noqa: E402
 from klinelake.row import Kline, parse_csv, parse_lake_line  # noqa: E402
@@ -75,6 +80,35 @@ def throughput() -> None:
     print(f"serialise canonical row:      {ser_rate:>12,.0f} rows/s")
     print(f"parse lake row (validated):   {lake_rate:>12,.0f} rows/s")
     print(f"decode+validate message:      {msg_rate:>12,.0f} rows/s")
+
+
+def rest_page_throughput() -> None:
+    """A 1,000-row REST page: the bulk path against the row-by-row reference, in one run."""
+    rows = [synth(k) for k in range(1000)]
+    body = orjson.dumps(
+        [[r.open_time, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume,
+          r.trades, r.taker_buy_base_volume, r.taker_buy_quote_volume, "0"] for r in rows]
+    )  # fmt: skip
+
+    def bulk() -> list[Kline]:
+        return lake_row.parse_rest_page(body, "BTCUSDT", "1m")
+
+    def row_by_row() -> list[Kline]:
+        return lake_row.parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
+
+    rates = {}
+    for label, parse in (("bulk (parse_rest_page)", bulk), ("row by row (reference)", row_by_row)):
+        best = 0.0
+        for _ in range(5):  # best of 5 short rounds: the machine is shared
+            n, t = 0, time.process_time()
+            while time.process_time() - t < 0.3:
+                parse()
+                n += 1000
+            best = max(best, n / (time.process_time() - t))
+        rates[label] = best
+        print(f"parse REST page, {label}: {best:>12,.0f} rows/s ({1e6 / best:.2f} us/row CPU)")
+    ratio = rates["bulk (parse_rest_page)"] / rates["row by row (reference)"]
+    print(f"parse REST page: bulk is {ratio:.1f}x the row-by-row path")
 
 
 def build_object(root: str, n: int) -> None:
@@ -138,6 +172,9 @@ def append_bench(big: str, small: str, repeats: int = 15) -> None:
 
 def main() -> None:
     print(f"python {sys.version.split()[0]}")
+    rest_page_throughput()
+    if "--rest-page" in sys.argv:
+        return
     throughput()
     with tempfile.TemporaryDirectory() as big, tempfile.TemporaryDirectory() as small:
         t = time.perf_counter()

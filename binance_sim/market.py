@@ -15,15 +15,24 @@ import math
 import re
 import struct
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from klinelake.intervals import INTERVALS, align_down, next_open_time, prev_open_time
+import orjson
+
+from klinelake.intervals import INTERVALS, NOMINAL_MS, align_down, next_open_time, prev_open_time
 from klinelake.markets import Market as KlineMarket
 from klinelake.row import FIELDS, Kline, iter_csv
 
+# Pre-rendered REST rows: klines are rendered in chunks of this many open times, once, and kept
+# (least recently used first out) up to this many bytes, so that serving a page of closed
+# klines is a join, not 1,000 synthetic klines generated and serialised again for every client.
+CHUNK_ROWS = 1000
+DEFAULT_PAGE_CACHE_BYTES = 256 << 20
 DEFAULT_SYNTHETIC_START = 1_502_928_000_000  # 2017-08-17 00:00 UTC, BTCUSDT's first day on Binance
 
 # data.binance.vision names: BTCUSDT-1h-2022-01.csv, BTCUSDT-1mo-2022-01.zip ("1mo" is 1M).
@@ -262,10 +271,17 @@ class Market:
         series: dict[tuple[str, str], Series] | None = None,
         synthetic: list[SyntheticSpec] | None = None,
         seed: int = 0,
+        page_cache_bytes: int = DEFAULT_PAGE_CACHE_BYTES,
     ) -> None:
         self.series: dict[tuple[str, str], Series] = dict(series or {})
         self.seed = seed
         self.halts: list[Halt] = []
+        self.page_cache_bytes = page_cache_bytes
+        # (symbol, interval, chunk index) -> (open times, rendered REST rows), all closed
+        self._chunks: OrderedDict[tuple[str, str, int], tuple[list[int], list[bytes]]] = (
+            OrderedDict()
+        )
+        self._chunk_bytes = 0
         self._symbols = frozenset(sym for sym, _ in self.series)
         for spec in synthetic or []:
             self.add_synthetic(spec)
@@ -285,6 +301,8 @@ class Market:
 
     def add_halt(self, halt: Halt) -> None:
         self.halts.append(halt)
+        self._chunks.clear()  # rendered rows may lie under the halt
+        self._chunk_bytes = 0
 
     def _halt(self, symbol: str, interval: str, t: int) -> Halt | None:
         """The halt covering open time `t`, if any."""
@@ -384,6 +402,50 @@ class Market:
             rows[-1] = partial_kline(rows[-1], now_ms)
         return rows
 
+    def closed_page_json(
+        self, symbol: str, interval: str, now_ms: int, *, start: int, end: int | None, limit: int
+    ) -> bytes | None:
+        """`select(...)` as the REST body (ms times), from pre-rendered rows; None when the page
+        would reach a kline that is still forming, or the interval has no fixed length (1M)."""
+        step = NOMINAL_MS[interval] if interval != "1M" else 0
+        if not step or (symbol, interval) not in self.series:
+            return None
+        hi = now_ms if end is None else min(end, now_ms)
+        span = CHUNK_ROWS * step
+        rows: list[bytes] = []
+        index = start // span
+        while len(rows) < limit and index * span <= hi:
+            chunk = self._chunk(symbol, interval, index, now_ms)
+            if chunk is None:
+                return None
+            times, rendered = chunk
+            i = bisect.bisect_left(times, start)
+            j = min(bisect.bisect_right(times, hi), i + limit - len(rows))
+            rows.extend(rendered[i:j])
+            index += 1
+        return b"[" + b",".join(rows) + b"]"
+
+    def _chunk(
+        self, symbol: str, interval: str, index: int, now_ms: int
+    ) -> tuple[list[int], list[bytes]] | None:
+        key = (symbol, interval, index)
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            self._chunks.move_to_end(key)
+            return chunk
+        step = NOMINAL_MS[interval]
+        lo, hi = index * CHUNK_ROWS * step, (index + 1) * CHUNK_ROWS * step - 1
+        if hi + step > now_ms:  # its last kline (open <= hi) may still be forming: not cached
+            return None
+        rows = list(self.iter_forward(symbol, interval, lo, hi))
+        chunk = [k.open_time for k in rows], [orjson.dumps(rest_row(k, False)) for k in rows]
+        self._chunks[key] = chunk
+        self._chunk_bytes += sum(map(len, chunk[1]))
+        while self._chunk_bytes > self.page_cache_bytes and len(self._chunks) > 1:
+            _, (_, old) = self._chunks.popitem(last=False)
+            self._chunk_bytes -= sum(map(len, old))
+        return chunk
+
     def closed(self, symbol: str, interval: str, now_ms: int, lo: int, hi: int) -> Iterator[Kline]:
         """Closed klines (close_time < now) with lo <= open_time <= hi: the truth."""
         for k in self.iter_forward(symbol, interval, lo, min(hi, now_ms)):
@@ -397,6 +459,13 @@ class Market:
         if final is None or final.close_time < now_ms:
             return None
         return partial_kline(final, now_ms)
+
+
+def rest_row(k: Kline, us: bool) -> list[Any]:
+    """A kline as an element of a `/api/v3/klines` answer (µs times when `us`)."""
+    t, ct = (k.open_time * 1000, k.close_time * 1000 + 999) if us else (k.open_time, k.close_time)
+    return [t, k.open, k.high, k.low, k.close, k.volume, ct, k.quote_volume, k.trades,
+            k.taker_buy_base_volume, k.taker_buy_quote_volume, "0"]  # fmt: skip
 
 
 def _take(it: Iterator[Kline], n: int) -> Iterator[Kline]:

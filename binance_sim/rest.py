@@ -24,8 +24,8 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from binance_sim.market import rest_row
 from klinelake.intervals import INTERVALS
-from klinelake.row import Kline
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim
@@ -151,12 +151,6 @@ def check_symbol(sim: Sim, symbol: str) -> str:
     raise ApiError(-1121, "Invalid symbol.")
 
 
-def rest_row(k: Kline, us: bool) -> list[Any]:
-    t, ct = (k.open_time * 1000, k.close_time * 1000 + 999) if us else (k.open_time, k.close_time)
-    return [t, k.open, k.high, k.low, k.close, k.volume, ct, k.quote_volume, k.trades,
-            k.taker_buy_base_volume, k.taker_buy_quote_volume, "0"]  # fmt: skip
-
-
 # --- handlers: (sim, request) -> JSON bytes ---------------------------------------------------
 
 
@@ -183,9 +177,12 @@ def klines(sim: Sim, request: web.Request) -> bytes:
     if start is not None and end is not None and start > end:
         raise ApiError(-1023, "Start time is greater than end time.")
     us = time_unit_us(request)
-    rows = sim.market.select(
-        symbol, interval, sim.clock.now_ms(), start=start, end=end, limit=limit
-    )
+    now = sim.clock.now_ms()
+    if start is not None and not us:  # history: served from pre-rendered rows where it can
+        page = sim.market.closed_page_json(symbol, interval, now, start=start, end=end, limit=limit)
+        if page is not None:
+            return page
+    rows = sim.market.select(symbol, interval, now, start=start, end=end, limit=limit)
     return orjson.dumps([rest_row(k, us) for k in rows])
 
 

@@ -4,7 +4,8 @@ Per connection: a reader (control frames, client ping/pong, the 5 frames/s limit
 (server pings every `ping_interval` real s, close when no echoing pong within `pong_timeout`),
 and a pusher that, per subscribed kline stream, sends one `x:true` frame for every kline that
 closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline every 2 s of
-simulated time (1 s for `1s`), at most `max_update_hz` forming frames per stream per real second.
+simulated time (1 s for `1s`; due on a 250 ms grid, E = the due time), at most `max_update_hz`
+forming frames per stream per real second.
 
 Undocumented choices: a 1025th stream is refused with `{"error":{"code":2,"msg":"Invalid
 request: too many streams"},"id":..}`; a URL with more than 1024 streams gets HTTP 400; the
@@ -42,6 +43,20 @@ _COMBINED_PATH = re.compile(r"(?:^|/)stream$")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _EIGHT_HOURS = 8 * 3600 * 1000
 _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other streams get a turn
+
+
+# Forming frames are due on a grid of simulated time, every 2 s per stream (1 s for 1s), as
+# Binance sends them; with each stream's phase on a 250 ms grid, a connection's pusher makes at
+# most 4 passes per simulated second over its streams (not one per frame), which keeps the
+# simulator cheap at tens of thousands of streams. A frame is stamped with its due time.
+_TICK_MS = 250
+
+
+def next_forming_due(sent_at: int, interval: str, period_ms: int = 2000) -> int:
+    """When the stream's next forming frame is due, the last one having been stamped `sent_at`
+    (every `period_ms`: 2 s on spot, 250 ms on futures)."""
+    period = 1000 if interval == "1s" else period_ms
+    return -(-(sent_at + period) // _TICK_MS) * _TICK_MS
 
 
 class ControlError(Exception):
@@ -439,11 +454,13 @@ class Hub:
                         sub.next_close = current
                 real = time.monotonic()
                 if now >= sub.next_forming_sim and real - sub.last_forming_real >= min_gap:
-                    k_now = market.forming(symbol, interval, now)
+                    due = sub.next_forming_sim
+                    if now - due >= _TICK_MS or due < current:  # late, or of a closed kline
+                        due = now
+                    k_now = market.forming(symbol, interval, due)
                     if k_now is not None:
-                        await self._send(conn, sub, k_now, False, now)
-                    cadence = 1000 if interval == "1s" else cfg.forming_update_ms
-                    sub.next_forming_sim = now + cadence
+                        await self._send(conn, sub, k_now, False, due)
+                    sub.next_forming_sim = next_forming_due(due, interval, cfg.forming_update_ms)
                     sub.last_forming_real = real
                 forming_due = max(
                     clock.real_seconds_until(sub.next_forming_sim),

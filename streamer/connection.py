@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
-from klinelake.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
+from klinelake.binance_ws import (
+    ControlReply,
+    KlineEvent,
+    ServerShutdown,
+    forming_event_time,
+    parse_ws_frame,
+)
 from klinelake.errors import InvalidData
 from klinelake.logs import log_event
 from klinelake.markets import Market, spec, stream_key
@@ -144,10 +150,14 @@ class Connection:
     async def _read(self) -> None:
         assert self.ws is not None
         try:
-            async for frame in self.ws:
+            while True:
+                # bytes: a forming frame is recognised without decoding or parsing it
+                frame = await self.ws.recv(decode=False)
                 self.counters.frames += 1
                 self.frames_received += 1  # this connection's: stall.py's sign of life
                 await self._handle(frame)
+        except ConnectionClosedOK:
+            pass  # as `async for` over the connection ends
         except ConnectionClosed as exc:
             if not self._closing:
                 log_event(
@@ -169,6 +179,10 @@ class Connection:
                     fut.exception()  # mark retrieved
 
     async def _handle(self, frame: Any) -> None:
+        forming_at = forming_event_time(frame) if isinstance(frame, bytes) else None
+        if forming_at is not None:  # a forming kline: only its event time matters
+            self.clock.observe(forming_at)
+            return
         try:
             msg = parse_ws_frame(frame, self.market)
         except InvalidData as exc:
