@@ -41,7 +41,7 @@ from aiohttp import web
 
 from binance_sim import rest, vision
 from binance_sim.contracts import Contract
-from binance_sim.market import Halt, SyntheticSpec, partial_kline
+from binance_sim.market import Halt, SyntheticSpec, partial_kline, rest_row
 from binance_sim.market import Market as Truth
 from binance_sim.ratelimit import WeightLimiter
 from binance_sim.rest import ApiError, Route
@@ -167,7 +167,7 @@ def klines(venue: Venue, sim: Sim, request: web.Request) -> bytes:
         rows = _newest_in_window(
             venue, symbol, interval, now=now, start=start, end=end, limit=limit
         )
-    return orjson.dumps([rest.rest_row(k, False) for k in rows])
+    return orjson.dumps([rest_row(k, False) for k in rows])
 
 
 def _newest_in_window(
