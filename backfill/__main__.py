@@ -1,6 +1,8 @@
 """`python -m backfill`: parse the configuration, hand typed settings to `backfill.run`.
 
-Exit codes: 0 done, 1 failed, 2 bad input, 3 IP banned by Binance, 130 interrupted.
+Exit codes: 0 done, 1 failed, 2 bad input, 3 IP banned by Binance, 4 blocked (Binance answered
+HTTP 451 restricted location or 403 WAF, or exchangeInfo never answered: see docs/runbook.md,
+"Blocked"), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,13 +16,24 @@ from pathlib import Path
 import click
 
 from backfill.run import BadInput, Settings, iso, run_backfill
-from klinelake.binance_rest import IPBanned
+from klinelake import config as cfg
+from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
+from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
 from klinelake.errors import KlineLakeError
 from klinelake.markets import Market, spec
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = EXIT_BAD_CONFIG
 EXIT_BANNED = 3
 EXIT_INTERRUPTED = 130
+EPILOG = (
+    cfg.env_help(*cfg.EMULATORS)
+    + "\n\n\bExit codes: 0 done, 1 failed, 2 bad input, 3 IP banned by Binance (418),"
+    + "\n4 blocked: Binance answered HTTP 451/403 or exchangeInfo never answered,"
+    + "\n130 interrupted (the checkpoint is kept)."
+    + "\n\n\bBlocked? Binance refuses some regions (451): run from another region, or use"
+    + f"\nthe market-data-only hosts: {cfg.REST_URL.env}={cfg.MARKET_DATA_REST_URL}"
+    + f"\n(the streamer's {cfg.WS_URL.env}={cfg.MARKET_DATA_WS_URL}); docs/deploy.md."
+)
 
 
 def parse_time(text: str, *, end: bool = False) -> int:
@@ -46,56 +59,28 @@ def parse_time(text: str, *, end: bool = False) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-@click.command(
-    context_settings={
-        "show_default": True,
-        "help_option_names": ["-h", "--help"],
-    }
-)
+@click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
+@cfg.version_option("backfill")
 @click.option(
     "--market",
     type=click.Choice([m.value for m in Market]),
     default="spot",
-    help="spot, um (USD-M futures, /fapi) or cm (COIN-M futures, /dapi); see docs/markets.md",
+    help="spot, um (USD-M futures, /fapi) or cm (COIN-M futures, /dapi); see docs/markets.md; "
+    "with um/cm the spot default REST base becomes the market's (fapi/dapi.binance.com)",
 )
-@click.option("--symbols", default="BTCUSDC", help="comma-separated, e.g. BTCUSDC,ETHUSDT")
-@click.option("--intervals", default="1h", help="comma-separated, e.g. 1h,1m (case-sensitive)")
+@cfg.option(cfg.SYMBOLS)
+@cfg.option(cfg.INTERVALS)
 @click.option(
     "--start", default=None, help="ISO date/datetime (UTC) or epoch ms [default: end - days]"
 )
 @click.option("--end", default=None, help="inclusive [default: the last closed kline]")
 @click.option("--days", default=None, type=int, help="length of the range [default: 30]")
-@click.option(
-    "--topic",
-    envvar="KLINES_TOPIC",
-    show_envvar=True,
-    default=None,
-    help="publish to this Pub/Sub topic",
-)
-@click.option(
-    "--lake",
-    envvar="LAKE_URI",
-    show_envvar=True,
-    default="./lake",
-    help="gs://BUCKET or a directory",
-)
-@click.option(
-    "--rest-url",
-    envvar="BINANCE_REST_URL",
-    show_envvar=True,
-    default=None,
-    help="REST base [default: the market's: api.binance.com, fapi.binance.com, dapi.binance.com]",
-)
+@cfg.option(cfg.TOPIC)
+@cfg.option(cfg.LAKE)
+@cfg.option(cfg.REST_URL)
 @click.option("--state-dir", default="./state", type=click.Path(path_type=Path))
 @click.option(
-    "--budget-share",
-    default=0.8,
-    type=float,
-    help="share of the weight (6000/min spot, 2400 futures)",
+    "--budget-share", default=0.8, type=float, help="share of the weight (6000/min; futures 2400)"
 )
 @click.option("--concurrency", default=10, type=int, help="requests in flight at most")
 @click.option("--missing-only", is_flag=True, help="fetch only the gaps found in the lake")
@@ -106,37 +91,57 @@ def _csv(text: str) -> tuple[str, ...]:
     default="rest",
     help="vision: whole months from the data.binance.vision dumps, the edges over REST",
 )
-@click.option(
-    "--vision-url", default="https://data.binance.vision", help="base URL of the monthly dumps"
-)
+@cfg.option(cfg.VISION_URL)
 @click.option("--page-limit", default=None, type=int, hidden=True)
 @click.option("--batch-rows", default=5000, type=int, hidden=True)
-def main(**o: object) -> None:
+def main(  # noqa: PLR0917 - click passes every option
+    market: str,
+    symbols: str,
+    intervals: str,
+    start: str | None,
+    end: str | None,
+    days: int | None,
+    topic: str | None,
+    lake: str,
+    rest_url: str,
+    state_dir: Path,
+    budget_share: float,
+    concurrency: int,
+    missing_only: bool,
+    dry_run: bool,
+    source: str,
+    vision_url: str,
+    page_limit: int | None,
+    batch_rows: int,
+) -> None:
     """Fill the lake with history from Binance REST, as fast as the weight budget allows."""
-    market = Market(str(o["market"]))
     try:
+        if market != "spot" and rest_url == cfg.DEFAULT_REST_URL:
+            rest_url = spec(market).rest_url  # the spot default does not serve futures
         settings = Settings(
-            market=market,
-            symbols=_csv(str(o["symbols"])),
-            intervals=_csv(str(o["intervals"])),
-            start_ms=parse_time(str(o["start"])) if o["start"] else None,
-            end_ms=parse_time(str(o["end"]), end=True) if o["end"] else None,
-            days=o["days"],  # type: ignore[arg-type]
-            topic=o["topic"] or None,  # type: ignore[arg-type]
-            lake=str(o["lake"]),
-            rest_url=str(o["rest_url"] or spec(market).rest_url),
-            state_dir=o["state_dir"],  # type: ignore[arg-type]
-            budget_share=o["budget_share"],  # type: ignore[arg-type]
-            concurrency=o["concurrency"],  # type: ignore[arg-type]
-            missing_only=bool(o["missing_only"]),
-            dry_run=bool(o["dry_run"]),
-            source=str(o["source"]),
-            vision_url=str(o["vision_url"]),
-            page_limit=o["page_limit"],  # type: ignore[arg-type]
-            batch_rows=o["batch_rows"],  # type: ignore[arg-type]
+            market=Market(market),
+            symbols=split_csv(symbols),
+            intervals=split_csv(intervals),
+            start_ms=parse_time(start) if start else None,
+            end_ms=parse_time(end, end=True) if end else None,
+            days=days,
+            topic=topic or None,
+            lake=lake,
+            rest_url=rest_url,
+            state_dir=state_dir,
+            budget_share=budget_share,
+            concurrency=concurrency,
+            missing_only=missing_only,
+            dry_run=dry_run,
+            source=source,
+            vision_url=vision_url,
+            page_limit=page_limit,
+            batch_rows=batch_rows,
         )
     except click.BadParameter as exc:
         _fail(EXIT_BAD_INPUT, str(exc.message))
+    except BadInput as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
     from backfill.progress import make_reporter
 
     reporter = make_reporter()
@@ -147,6 +152,8 @@ def main(**o: object) -> None:
         asyncio.run(run_backfill(settings, reporter))
     except BadInput as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
+    except (Blocked, NoAnswer) as exc:
+        _fail(EXIT_BLOCKED, str(exc))
     except IPBanned as exc:
         _fail(
             EXIT_BANNED,

@@ -34,7 +34,8 @@ from backfill.plan import (
     plan_stream,
 )
 from backfill.vision import VisionFetcher, plan_vision_stream
-from klinelake.binance_rest import BinanceRest, UnknownSymbol
+from klinelake.binance_rest import BinanceRest, NoAnswer, UnknownSymbol
+from klinelake.config import DEFAULT_LAKE_URI, DEFAULT_REST_URL, DEFAULT_VISION_URL
 from klinelake.contract import MAX_ROWS, make_batches
 from klinelake.empty_ranges import EmptyRanges, subtract_ranges
 from klinelake.errors import InvalidData, TransientError
@@ -70,15 +71,15 @@ class Settings:
     end_ms: int | None = None  # inclusive: klines whose open_time <= end_ms
     days: int | None = None
     topic: str | None = None
-    lake: str = "./lake"
-    rest_url: str = "https://api.binance.com"
+    lake: str = DEFAULT_LAKE_URI
+    rest_url: str = DEFAULT_REST_URL
     state_dir: Path = Path("./state")
     budget_share: float = 0.8
     concurrency: int = 10
     missing_only: bool = False
     dry_run: bool = False
     source: str = "rest"
-    vision_url: str = "https://data.binance.vision"
+    vision_url: str = DEFAULT_VISION_URL
     page_limit: int | None = None  # None: the market's cheapest (spot 1000, futures 499)
     batch_rows: int = MAX_ROWS
     market: Market = Market.SPOT
@@ -86,6 +87,9 @@ class Settings:
     @property
     def limit(self) -> int:
         return self.page_limit or spec(self.market).cheapest_page_limit
+
+    def __post_init__(self) -> None:
+        check_settings(self)  # validated when built: a Settings that exists can run
 
     @property
     def sink_target(self) -> str:
@@ -182,6 +186,8 @@ async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, 
     """One exchangeInfo request for all symbols; on -1121 find which one is unknown."""
     try:
         info = await rest.exchange_info(list(symbols))
+    except TransientError as exc:  # the client's retries are spent: nothing can be fetched
+        raise NoAnswer(rest.base_url, f"{rest.max_attempts} attempts", repr(exc)) from exc
     except UnknownSymbol:
         for symbol in symbols if len(symbols) > 1 else ():
             try:
@@ -374,7 +380,6 @@ async def run_backfill(
     on_used_weight: Callable[[int], None] | None = None,
     sink: Sink | None = None,
 ) -> RunResult:
-    check_settings(settings)
     started = time.monotonic()
     symbols = tuple(s.upper() for s in settings.symbols)
     settings = replace(settings, symbols=symbols)

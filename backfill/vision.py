@@ -33,7 +33,6 @@ from klinelake.intervals import (
 from klinelake.markets import Market, spec
 from klinelake.row import Kline, iter_csv
 
-DEFAULT_VISION_URL = "https://data.binance.vision"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 

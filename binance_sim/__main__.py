@@ -15,11 +15,13 @@ from binance_sim.contracts import parse_contract
 from binance_sim.market import DataFileError, SyntheticSpec, parse_time
 from binance_sim.ratelimit import DEFAULT_BAN_SECONDS
 from binance_sim.server import make_sim, serve
+from klinelake.config import CONTEXT_SETTINGS, version_option
 
 BUNDLED_DATA = Path(__file__).parent / "data"
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings=CONTEXT_SETTINGS)
+@version_option("binance_sim")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=0, type=int, help="0 binds a free port (see the READY line)")
 @click.option(
@@ -68,6 +70,15 @@ BUNDLED_DATA = Path(__file__).parent / "data"
 @click.option("--futures-pong-timeout", default=600.0, type=float, help="real seconds")
 @click.option("--futures-update-ms", default=250, type=int, help="open-kline push, simulated ms")
 @click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
+@click.option(
+    "--block-rest",
+    type=click.Choice(["0", "403", "451"]),
+    default="0",
+    help="answer every REST request with this status (451: restricted location, 403: WAF)",
+)
+@click.option(
+    "--block-ws", type=click.Choice(["0", "403", "451"]), default="0", help="refuse WS handshakes"
+)
 @click.option("--ready-file", default=None, type=click.Path(path_type=Path))
 @click.option("--log-level", default="WARNING")
 def main(**options: Any) -> None:
@@ -76,6 +87,10 @@ def main(**options: Any) -> None:
     host, port, ready_file = options.pop("host"), options.pop("port"), options.pop("ready_file")
     logging.basicConfig(level=options.pop("log_level").upper(), stream=sys.stderr)
     start = options.pop("start")
+    blocks = {
+        "rest_block": int(options.pop("block_rest")),
+        "ws_block": int(options.pop("block_ws")),
+    }
     try:
         config = SimConfig(
             data_dirs=options.pop("data_dirs") or (BUNDLED_DATA,),
@@ -86,6 +101,7 @@ def main(**options: Any) -> None:
             **options,
         )
         sim = make_sim(config)
+        sim.faults.update(blocks)
     except (DataFileError, ValueError) as exc:
         click.echo(f"binance_sim: {exc}", err=True)
         sys.exit(2)

@@ -15,6 +15,10 @@ Accepted keys of a faults body (any subset, applied in one go):
     ws_shutdown: true          send serverShutdown, then close after `shutdown_grace` s (1001)
     ws_cut: true               the 24 h cut, now (close 1000)
     halt: {symbol, interval, start, end}   no kline with open_time in [start, end] exists
+    rest_block: 0|403|451      every REST request answers this status until set back to 0:
+                               451 is Binance's answer to a restricted location (e.g. a US IP),
+                               403 its WAF's (binance-spot-api.md §8)
+    ws_block: 0|403|451        every WS handshake is refused with this status until 0
 """
 
 from __future__ import annotations
@@ -23,13 +27,37 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 FAULT_KEYS = frozenset(
     {
         "latency_ms", "rest_5xx", "rest_5xx_status", "rest_429", "rest_418", "ban_seconds",
         "ws_drop", "ws_stall", "answer_pings", "ws_malformed", "ws_shutdown", "ws_cut",
-        "shutdown_grace", "halt",
+        "shutdown_grace", "halt", "rest_block", "ws_block",
     }
 )  # fmt: skip
+
+
+BLOCK_STATUSES = frozenset({0, 403, 451})
+# What Binance sends with them: 451 is JSON from the API (as reported by users on US addresses,
+# binance-connector-python #190); 403 comes from the CDN's WAF as an HTML page.
+RESTRICTED_LOCATION_MSG = (
+    "Service unavailable from a restricted location according to 'b. Eligibility' in "
+    "https://www.binance.com/en/terms. Please contact customer service if you believe you "
+    "received this message in error."
+)
+WAF_BODY = (
+    b"<!DOCTYPE HTML PUBLIC><HTML><HEAD><TITLE>ERROR: The request could not be satisfied"
+    b"</TITLE></HEAD><BODY><H1>403 ERROR</H1><H2>The request could not be satisfied.</H2>"
+    b"Request blocked.</BODY></HTML>"
+)
+
+
+def block_answer(status: int) -> tuple[bytes, str]:
+    """(body, content type) of a blocked answer with `status` 451 or 403."""
+    if status == 451:
+        return orjson.dumps({"code": 0, "msg": RESTRICTED_LOCATION_MSG}), "application/json"
+    return WAF_BODY, "text/html"
 
 
 class FaultError(ValueError):
@@ -46,6 +74,8 @@ class Faults:
     ban_seconds: float = 120.0
     ws_stall: bool = False
     answer_pings: bool = True
+    rest_block: int = 0
+    ws_block: int = 0
 
     def update(self, body: dict[str, Any]) -> None:
         """Apply the REST/stall keys of `body`; WS actions and halts are the caller's."""
@@ -71,6 +101,12 @@ class Faults:
                 if not isinstance(body[key], bool):
                     raise FaultError(f"{key} must be a boolean")
                 setattr(self, key, body[key])
+        for key in ("rest_block", "ws_block"):
+            if key in body:
+                status = _int(body, key)
+                if status not in BLOCK_STATUSES:
+                    raise FaultError(f"{key} must be one of {sorted(BLOCK_STATUSES)}")
+                setattr(self, key, status)
         if "ws_malformed" in body:
             _int(body, "ws_malformed")
 
@@ -103,6 +139,7 @@ class Stats:
     ws_opened: int = 0
     ws_active: int = 0
     ws_refused: int = 0
+    responses_blocked: int = 0
     ws_frames_sent: int = 0
     ws_frames_received: int = 0
     ws_pings_sent: int = 0

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from binance_sim.faults import block_answer
 from binance_sim.market import rest_row
 from klinelake.intervals import INTERVALS
 
@@ -302,6 +303,10 @@ async def serve(sim: Sim, route: Route, request: web.Request) -> web.Response:
     ip = request.remote or "unknown"
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
+    if faults.rest_block:
+        stats.responses_blocked += 1
+        body, content_type = block_answer(faults.rest_block)
+        return web.Response(status=faults.rest_block, body=body, content_type=content_type)
     verdict = limiter.banned(ip)
     if verdict is not None:
         stats.requests_while_banned += 1

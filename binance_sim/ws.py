@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
 from klinelake.intervals import INTERVALS, align_down, interval_ms, next_open_time
 from klinelake.row import Kline
@@ -215,6 +216,10 @@ class Hub:
             return web.Response(status=status, body=error_body(code, msg),
                                 headers={"Content-Type": JSON_TYPE})  # fmt: skip
 
+        if sim.faults.ws_block:  # refused at the handshake, as Binance does (HTTP, no upgrade)
+            sim.stats.ws_refused += 1
+            body, content_type = block_answer(sim.faults.ws_block)
+            return web.Response(status=sim.faults.ws_block, body=body, content_type=content_type)
         if self._throttled(request.remote or "unknown"):
             cfg = sim.config
             msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "

@@ -106,6 +106,17 @@ step_accounts() {
   ensure_service_account "$PUSH_SA" "klines push identity (invokes the ingest function)"
 }
 
+# prefix_expression PREFIX...: an IAM condition (CEL) true for objects under any of the prefixes
+# (https://cloud.google.com/storage/docs/access-control/iam#conditions: resource.name is
+# projects/_/buckets/BUCKET/objects/NAME). No commas: gcloud splits --condition on them.
+prefix_expression() {
+  local p out=""
+  for p in "$@"; do
+    out+="${out:+ || }resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/${p}\")"
+  done
+  printf '%s' "$out"
+}
+
 step_iam() {
   step "iam"
   local agent
@@ -123,13 +134,15 @@ step_iam() {
     "--project=$PROJECT"
   # ... and read the wheel it installs at boot, only under artifacts/ (IAM condition; needs
   # uniform bucket-level access).
-  GRANT_CONDITION="expression=resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/artifacts/\"),title=artifacts-only" \
+  GRANT_CONDITION="expression=$(prefix_expression artifacts/),title=artifacts-only" \
     grant "storage buckets" "gs://$BUCKET" "serviceAccount:$STREAMER_SA_EMAIL" \
     roles/storage.objectViewer "--project=$PROJECT"
 
-  # function runtime: create/read/delete objects in the lake bucket (stage, compose, delete
-  # parts; read-merge-write) and publish poison messages to the dead-letter topic.
-  grant "storage buckets" "gs://$BUCKET" "serviceAccount:$FUNCTION_SA_EMAIL" \
+  # function runtime: create/read/delete objects under the prefixes it writes, and nothing else
+  # (raw/ the lake, meta/ confirmed-empty ranges, staging/ parts to compose; never artifacts/,
+  # which holds the code the VM installs), and publish poison messages to the dead-letter topic.
+  GRANT_CONDITION="expression=$(prefix_expression raw/ meta/ staging/),title=lake-prefixes-only" \
+    grant "storage buckets" "gs://$BUCKET" "serviceAccount:$FUNCTION_SA_EMAIL" \
     roles/storage.objectUser "--project=$PROJECT"
   grant "pubsub topics" "$DEAD_LETTER_TOPIC" "serviceAccount:$FUNCTION_SA_EMAIL" \
     roles/pubsub.publisher "--project=$PROJECT"
@@ -147,24 +160,12 @@ step_iam() {
   # The push identity's roles/run.invoker on the function is granted by deploy_function.sh.
 }
 
+USAGE="  --only STEPS    comma list of: $ALL_STEPS (default: all, in that order)
+"
+
 main() {
   local only="$ALL_STEPS"
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --only) only=$2; shift ;;
-      --only=*) only=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --only STEPS    comma list of: %s (default: all, in that order)\n' "$ALL_STEPS"
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --only=only -- "$@"
   load_config
   local s
   IFS=',' read -r -a wanted <<<"$only"

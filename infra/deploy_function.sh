@@ -101,23 +101,11 @@ subscription() {
     roles/pubsub.subscriber "--project=$PROJECT"
 }
 
+USAGE='  --bundle-dir DIR  where to stage the source bundle (default: infra/.build/function)
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --bundle-dir) BUNDLE_DIR=$2; shift ;;
-      --bundle-dir=*) BUNDLE_DIR=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --bundle-dir DIR  where to stage the source bundle (default: infra/.build/function)\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --bundle-dir=BUNDLE_DIR -- "$@"
   load_config
   pick_python
   stage_bundle

@@ -5,30 +5,37 @@
 #      uploaded to gs://BUCKET/artifacts/<sha256-prefix>/<wheel> (a new build gets a new URL),
 #   3. an e2-micro VM running as the streamer service account (scopes cloud-platform; IAM decides),
 #      with metadata: startup-script (infra/startup.sh), streamer-service (infra/streamer.service),
-#      streamer-env (the streamer's environment, from the config) and wheel-url.
+#      streamer-env (the streamer's environment, from the config), constraints (constraints.txt),
+#      ops-agent-config (infra/ops-agent.yaml), wheel-url and wheel-sha256,
+#   4. the preflight: over SSH, `python -m streamer --check` on the VM (exchangeInfo answers and a
+#      WS frame arrives for every stream, from the VM's own address); a failure fails the deploy
+#      and names the region.
 # A re-run with nothing changed changes nothing (the instance carries a fingerprint label). When
 # something changed, the metadata is updated and the VM is stopped and started, so the startup
 # script installs the new wheel and restarts the unit (--no-restart leaves that to you:
 # `gcloud compute ssh VM -- sudo google_metadata_script_runner startup`).
 #
-# usage: infra/deploy_vm.sh [--config FILE] [--dry-run] [--no-restart] [--build-dir DIR]
-#                           [--wheel FILE]
+# usage: infra/deploy_vm.sh [--config FILE] [--dry-run] [--no-restart] [--no-preflight]
+#                           [--build-dir DIR] [--wheel FILE]
 # shellcheck source=infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BUILD_DIR="$INFRA_DIR/.build/vm"
 RESTART=1
+PREFLIGHT=1
+PREFLIGHT_WAIT_S="${PREFLIGHT_WAIT_S:-900}"
 WHEEL_FILE=""
 PYTHON="${PYTHON:-}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}" # 1980-01-01: zip's epoch; stable wheels
 
 ensure_address() {
   step "static external IP $ADDRESS_NAME"
-  if exists "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$REGION" \
+  if exists "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$VM_REGION" \
     "--project=$PROJECT"; then
     unchanged "address $ADDRESS_NAME"
   else
-    run "$GCLOUD" compute addresses create "$ADDRESS_NAME" "--region=$REGION" "--project=$PROJECT"
+    run "$GCLOUD" compute addresses create "$ADDRESS_NAME" "--region=$VM_REGION" \
+      "--project=$PROJECT"
   fi
 }
 
@@ -43,9 +50,9 @@ build_wheel() {
   else
     build_from_source "$src" "$dist"
   fi
-  WHEEL_SHA=$(sha256sum "$WHEEL_FILE" | cut -c1-16)
-  WHEEL_URL="gs://${BUCKET}/artifacts/${WHEEL_SHA}/$(basename "$WHEEL_FILE")"
-  note "wheel $(basename "$WHEEL_FILE") sha256 ${WHEEL_SHA}..."
+  WHEEL_SHA256=$(sha256sum "$WHEEL_FILE" | cut -d' ' -f1)
+  WHEEL_URL="gs://${BUCKET}/artifacts/${WHEEL_SHA256:0:16}/$(basename "$WHEEL_FILE")"
+  note "wheel $(basename "$WHEEL_FILE") sha256 ${WHEEL_SHA256}"
 }
 
 build_from_source() {
@@ -53,7 +60,7 @@ build_from_source() {
   # Build from a copy: the working tree stays clean (no build/ or egg-info at the repo root).
   cp "$REPO_ROOT/pyproject.toml" "$src/"
   [[ ! -f $REPO_ROOT/README.md ]] || cp "$REPO_ROOT/README.md" "$src/"
-  for d in klinelake streamer backfill ingest_function binance_sim; do
+  for d in klinelake streamer backfill ingest_function binance_sim localcloud; do
     [[ ! -d $REPO_ROOT/$d ]] ||
       tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "$d" | tar -C "$src" -xf -
   done
@@ -88,34 +95,37 @@ ensure_instance() {
   step "instance $VM_NAME"
   write_env
   local fp have=""
-  local metadata_files="startup-script=${INFRA_DIR}/startup.sh,streamer-service=${INFRA_DIR}/streamer.service,streamer-env=${ENV_FILE}"
-  local metadata="wheel-url=${WHEEL_URL},enable-oslogin=TRUE"
-  fp=$(cat "$INFRA_DIR/startup.sh" "$INFRA_DIR/streamer.service" "$ENV_FILE" <(
+  # wheel-sha256 travels in the instance metadata, which only project editors can change: the VM
+  # refuses a wheel whose hash differs (whoever can write the bucket cannot plant code).
+  local metadata_files="startup-script=${INFRA_DIR}/startup.sh,streamer-service=${INFRA_DIR}/streamer.service,streamer-env=${ENV_FILE},constraints=${REPO_ROOT}/constraints.txt,ops-agent-config=${INFRA_DIR}/ops-agent.yaml"
+  local metadata="wheel-url=${WHEEL_URL},wheel-sha256=${WHEEL_SHA256},enable-oslogin=TRUE"
+  fp=$(cat "$INFRA_DIR/startup.sh" "$INFRA_DIR/streamer.service" "$ENV_FILE" \
+    "$REPO_ROOT/constraints.txt" "$INFRA_DIR/ops-agent.yaml" <(
     printf '%s\n' "$metadata" "$MACHINE_TYPE" "$STREAMER_SA_EMAIL" "$ADDRESS_NAME"
   ) | sha256sum | cut -c1-40)
-  if exists "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT"; then
-    have=$("$GCLOUD" compute instances describe "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" \
+  if exists "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT"; then
+    have=$("$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
       --format='value(labels.klines-fingerprint)')
     if [[ $have == "$fp" ]]; then
       unchanged "instance $VM_NAME (klines-fingerprint $fp)"
       return
     fi
     note "instance $VM_NAME runs another version (fingerprint '${have}', want $fp): updating"
-    run "$GCLOUD" compute instances add-metadata "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" \
+    run "$GCLOUD" compute instances add-metadata "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
       "--metadata=$metadata" "--metadata-from-file=$metadata_files"
-    run "$GCLOUD" compute instances update "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" \
+    run "$GCLOUD" compute instances update "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
       "--update-labels=klines-fingerprint=$fp"
     if [[ $RESTART == 1 ]]; then
       # stop is graceful (ACPI shutdown: systemd sends SIGTERM, the streamer flushes its spool);
       # at start the startup script installs the new wheel. The static IP stays.
-      run "$GCLOUD" compute instances stop "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT"
-      run "$GCLOUD" compute instances start "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT"
+      run "$GCLOUD" compute instances stop "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT"
+      run "$GCLOUD" compute instances start "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT"
     else
       note "--no-restart: run the startup script again to roll out:"
-      note "  gcloud compute ssh $VM_NAME --zone=$ZONE --project=$PROJECT -- sudo google_metadata_script_runner startup"
+      note "  gcloud compute ssh $VM_NAME --zone=$VM_ZONE --project=$PROJECT -- sudo google_metadata_script_runner startup"
     fi
   else
-    run "$GCLOUD" compute instances create "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" \
+    run "$GCLOUD" compute instances create "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
       "--machine-type=$MACHINE_TYPE" \
       "--image-family=$IMAGE_FAMILY" "--image-project=$IMAGE_PROJECT" \
       "--boot-disk-size=$BOOT_DISK_SIZE" --boot-disk-type=pd-standard \
@@ -127,35 +137,49 @@ ensure_instance() {
   fi
 }
 
+# The preflight, on the VM itself: wait (bounded) until the startup script has installed this
+# wheel, then `python -m streamer --check` as the service user with the service's environment
+# (systemd-run: same User= and EnvironmentFile= as the unit). Non-zero fails the deploy.
+preflight() {
+  step "preflight on $VM_NAME ($VM_ZONE)"
+  if [[ $PREFLIGHT == 0 ]]; then
+    note "--no-preflight: skipped"
+    return
+  fi
+  local remote
+  remote="timeout ${PREFLIGHT_WAIT_S} sh -c 'until grep -qx ${WHEEL_SHA256} /opt/klines/installed-wheel.sha256 2>/dev/null; do sleep 5; done' || { echo 'the startup script did not install the wheel within ${PREFLIGHT_WAIT_S} s: sudo journalctl -u google-startup-scripts' >&2; exit 3; }; sudo systemd-run --quiet --wait --pipe --collect --uid=klines --property=EnvironmentFile=/etc/klines/streamer.env /opt/klines/venv/bin/python -m streamer --check"
+  local out rc=0
+  _RUN_CMD=$(fmt_cmd "$GCLOUD" compute ssh "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
+    --quiet "--command=$remote")
+  printf '+ %s\n' "$_RUN_CMD"
+  [[ $DRY_RUN == 1 ]] && return 0
+  out=$("$GCLOUD" compute ssh "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" --quiet \
+    "--command=$remote" 2>&1) || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  if ((rc != 0)); then
+    die "preflight failed on $VM_NAME in region $VM_REGION (exit $rc): $(grep -m1 'streamer --check:' <<<"$out" || tail -n1 <<<"$out"). Binance refuses some regions (HTTP 451): set VM_REGION/VM_ZONE to a region it serves (default asia-northeast1) or BINANCE_REST_URL/BINANCE_WS_URL to the market-data hosts (docs/deploy.md, 'Region and endpoints')"
+  fi
+}
+
+USAGE='  --no-restart     update metadata only; do not stop/start a running VM
+  --no-preflight   skip the preflight (streamer --check on the VM)
+  --build-dir DIR  where to build the wheel (default: infra/.build/vm)
+  --wheel FILE     deploy this wheel (e.g. a CI artifact) instead of building one
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --no-restart) RESTART=0 ;;
-      --build-dir) BUILD_DIR=$2; shift ;;
-      --build-dir=*) BUILD_DIR=${1#*=} ;;
-      --wheel) WHEEL_FILE=$2; shift ;;
-      --wheel=*) WHEEL_FILE=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --no-restart     update metadata only; do not stop/start a running VM\n'
-        printf '  --build-dir DIR  where to build the wheel (default: infra/.build/vm)\n'
-        printf '  --wheel FILE     deploy this wheel (e.g. a CI artifact) instead of building one\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --no-restart:RESTART=0 --no-preflight:PREFLIGHT=0 --build-dir=BUILD_DIR \
+    --wheel=WHEEL_FILE -- "$@"
   load_config
   pick_python
   ensure_address
   build_wheel
   upload_wheel
   ensure_instance
-  printf '\nDone: VM %s (wheel %s).\n' "$VM_NAME" "$WHEEL_URL"
+  if [[ $RESTART == 1 ]]; then
+    preflight
+  fi
+  printf '\nDone: VM %s in %s (wheel %s).\n' "$VM_NAME" "$VM_ZONE" "$WHEEL_URL"
 }
 
 main "$@"

@@ -2,8 +2,9 @@
 
 usage: python infra/function_requirements.py REPO_ROOT BUNDLE_DIR
 
-requirements.txt gets every runtime dependency of the project (pyproject [project.dependencies])
-pinned with `==`: the version comes from REPO_ROOT/constraints.txt when it is there, else from
+requirements.txt gets the function's runtime dependencies (pyproject [project.dependencies], the
+core's, plus the `function` extra; never the streamer's or the simulator's) pinned with `==`: the
+version comes from REPO_ROOT/constraints.txt when it is there, else from
 the interpreter running this script (the repo venv). When constraints.txt exists, its plain
 `name==ver` lines (the whole locked tree, our own distribution left out) are copied to
 BUNDLE_DIR/constraints.txt and referenced with `-c constraints.txt`, so transitive dependencies
@@ -18,6 +19,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+EXTRA = "function"
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*(;[^#]*)?(#.*)?$")
 
@@ -39,7 +41,8 @@ def main(repo: Path, bundle: Path) -> int:
                 pins[canonical(m.group(1))] = m.group(2)
                 pinned_lines.append(line.strip())
     out: list[str] = []
-    for dep in project.get("dependencies", []):
+    deps = [*project.get("dependencies", []), *project["optional-dependencies"][EXTRA]]
+    for dep in dict.fromkeys(deps):
         m = _NAME.match(dep)
         if not m:
             print(f"cannot read dependency {dep!r}", file=sys.stderr)

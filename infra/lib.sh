@@ -163,10 +163,15 @@ load_config() {
   source "$CONFIG_FILE"
   set +a
   local v
-  for v in PROJECT REGION ZONE BUCKET TOPIC DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION \
+  # The VM's zone is its own setting (Binance sees the VM's address); ZONE is its old name.
+  VM_ZONE="${VM_ZONE:-${ZONE:-}}"
+  for v in PROJECT REGION VM_ZONE BUCKET TOPIC DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION \
     PUSH_SUBSCRIPTION FUNCTION_NAME VM_NAME SYMBOLS INTERVALS STREAMER_SA FUNCTION_SA PUSH_SA; do
     [[ -n ${!v:-} ]] || die "$v is not set in $CONFIG_FILE"
   done
+  VM_REGION="${VM_REGION:-${VM_ZONE%-*}}"
+  [[ $VM_ZONE == "$VM_REGION"-* ]] || die "VM_ZONE $VM_ZONE is not in VM_REGION $VM_REGION"
+  # Defaults as in klinelake/config.py (tests/infra checks they agree).
   BINANCE_REST_URL="${BINANCE_REST_URL:-https://api.binance.com}"
   BINANCE_WS_URL="${BINANCE_WS_URL:-wss://stream.binance.com:9443}"
   ADDRESS_NAME="${ADDRESS_NAME:-${VM_NAME}-ip}"
@@ -185,6 +190,9 @@ load_config() {
   MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-10}"
   DEAD_LETTER_RETENTION="${DEAD_LETTER_RETENTION:-7d}"
   GRANT_PUBSUB_TOKEN_CREATOR="${GRANT_PUBSUB_TOKEN_CREATOR:-true}"
+  FRESHNESS_BEHIND="${FRESHNESS_BEHIND:-3}"
+  NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:-}"
+  WRITES_METRIC="${WRITES_METRIC:-klines_written}"
 
   TOPIC_PATH="projects/${PROJECT}/topics/${TOPIC}"
   DEAD_LETTER_TOPIC_PATH="projects/${PROJECT}/topics/${DEAD_LETTER_TOPIC}"
@@ -215,6 +223,58 @@ usage_common() {
   --dry-run       print the exact gcloud commands a first run would issue; contact nothing
   -h, --help      this help
 USAGE
+}
+
+# parse_args SPEC... -- "$@": the flags every script takes (--config FILE, --dry-run, -h/--help)
+# and the script's own, one SPEC each: "--flag=VAR" takes a value (also as --flag=VALUE) into
+# VAR; "--flag:VAR=VALUE" is a switch that sets VAR to VALUE. --help prints usage_common and
+# then $USAGE (the script's own lines). Variables are set in the caller's scope (a caller's
+# `local` works), so the parser's own locals carry a _pa_ prefix.
+parse_args() {
+  local -a _pa_specs=()
+  while [[ $1 != -- ]]; do
+    _pa_specs+=("$1")
+    shift
+  done
+  shift
+  local _pa_arg _pa_spec _pa_flag _pa_var _pa_taken
+  while (($#)); do
+    _pa_arg=$1 _pa_taken=0
+    case $_pa_arg in
+      --config) CONFIG_FILE=$2; shift ;;
+      --config=*) CONFIG_FILE=${_pa_arg#*=} ;;
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help)
+        printf 'usage: %s [options]\n' "$0"
+        usage_common
+        printf '%s' "${USAGE:-}"
+        exit 0 ;;
+      *)
+        for _pa_spec in "${_pa_specs[@]}"; do
+          if [[ $_pa_spec == *:* ]]; then # a switch: --flag:VAR=VALUE
+            _pa_flag=${_pa_spec%%:*} _pa_var=${_pa_spec#*:}
+            if [[ $_pa_arg == "$_pa_flag" ]]; then
+              printf -v "${_pa_var%%=*}" '%s' "${_pa_var#*=}"
+              _pa_taken=1
+            fi
+          else # a value: --flag=VAR
+            _pa_flag=${_pa_spec%%=*} _pa_var=${_pa_spec#*=}
+            if [[ $_pa_arg == "$_pa_flag" ]]; then
+              (($# >= 2)) || die "$_pa_flag needs a value"
+              printf -v "$_pa_var" '%s' "$2"
+              shift
+              _pa_taken=1
+            elif [[ $_pa_arg == "$_pa_flag"=* ]]; then
+              printf -v "$_pa_var" '%s' "${_pa_arg#*=}"
+              _pa_taken=1
+            fi
+          fi
+          ((_pa_taken)) && break
+        done
+        ((_pa_taken)) || die "unknown argument: $_pa_arg" ;;
+    esac
+    shift
+  done
 }
 
 # The Python that builds bundles and wheels: $PYTHON, else the repo venv, else python3.

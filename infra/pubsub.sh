@@ -114,27 +114,13 @@ pubsub_resources() {
   fi
 }
 
+USAGE='  --push-endpoint URL  also create/update the ordered push subscription
+  --push-audience URL  OIDC audience (default: the endpoint)
+'
+
 pubsub_main() {
   local endpoint="${PUSH_ENDPOINT:-}" audience="${PUSH_AUDIENCE:-}"
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --push-endpoint) endpoint=$2; shift ;;
-      --push-endpoint=*) endpoint=${1#*=} ;;
-      --push-audience) audience=$2; shift ;;
-      --push-audience=*) audience=${1#*=} ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --push-endpoint URL  also create/update the ordered push subscription\n'
-        printf '  --push-audience URL  OIDC audience (default: the endpoint)\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --push-endpoint=endpoint --push-audience=audience -- "$@"
   load_config
   pubsub_resources "$endpoint" "$audience"
   printf '\nDone: Pub/Sub resources are in place.\n'

@@ -5,16 +5,21 @@
 #   0. read and check the metadata (streamer-env, streamer-service) before touching anything,
 #   1. python3-venv (Debian 12 ships python3.11),
 #   2. the system user klines (no login, no home),
-#   3. the wheel into /opt/klines/venv (the same version is force-reinstalled, so a rebuilt wheel
-#      always lands),
+#   3. the wheel into /opt/klines/venv, after checking its sha256 against the metadata key
+#      wheel-sha256 (a mismatch refuses it, nothing installed), with the streamer's extra only and
+#      every dependency pinned by the metadata key constraints (constraints.txt); the same version
+#      is force-reinstalled, so a rebuilt wheel always lands; /opt/klines/installed-wheel.sha256
+#      records what is installed (deploy_vm.sh's preflight waits for it),
 #   4. /etc/klines/streamer.env from the metadata key streamer-env,
 #   5. /etc/systemd/system/streamer.service from the metadata key streamer-service,
-#   6. systemctl daemon-reload, enable, restart.
+#   6. the Ops Agent (journald -> Cloud Logging, JSON parsed) with metadata key ops-agent-config,
+#   7. systemctl daemon-reload, enable, restart.
 #
 # Testable without a VM: ROOT=/tmp/x installs under that root and skips apt, useradd, chown and
 # systemctl; WHEEL=/path/to.whl skips the download; METADATA_DIR=DIR reads metadata key K from
 # DIR/K instead of the metadata server; SKIP_SYSTEMCTL=1; PYTHON=python3.11;
-# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests).
+# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests);
+# SKIP_OPS_AGENT=1 (implied when ROOT is not /) leaves the Ops Agent alone.
 set -Eeuo pipefail
 
 ROOT="${ROOT:-/}"
@@ -72,6 +77,10 @@ grep -q '^KLINES_TOPIC=projects/[^/]*/topics/[^/]*$' "$WORK/streamer.env" ||
 meta streamer-service >"$WORK/$UNIT_NAME"
 grep -q '^ExecStart=/opt/klines/venv/bin/python -m streamer' "$WORK/$UNIT_NAME" ||
   die "streamer-service does not look like infra/streamer.service"
+want_sha=$(meta wheel-sha256)
+[[ $want_sha =~ ^[0-9a-f]{64}$ ]] || die "metadata wheel-sha256 must be 64 hex digits, got '$want_sha'"
+meta constraints >"$WORK/constraints.txt"
+grep -q '==' "$WORK/constraints.txt" || die "metadata constraints holds no pinned version"
 
 step "python venv support"
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
@@ -100,7 +109,10 @@ else
   gcloud storage cp "$url" "$WORK/"
   wheel="$WORK/${url##*/}"
 fi
-printf 'startup.sh: wheel %s\n' "$wheel"
+have_sha=$(sha256sum "$wheel" | cut -d' ' -f1)
+[[ $have_sha == "$want_sha" ]] ||
+  die "wheel $wheel has sha256 $have_sha, metadata wheel-sha256 says $want_sha: refusing to install it"
+printf 'startup.sh: wheel %s (sha256 %s, as the metadata says)\n' "$wheel" "$have_sha"
 
 step "venv $VENV"
 mkdir -p "$(dirname "$VENV")"
@@ -110,10 +122,12 @@ fi
 pip=("$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q)
 # Same version number, new build: force the package itself, leave dependencies alone ...
 "${pip[@]}" --force-reinstall --no-deps "$wheel"
-# ... then bring dependencies to what the wheel requires.
+# ... then the streamer's dependencies only (the [streamer] extra), pinned to constraints.txt.
 if [[ $PIP_INSTALL_DEPS == 1 ]]; then
-  "${pip[@]}" "$wheel"
+  "${pip[@]}" -c "$WORK/constraints.txt" "${wheel}[streamer]"
 fi
+printf '%s\n' "$have_sha" >"$WORK/installed-wheel.sha256"
+install_file "$WORK/installed-wheel.sha256" "$P/opt/klines/installed-wheel.sha256" 0644
 
 step "configuration $ETC/streamer.env"
 mkdir -p "$ETC"
@@ -125,6 +139,23 @@ fi
 step "systemd unit $UNIT_DIR/$UNIT_NAME"
 mkdir -p "$UNIT_DIR"
 install_file "$WORK/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME" 0644
+
+step "ops agent"
+if on_vm && [[ ${SKIP_OPS_AGENT:-0} != 1 ]]; then
+  # Google's installer adds its apt repository and installs google-cloud-ops-agent; re-runs keep
+  # the installed version. Our pipeline: journald entries of streamer.service, JSON parsed.
+  if ! dpkg -s google-cloud-ops-agent >/dev/null 2>&1; then
+    curl -fsS --retry 5 -o "$WORK/add-google-cloud-ops-agent-repo.sh" \
+      https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh
+    bash "$WORK/add-google-cloud-ops-agent-repo.sh" --also-install
+  fi
+  mkdir -p /etc/google-cloud-ops-agent
+  meta ops-agent-config >"$WORK/ops-agent.yaml"
+  install_file "$WORK/ops-agent.yaml" /etc/google-cloud-ops-agent/config.yaml 0644
+  systemctl restart google-cloud-ops-agent
+else
+  printf 'startup.sh: ops agent skipped (ROOT=%s, SKIP_OPS_AGENT=%s)\n' "$ROOT" "${SKIP_OPS_AGENT:-0}"
+fi
 
 step "start"
 if on_vm && [[ $SKIP_SYSTEMCTL != 1 ]]; then

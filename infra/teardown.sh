@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Remove what bootstrap.sh, deploy_function.sh and deploy_vm.sh created, in reverse order:
-# push and dead-letter subscriptions, function, VM, static IP, topics, the service accounts'
+# Remove what bootstrap.sh, deploy_function.sh, deploy_vm.sh and monitoring.sh created, in
+# reverse order: push and dead-letter subscriptions, the metric and alert policies, function, VM, static IP, topics, the service accounts'
 # bindings on the bucket, the service accounts. The bucket and its objects (the lake) are kept
 # unless --delete-data is given. Enabled APIs are left enabled.
 # Each resource is described first; what is already gone is reported as "absent, nothing to do".
@@ -42,24 +42,12 @@ revoke_bucket() {
   fi
 }
 
+USAGE='  --yes           required to delete for real (not needed with --dry-run)
+  --delete-data   also delete the bucket and every object in it (the lake)
+'
+
 main() {
-  while (($#)); do
-    case $1 in
-      --config) CONFIG_FILE=$2; shift ;;
-      --config=*) CONFIG_FILE=${1#*=} ;;
-      --dry-run) DRY_RUN=1 ;;
-      --yes) YES=1 ;;
-      --delete-data) DELETE_DATA=1 ;;
-      -h | --help)
-        printf 'usage: %s [options]\n' "$0"
-        usage_common
-        printf '  --yes           required to delete for real (not needed with --dry-run)\n'
-        printf '  --delete-data   also delete the bucket and every object in it (the lake)\n'
-        return 0 ;;
-      *) die "unknown argument: $1" ;;
-    esac
-    shift
-  done
+  parse_args --yes:YES=1 --delete-data:DELETE_DATA=1 -- "$@"
   load_config
   if [[ $DRY_RUN != 1 && $YES != 1 ]]; then
     die "this deletes the deployment in project $PROJECT; re-run with --yes (or --dry-run to see what)"
@@ -73,6 +61,23 @@ main() {
     "$GCLOUD" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" -- \
     "$GCLOUD" pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --quiet
 
+  step "monitoring"
+  remove "metric $WRITES_METRIC" \
+    "$GCLOUD" logging metrics describe "$WRITES_METRIC" "--project=$PROJECT" -- \
+    "$GCLOUD" logging metrics delete "$WRITES_METRIC" "--project=$PROJECT" --quiet
+  local policies policy
+  # Our policies' display names start with "klines: " (infra/monitoring_policies.py).
+  policies=$(DRY_VALUE="projects/$PROJECT/alertPolicies/DRY-RUN" read_value \
+    "$GCLOUD" alpha monitoring policies list "--project=$PROJECT" \
+    '--filter=displayName:"klines: "' '--format=value(name)')
+  [[ $DRY_RUN != 1 ]] || printf '? %s  (dry-run: not checked)\n' "$(fmt_cmd "$GCLOUD" alpha \
+    monitoring policies list "--project=$PROJECT" '--filter=displayName:"klines: "' \
+    '--format=value(name)')"
+  for policy in $policies; do
+    run "$GCLOUD" alpha monitoring policies delete "$policy" "--project=$PROJECT" --quiet
+  done
+  [[ -n $policies ]] || absent "alert policies"
+
   step "function"
   remove "function $FUNCTION_NAME" \
     "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" -- \
@@ -80,12 +85,12 @@ main() {
 
   step "vm"
   remove "instance $VM_NAME" \
-    "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" -- \
-    "$GCLOUD" compute instances delete "$VM_NAME" "--zone=$ZONE" "--project=$PROJECT" --quiet
+    "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" -- \
+    "$GCLOUD" compute instances delete "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" --quiet
   # A reserved address that is not attached to a running VM is billed: release it too.
   remove "address $ADDRESS_NAME" \
-    "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$REGION" "--project=$PROJECT" -- \
-    "$GCLOUD" compute addresses delete "$ADDRESS_NAME" "--region=$REGION" "--project=$PROJECT" --quiet
+    "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$VM_REGION" "--project=$PROJECT" -- \
+    "$GCLOUD" compute addresses delete "$ADDRESS_NAME" "--region=$VM_REGION" "--project=$PROJECT" --quiet
 
   step "topics"
   remove "topic $TOPIC" \
@@ -102,7 +107,7 @@ main() {
       "$GCLOUD" storage rm --recursive "gs://$BUCKET" "--project=$PROJECT"
   elif exists "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT"; then
     note "keeping gs://$BUCKET and its objects (--delete-data deletes them); removing our bindings"
-    revoke_bucket "serviceAccount:$FUNCTION_SA_EMAIL" roles/storage.objectUser
+    revoke_bucket "serviceAccount:$FUNCTION_SA_EMAIL" roles/storage.objectUser --all
     revoke_bucket "serviceAccount:$STREAMER_SA_EMAIL" roles/storage.objectViewer --all
   else
     absent "bucket gs://$BUCKET"

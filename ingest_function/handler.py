@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from klinelake.config import DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
 from klinelake.contract import (
     DL_TRUNCATED,
     ReceivedMessage,
@@ -47,8 +48,8 @@ class IngestConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
         return cls(
-            lake_uri=env.get("LAKE_URI") or "./lake",
-            dead_letter_topic=env.get("DEAD_LETTER_TOPIC") or None,
+            lake_uri=LAKE.value(env) or DEFAULT_LAKE_URI,
+            dead_letter_topic=DEAD_LETTER_TOPIC.value(env),
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
         )
 
@@ -127,6 +128,9 @@ class IngestHandler:
             self.log, "INFO", f"{batch.stream}: {result.action} {result.rows_in} rows",
             message_id=message_id, stream=batch.stream, publish_time=received.publish_time,
             source=received.attributes.get("source"),
+            # the freshness alert's log-based metric (infra/monitoring.sh) reads these two
+            interval=batch.interval,
+            newest_open_time=batch.rows[-1].open_time if batch.rows else None,
             latency_ms=round((self.clock() - started) * 1000, 3), **fields,
         )  # fmt: skip
         return result

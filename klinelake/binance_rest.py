@@ -14,6 +14,10 @@ translated here, at the edge, into the project's tree (binance-spot-api.md §8, 
     │   └── BadInterval                      -1120 Invalid interval
     ├── RateLimited(retry_after_s)           429: everyone waits Retry-After, then retries
     ├── IPBanned(retry_after_s, until_ms)    418: nothing is sent until the ban ends
+    ├── Blocked(status, url, detail)         451 restricted location, 403 WAF: configuration,
+    │                                        never retried; its message is the operator's line
+    ├── NoAnswer(url, within, last_error)    exchangeInfo never answered (callers raise it when
+    │                                        their retries are spent): configuration too
     └── ServerError(status)                  5xx: outcome unknown; retried (also a TransientError)
     TransientError (klinelake.errors)        network failures and timeouts; retried
 
@@ -39,6 +43,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from klinelake.config import (
+    DEFAULT_REST_URL,
+    MARKET_DATA_REST_URL,
+    MARKET_DATA_WS_URL,
+    REST_URL,
+    WS_URL,
+)
 from klinelake.errors import BinanceError, TransientError
 from klinelake.intervals import check_interval
 from klinelake.markets import Market, check_market_interval, spec, window_for_page
@@ -46,7 +57,6 @@ from klinelake.row import Kline, parse_rest_page
 from klinelake.symbols import validate_symbol
 from klinelake.weight import Banned, WeightBudget
 
-DEFAULT_REST_URL = "https://api.binance.com"
 MAX_LIMIT = 1000
 USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,16})")
@@ -85,6 +95,48 @@ class IPBanned(BinanceError):
         self.retry_after_s = retry_after_s
         self.until_ms = until_ms
         super().__init__(f"IP banned by Binance for {retry_after_s:g} s (until {until_ms} ms)")
+
+
+BLOCKED_STATUSES = {
+    451: "restricted location: Binance does not serve this machine's country or region",
+    403: "forbidden by Binance's web application firewall",
+}
+
+
+class Blocked(BinanceError):
+    """Binance refuses this client: HTTP 451 (restricted location, e.g. any US address) or 403
+    (its WAF). Retrying cannot help; the message is one line saying what Binance answered, to
+    which URL, and what to do."""
+
+    def __init__(self, status: int, url: str, detail: str = "") -> None:
+        self.status = status
+        self.url = url
+        self.detail = " ".join(detail.split())[:160]
+        super().__init__(blocked_line(status, url, self.detail))
+
+
+def blocked_line(status: int, url: str, detail: str = "") -> str:
+    """`Binance answered HTTP 451 (...) to GET URL ["detail"]: <what to do>` on one line."""
+    meaning = BLOCKED_STATUSES.get(status, "refused")
+    said = f' "{detail}"' if detail else ""
+    return (
+        f"blocked: Binance answered HTTP {status} ({meaning}) to {url}{said}; "
+        f"run from a region Binance serves (e.g. GCP asia-northeast1, VM_REGION in "
+        f"infra/config.env) or switch endpoints: {REST_URL.env}={MARKET_DATA_REST_URL} "
+        f"{WS_URL.env}={MARKET_DATA_WS_URL} (docs/deploy.md, 'Region and endpoints')"
+    )
+
+
+class NoAnswer(BinanceError):
+    """exchangeInfo did not answer 200 within the caller's budget: nothing can be collected."""
+
+    def __init__(self, url: str, within: str, last_error: str) -> None:
+        self.url = url
+        super().__init__(
+            f"blocked: exchangeInfo at {url} did not answer within {within} (last error: "
+            f"{' '.join(last_error.split())[:200]}); check {REST_URL.env} and the network, or "
+            "the region (docs/deploy.md, 'Region and endpoints')"
+        )
 
 
 class ServerError(BinanceError, TransientError):
@@ -308,6 +360,11 @@ class BinanceRest:
                 until = int(match.group(1))
             await self.budget.banned(until)
             raise IPBanned(max(0, until - now) / 1000, until)
+        if status in BLOCKED_STATUSES:
+            # Binance's 451 is JSON with a "msg"; the WAF's 403 is an HTML page (not quoted).
+            is_json = "json" in response.headers.get("content-type", "")
+            detail = _error_body(response)[1] if is_json else ""
+            raise Blocked(status, f"GET {self.base_url}{path}", detail)
         if status >= 500:
             raise ServerError(status, response.text)
         code, msg = _error_body(response)

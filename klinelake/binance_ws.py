@@ -165,6 +165,9 @@ def parse_ws_frame(frame: str | bytes, market: Market = Market.SPOT) -> WsMessag
 _COMBINED_PREFIX = b'{"stream":"'
 _ASCII_DIGITS = b"0123456789"
 _EVENT_TIME_AT = len(b'","data":{"e":"kline","E":')
+# Removing digits hides where a digit run is empty ("1.", ".5", "E":,) or starts with a zero
+# that JSON forbids ("t":007): such spellings must go to the full parser.
+_DEGENERATE_NUMBER = re.compile(rb'"\.|\."|:-?,|:-?0[0-9]')
 
 
 @functools.lru_cache(maxsize=65_536)  # one entry per subscribed stream
@@ -214,6 +217,8 @@ def forming_event_time(frame: bytes) -> int | None:
     if frame.translate(None, _ASCII_DIGITS) not in forming_frame_shapes(
         frame[len(_COMBINED_PREFIX) : end]
     ):
+        return None
+    if _DEGENERATE_NUMBER.search(frame) is not None:
         return None
     start = end + _EVENT_TIME_AT
     return to_millis(int(frame[start : frame.index(b",", start)]), "E")

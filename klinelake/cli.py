@@ -12,9 +12,10 @@ from typing import Any
 import click
 import orjson
 
+from klinelake import config as cfg
 from klinelake.errors import KlineLakeError, LakeUnavailable, ObjectNotFound
 from klinelake.intervals import Gap
-from klinelake.lake import DEFAULT_LAKE_URI, open_store
+from klinelake.lake import open_store
 from klinelake.status import StreamReport, inspect_lines
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_stream_object
@@ -110,12 +111,13 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
             click.echo(f"{r.stream}: {p}")
 
 
-@click.group()
+@click.group(context_settings=cfg.CONTEXT_SETTINGS)
+@cfg.version_option("klinelake")
 def main() -> None:
     """Inspect the raw kline lake."""
 
 
-_lake = click.option("--lake", envvar="LAKE_URI", default=DEFAULT_LAKE_URI, show_default=True)
+_lake = cfg.option(cfg.LAKE)
 _state = click.option("--state-dir", type=click.Path(path_type=Path), default=Path("state"))
 _json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 _now = click.option("--now", "now_ms", type=int, default=None, help="epoch ms for the lag")
@@ -180,10 +182,7 @@ def deadletters() -> None:
     """List and redrive dead-lettered Pub/Sub messages."""
 
 
-_dl_sub = click.option(
-    "--subscription", envvar="DEAD_LETTER_SUBSCRIPTION", required=True,
-    help="projects/P/subscriptions/S of the dead-letter topic",
-)  # fmt: skip
+_dl_sub = cfg.option(cfg.DEAD_LETTER_SUBSCRIPTION, required=True)
 
 
 @deadletters.command("list")
@@ -215,7 +214,7 @@ def list_dead_letters(subscription: str, max_messages: int, as_json: bool) -> No
 
 @deadletters.command("redrive")
 @_dl_sub
-@click.option("--topic", envvar="KLINES_TOPIC", required=True, help="the main klines topic")
+@cfg.option(cfg.TOPIC, required=True, help="the main klines topic (projects/P/topics/T)")
 @click.option("--id", "ids", multiple=True, help="message id or original message id (repeat)")
 @click.option("--all", "all_", is_flag=True, help="redrive every dead letter")
 @click.option("--dry-run", is_flag=True)

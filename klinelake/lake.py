@@ -10,8 +10,6 @@ from klinelake.row import Kline, parse_lake_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import object_name
 
-DEFAULT_LAKE_URI = "./lake"
-
 
 def is_gcs_uri(uri: str) -> bool:
     return uri.startswith("gs://")

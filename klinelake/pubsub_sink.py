@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
+from klinelake.config import check_topic
 from klinelake.contract import KlineBatch, encode_batch
 from klinelake.errors import TransientError
-
-_TOPIC = re.compile(r"projects/[^/]+/topics/[^/]+")
-
-
-def check_topic(topic: str) -> str:
-    if not _TOPIC.fullmatch(topic):
-        raise ValueError(f"KLINES_TOPIC {topic!r}: expected projects/PROJECT/topics/TOPIC")
-    return topic
 
 
 class PubsubSink:

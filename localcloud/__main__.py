@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from klinelake.config import version
 from localcloud.procs import StackError
 from localcloud.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m localcloud",
+        description=__doc__,
+        epilog="Reads no environment variable. `up` writes DIR/env (source it): "
+        "PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST, KLINES_TOPIC, LAKE_URI, ... for the others.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("command", choices=["up", "down", "env", "status"])
     parser.add_argument("--dir", default=".stack", help="state, logs and data (default .stack)")
     parser.add_argument("--project", default="local-project")

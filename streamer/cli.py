@@ -1,4 +1,9 @@
-"""`python -m streamer`: flags and environment at the edge, typed Settings inward."""
+"""`python -m streamer` (or `streamer`): flags and environment at the edge, typed Settings inward.
+
+Exit codes: 0 stopped on SIGTERM/SIGINT, 1 a supervised task died, 2 bad configuration (a
+symbol Binance does not list, bad flags), 4 blocked (Binance answered 451/403, or exchangeInfo
+never answered): docs/runbook.md, "Blocked".
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from klinelake import config as cfg
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from klinelake.markets import Market, spec
@@ -16,41 +22,39 @@ from klinelake.selector import parse_symbol_set
 from streamer.config import Settings, StreamSpec, parse_intervals, parse_streams
 from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
+EPILOG = (
+    cfg.env_help(cfg.STATE_DIRECTORY, cfg.NOTIFY_SOCKET, *cfg.EMULATORS)
+    + "\n\n\bExit codes: 0 stopped (SIGTERM), 1 a task died, 2 bad configuration,"
+    + "\n4 blocked by Binance (HTTP 451/403) or exchangeInfo never answered."
+    + "\n\n\b\n--symbols also takes a selector followed as the market changes (docs/markets.md):"
+    + "\n  [MARKET:]KEY=VALUE[|VALUE],...  KEY: quote, base, status (default TRADING),"
+    + "\n  contract, symbol; e.g. 'um:quote=USDT', 'quote=USDC', 'cm:contract=PERPETUAL'."
+    + "\nListings start streaming, symbols leaving TRADING are retired; a renamed symbol is a"
+    + "\nnew stream."
+)
+
 
 def default_state_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
-    return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./state"
+    return (cfg.STATE_DIRECTORY.value(os.environ) or "").split(":")[0] or "./state"
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
+@cfg.version_option("streamer")
 @click.option(
     "--market",
     envvar="MARKET",
     type=click.Choice([m.value for m in Market]),
     default="spot",
-    help="spot, um (USD-M futures) or cm (COIN-M futures): one market per process",
+    help="spot, um (USD-M futures) or cm (COIN-M futures): one market per process; with um/cm "
+    "the spot default REST/WS bases become the market's (fapi/fstream, dapi/dstream)",
 )
-@click.option(
-    "--symbols",
-    envvar="SYMBOLS",
-    default="BTCUSDC",
-    help="comma-separated symbols, or a selector followed as the market changes: "
-    "[MARKET:]KEY=VALUE[|VALUE],... with KEY quote, base, status (default TRADING), contract, "
-    "e.g. 'um:quote=USDT', 'quote=USDC', 'cm:contract=PERPETUAL' (docs/markets.md)",
-)
-@click.option("--intervals", envvar="INTERVALS", default="1h", help="comma-separated intervals")
-@click.option("--topic", envvar="KLINES_TOPIC", default=None, help="projects/P/topics/T")
-@click.option("--lake", "lake_uri", envvar="LAKE_URI", default="./lake", help="without --topic")
-@click.option(
-    "--rest-url", envvar="BINANCE_REST_URL", default=None, help="[default: the market's REST host]"
-)
-@click.option(
-    "--ws-url",
-    envvar="BINANCE_WS_URL",
-    default=None,
-    help="[default: the market's: stream.binance.com:9443, fstream, dstream; "
-    "the USD-M /market route is added]",
-)
+@cfg.option(cfg.SYMBOLS)
+@cfg.option(cfg.INTERVALS)
+@cfg.option(cfg.TOPIC)
+@cfg.option(cfg.LAKE, "lake_uri")
+@cfg.option(cfg.REST_URL)
+@cfg.option(cfg.WS_URL)
 @click.option("--state-dir", default=None, help="default: $STATE_DIRECTORY, else ./state")
 @click.option(
     "--streams-per-connection",
@@ -67,6 +71,19 @@ def default_state_dir() -> str:
 @click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
 @click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
 @click.option(
+    "--exchange-info-deadline",
+    type=float,
+    default=60.0,
+    help="seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="preflight: exchangeInfo answers and a WS frame arrives for every stream; "
+    "print one line, exit 0 or non-zero",
+)
+@click.option("--check-timeout", type=float, default=20.0, help="seconds per --check step")
+@click.option(
     "--exchange-info-interval",
     type=float,
     default=60.0,
@@ -79,8 +96,8 @@ def main(  # noqa: PLR0917 - click passes every option
     intervals: str,
     topic: str | None,
     lake_uri: str,
-    rest_url: str | None,
-    ws_url: str | None,
+    rest_url: str,
+    ws_url: str,
     state_dir: str | None,
     streams_per_connection: int,
     health_port: int | None,
@@ -90,6 +107,9 @@ def main(  # noqa: PLR0917 - click passes every option
     stall_grace: float,
     subscribe_timeout: float,
     publish_timeout: float,
+    exchange_info_deadline: float,
+    check: bool,
+    check_timeout: float,
     exchange_info_interval: float,
     log_level: str,
 ) -> None:
@@ -105,33 +125,42 @@ def main(  # noqa: PLR0917 - click passes every option
         ivs = parse_intervals(intervals, Market(market))
         if not ivs:
             raise ValueError("at least one interval is needed")
-        if symbol_set.is_selector:
-            streams: tuple[StreamSpec, ...] = ()
-        else:
+        streams: tuple[StreamSpec, ...] = ()
+        if not symbol_set.is_selector:
             streams = parse_streams(",".join(symbol_set.symbols), intervals, Market(market))
+        if market != "spot":  # the spot defaults do not serve futures
+            rest_url = spec(market).rest_url if rest_url == cfg.DEFAULT_REST_URL else rest_url
+            ws_url = spec(market).ws_url if ws_url == cfg.DEFAULT_WS_URL else ws_url
+        settings = Settings(
+            streams=streams,
+            market=Market(market),
+            symbol_set=symbol_set,
+            intervals=ivs,
+            exchange_info_interval_s=exchange_info_interval,
+            topic=topic or None,
+            lake_uri=lake_uri,
+            rest_url=rest_url,
+            ws_url=ws_url,
+            state_dir=Path(state_dir or default_state_dir()),
+            streams_per_connection=streams_per_connection,
+            health_port=health_port,
+            clock_speed=clock_speed,
+            drain_timeout_s=drain_timeout,
+            max_conn_age_s=max_conn_age,
+            stall_grace_s=stall_grace,
+            subscribe_timeout_s=subscribe_timeout,
+            publish_timeout_s=publish_timeout,
+            exchange_info_deadline_s=exchange_info_deadline,
+            log_level=log_level,
+        )
     except (ValueError, InvalidData) as exc:
-        raise click.BadParameter(str(exc), param_hint="--symbols/--intervals") from exc
-    settings = Settings(
-        streams=streams,
-        topic=topic or None,
-        lake_uri=lake_uri,
-        rest_url=rest_url or spec(market).rest_url,
-        ws_url=ws_url or spec(market).ws_url,
-        market=Market(market),
-        symbol_set=symbol_set,
-        intervals=ivs,
-        exchange_info_interval_s=exchange_info_interval,
-        state_dir=Path(state_dir or default_state_dir()),
-        streams_per_connection=streams_per_connection,
-        health_port=health_port,
-        clock_speed=clock_speed,
-        drain_timeout_s=drain_timeout,
-        max_conn_age_s=max_conn_age,
-        stall_grace_s=stall_grace,
-        subscribe_timeout_s=subscribe_timeout,
-        publish_timeout_s=publish_timeout,
-        log_level=log_level,
-    )
+        raise click.UsageError(str(exc)) from exc
+    if check:
+        from streamer.preflight import preflight
+
+        code, line = asyncio.run(preflight(settings, check_timeout))
+        click.echo(f"streamer --check: {line}", err=code != 0)
+        raise SystemExit(code)
     from streamer.service import Service
 
     raise SystemExit(asyncio.run(Service(settings).run()))

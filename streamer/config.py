@@ -6,6 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from klinelake.binance_ws import stream_name
+from klinelake.config import (
+    DEFAULT_LAKE_URI,
+    DEFAULT_REST_URL,
+    DEFAULT_WS_URL,
+    check_topic,
+    split_csv,
+)
 from klinelake.intervals import check_interval
 from klinelake.markets import Market, check_market_interval, spec
 from klinelake.selector import SymbolSet
@@ -30,11 +37,13 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class Settings:
+    """Validated when built: a Settings that exists can run (ValueError names the field)."""
+
     streams: tuple[StreamSpec, ...]
     topic: str | None = None
-    lake_uri: str = "./lake"
-    rest_url: str = "https://api.binance.com"
-    ws_url: str = "wss://stream.binance.com:9443"
+    lake_uri: str = DEFAULT_LAKE_URI
+    rest_url: str = DEFAULT_REST_URL
+    ws_url: str = DEFAULT_WS_URL
     state_dir: Path = Path("state")
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
     health_port: int | None = None
@@ -50,6 +59,10 @@ class Settings:
     subscribe_params: int = 200
     subscribe_timeout_s: float = 10.0
     publish_timeout_s: float = 60.0
+    # exchangeInfo must answer within this (real) time at startup, else exit EXIT_BLOCKED: with
+    # systemd's RestartSec=5 and StartLimitBurst=5 the unit then fails within
+    # StartLimitIntervalSec (tests/infra checks the arithmetic).
+    exchange_info_deadline_s: float = 60.0
     log_level: str = "INFO"
     market: Market = Market.SPOT  # one market per process (docs/markets.md)
     # A selector (`um:quote=USDT`) resolved from exchangeInfo at start; `streams` then empty.
@@ -63,6 +76,26 @@ class Settings:
         for pongs."""
         return spec(self.market).max_incoming_msgs_per_s * 0.8
 
+    def __post_init__(self) -> None:
+        if not self.streams:
+            raise ValueError("streams: at least one symbol and one interval are needed")
+        if self.topic is not None:
+            check_topic(self.topic)
+        for name, url, schemes in (
+            ("rest_url", self.rest_url, ("http://", "https://")),
+            ("ws_url", self.ws_url, ("ws://", "wss://")),
+        ):
+            if not url.startswith(schemes) or len(url) <= len(url.split("//")[0]) + 2:
+                raise ValueError(f"{name} {url!r}: expected {' or '.join(schemes)}HOST[:PORT]")
+        if not 1 <= self.streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
+            raise ValueError(f"streams_per_connection must be 1..{MAX_STREAMS_PER_CONNECTION}")
+        for name in ("clock_speed", "drain_timeout_s", "max_conn_age_s", "subscribe_timeout_s",
+                     "publish_timeout_s", "exchange_info_deadline_s"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"health_port {self.health_port} is not a TCP port")
+
     @property
     def stall_grace_ms(self) -> int:
         return int(max(self.stall_grace_s, self.stall_grace_real_s * self.clock_speed) * 1000)
@@ -70,22 +103,14 @@ class Settings:
 
 def parse_intervals(intervals: str, market: Market = Market.SPOT) -> tuple[str, ...]:
     """`1m,1h` → ("1m", "1h"), each valid on `market` (futures have no `1s`)."""
-    return tuple(
-        check_market_interval(market, check_interval(i.strip()))
-        for i in intervals.replace(" ", ",").split(",")
-        if i.strip()
-    )
+    return tuple(check_market_interval(market, check_interval(i)) for i in split_csv(intervals))
 
 
 def parse_streams(
     symbols: str, intervals: str, market: Market = Market.SPOT
 ) -> tuple[StreamSpec, ...]:
     """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
-    syms = [
-        validate_symbol(s.strip().upper())
-        for s in symbols.replace(" ", ",").split(",")
-        if s.strip()
-    ]
+    syms = [validate_symbol(s.upper()) for s in split_csv(symbols)]
     ivs = parse_intervals(intervals, market)
     if not syms or not ivs:
         raise ValueError("at least one symbol and one interval are needed")

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidStatus,
+    WebSocketException,
+)
 
+from klinelake.binance_rest import BLOCKED_STATUSES, Blocked
 from klinelake.binance_ws import (
     ControlReply,
     KlineEvent,
@@ -53,6 +59,26 @@ class ConnCounters:
     frames: int = 0
     closed_klines: int = 0
     malformed: int = 0
+
+
+async def open_ws(url: str, open_timeout_s: float) -> ClientConnection:
+    """Open a WebSocket to Binance; 451/403 at the handshake raise `Blocked` (configuration,
+    never retried), any other failure `ConnectionFailed` (retried with backoff)."""
+    try:
+        return await connect(
+            url,
+            ping_interval=None,  # the server pings us; our own pings would count
+            open_timeout=open_timeout_s,
+            close_timeout=2,
+            max_queue=64,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in BLOCKED_STATUSES:
+            raise Blocked(status, f"WS handshake {url}") from exc
+        raise ConnectionFailed(f"connect {url}: {exc!r}") from exc
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise ConnectionFailed(f"connect {url}: {exc!r}") from exc
 
 
 class Connection:
@@ -98,16 +124,7 @@ class Connection:
 
     async def open(self, first_id: int = 1) -> None:
         """Connect, start reading, subscribe every stream and wait for the acks."""
-        try:
-            self.ws = await connect(
-                self.url,
-                ping_interval=None,  # the server pings us; our own pings would count
-                open_timeout=self.open_timeout_s,
-                close_timeout=2,
-                max_queue=64,
-            )
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ConnectionFailed(f"connect {self.url}: {exc!r}") from exc
+        self.ws = await open_ws(self.url, self.open_timeout_s)
         now = self.clock.now_ms()
         self.opened_at = now
         self.tracker = StallTracker(

@@ -10,9 +10,14 @@ import contextlib
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+
+# `state` in the health JSON: starting (checks running), running, stopping (after SIGTERM), or
+# blocked: Binance refuses this client (451/403), exchangeInfo keeps failing, or the
+# configuration names a symbol Binance does not list; `reason` then holds the one-line error.
+HealthState = Literal["starting", "running", "stopping", "blocked"]
 
 
 def write_atomic(path: Path, data: bytes) -> None:

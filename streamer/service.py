@@ -17,7 +17,8 @@ import sys
 import time
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest, UnknownSymbol
+from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
+from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.exchange_info import SymbolInfo, parse_exchange_info
 from klinelake.intervals import align_down, next_open_time
@@ -30,7 +31,7 @@ from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
 from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnCounters, Connection, ConnectionFailed, StreamRef
-from streamer.health import sd_notify, serve_http, write_atomic
+from streamer.health import HealthState, sd_notify, serve_http, write_atomic
 from streamer.listing import Retirement, next_delivery, plan_changes
 from streamer.sender import StreamSender
 from streamer.shards import shard
@@ -76,6 +77,8 @@ class Service:
         self._sink_obj: Sink | None = None
         self.started_at = 0  # server ms at start: listings after it are new (history repaired)
         self._rest_obj: Any = None
+        self.state: HealthState = "starting"
+        self.reason: str | None = None
         self._health_error: int | None = None
         self.rest: Any | None = None
 
@@ -95,18 +98,22 @@ class Service:
             return EXIT_STATE_DIR
         sink = self._sink if self._sink is not None else self._make_sink()
         rest = self._rest if self._rest is not None else BinanceRest(s.rest_url, market=s.market)
+        # The endpoint answers from the start, so a streamer that cannot start says why; the
+        # file is first written when the checks fail (`blocked`) or pass (the health loop).
+        server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
         self.rest = rest
         await self._sync_clock(rest)
-        refused = await self._check_symbols(rest)
-        if refused is not None:
-            log_event(log, "CRITICAL", refused)
-            print(f"streamer: {refused}", file=sys.stderr, flush=True)
+        await self._check_symbols(rest)
+        if self.stopping.is_set():  # refused: configuration, not luck (exit code and one line)
+            if server is not None:
+                server.close()
             if self._rest is None:
                 await rest.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sink.close(), 5)
             self.spool.close()
-            return 2
+            return self.exit_code
+        self.state = "running"
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -143,7 +150,6 @@ class Service:
         flusher = asyncio.create_task(self._flush_loop(), name="spool-flush")
         for i in range(len(self.slots)):
             self._start_slot(i)
-        server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
         sd_notify("READY=1")
         health = asyncio.create_task(self._health_loop(rest), name="health")
         listing = asyncio.create_task(self._listing_loop(rest), name="listing")
@@ -156,6 +162,8 @@ class Service:
 
         # --- drain ---
         sd_notify("STOPPING=1")
+        if self.reason is None:  # a blocked state stays visible to the end
+            self.state = "stopping"
         t0 = time.monotonic()
         log_event(log, "INFO", "stopping: closing connections, draining sends")
         for t in slot_tasks:
@@ -421,26 +429,57 @@ class Service:
     def _intervals(self) -> list[str]:
         return list(dict.fromkeys(spec.interval for spec in self.settings.streams))
 
-    async def _check_symbols(self, rest: Any) -> str | None:
+    def fatal(self, line: str, exit_code: int) -> None:
+        """A configuration error (Binance refuses us, or a symbol it does not list): one log
+        line, `blocked` in the health, stop and exit non-zero; restarting cannot help."""
+        if self.reason is not None:
+            return
+        self.state, self.reason, self.exit_code = "blocked", line, exit_code
+        log_event(log, "CRITICAL", line, exit_code=exit_code)
+        self._write_health()
+        self.request_stop()
+
+    async def _check_symbols(self, rest: Any) -> None:
         """Refuse symbols Binance does not list: their streams would be silent forever, which
-        looks like a quiet symbol, not an error. Binance unreachable: start anyway (the streams
-        and gap repair retry on their own)."""
+        looks like a quiet symbol, not an error. An exchangeInfo that keeps failing, or a 451/403,
+        means nothing can be collected: a configuration error, not something to wait out."""
         symbols = sorted({spec.symbol for spec in self.settings.streams})
+        deadline = time.monotonic() + self.settings.exchange_info_deadline_s
+        backoff = Backoff(0.5, 10.0)
         for i in range(0, len(symbols), 100):  # keep the `symbols=[...]` query short
             chunk = symbols[i : i + 100]
-            try:
-                info = await asyncio.wait_for(rest.exchange_info(chunk), 30)
-                # futures exchangeInfo takes no `symbols` filter: it lists every symbol
-                listed = {e.get("symbol") for e in info.get("symbols", []) if isinstance(e, dict)}
-                if self.settings.market is not Market.SPOT and not listed.issuperset(chunk):
-                    raise UnknownSymbol(400, -1121, "Invalid symbol.")
-            except UnknownSymbol:
-                return f"Binance does not list one of these symbols (-1121): {', '.join(chunk)}"
-            except Exception as exc:
-                log_event(log, "WARNING", "exchangeInfo unavailable: symbols not checked",
-                          error=repr(exc)[:300])  # fmt: skip
-                return None
-        return None
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    info = await asyncio.wait_for(
+                        rest.exchange_info(chunk), max(0.1, min(10, left))
+                    )
+                    # futures exchangeInfo takes no `symbols` filter: it lists every symbol
+                    listed = {
+                        e.get("symbol") for e in info.get("symbols", []) if isinstance(e, dict)
+                    }
+                    if self.settings.market is not Market.SPOT and not listed.issuperset(chunk):
+                        raise UnknownSymbol(400, -1121, "Invalid symbol.")
+                    break
+                except UnknownSymbol:
+                    return self.fatal(
+                        "Binance does not list one of these symbols (-1121): "
+                        + ", ".join(chunk), EXIT_BAD_CONFIG,
+                    )  # fmt: skip
+                except Blocked as exc:
+                    return self.fatal(str(exc), EXIT_BLOCKED)
+                except Exception as exc:
+                    self.state, last = "blocked", repr(exc)[:200]
+                    self._write_health()
+                    delay = backoff.next_delay()
+                    if time.monotonic() + delay >= deadline:
+                        within = f"{self.settings.exchange_info_deadline_s:g} s"
+                        line = str(NoAnswer(self.settings.rest_url, within, last))
+                        return self.fatal(line, EXIT_BLOCKED)
+                    log_event(log, "WARNING", "exchangeInfo unavailable, retrying",
+                              error=last, retry_in_s=round(delay, 2))  # fmt: skip
+                    await asyncio.sleep(delay)
+        self.state = "starting"
 
     async def _sync_clock(self, rest: Any, timeout_s: float = 10.0) -> None:
         try:
@@ -503,6 +542,9 @@ class Service:
             )
             try:
                 await conn.open(first_id=self._conn_seq * 10_000)
+            except Blocked as exc:
+                self.fatal(str(exc), EXIT_BLOCKED)
+                return None
             except ConnectionFailed as exc:
                 log_event(log, "WARNING", "connection failed", conn=conn.conn_id, error=str(exc))
                 if backoff is None:
@@ -711,6 +753,8 @@ class Service:
                 "send_failures": snd.stats.send_failures,
             }
         return {
+            "state": self.state,
+            "reason": self.reason,
             "time": int(time.time() * 1000),
             "server_time": self.clock.now_ms(),
             "connections": sum(1 for c in self.slot_conns if c is not None and c.alive),

@@ -25,7 +25,8 @@ TEST_CONFIG = """\
 PROJECT=test-project
 PROJECT_NUMBER=123456789
 REGION=us-central1
-ZONE=us-central1-a
+VM_REGION=asia-northeast1
+VM_ZONE=asia-northeast1-b
 BUCKET=test-lake
 TOPIC=klines
 DEAD_LETTER_TOPIC=klines-dead-letter
@@ -126,3 +127,22 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src")
+    # Build from a copy so the repo gets no build/ directory.
+    shutil.copy(REPO / "pyproject.toml", src)
+    packages = ("klinelake", "streamer", "backfill", "ingest_function", "binance_sim", "localcloud")
+    for pkg in packages:
+        if (REPO / pkg).is_dir():
+            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [str(VENV_BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("*.whl")
+    return wheel

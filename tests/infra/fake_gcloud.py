@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def main(argv: list[str]) -> int:
             words.append(a)
     if words[:3] == ["beta", "services", "identity"]:
         return 0
+    if words[:2] == ["compute", "ssh"]:
+        # The preflight: run $FAKE_SSH_RUN here instead of the remote command (a test points it
+        # at `python -m streamer --check` against the simulator).
+        run = os.environ.get("FAKE_SSH_RUN")
+        return subprocess.run(run, shell=True, check=False).returncode if run else 0
+    if words[:3] == ["alpha", "monitoring", "policies"]:
+        code = policies(state, words[3:], flags)
+        state_path.write_text(json.dumps(state))
+        return code
     verb_at = next(i for i, w in enumerate(words) if w in VERBS)
     group, verb = " ".join(words[:verb_at]), words[verb_at]
     names = words[verb_at + 1 :]
@@ -101,6 +111,35 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def policies(state: dict[str, object], words: list[str], flags: dict[str, str]) -> int:
+    """Alert policies by server-assigned name, listed by displayName as monitoring.sh asks."""
+    stored = state.setdefault("policies", {})
+    assert isinstance(stored, dict)
+    verb = words[0]
+    if verb == "list":
+        f = flags.get("filter", "")
+        for name, p in stored.items():
+            shown = p["displayName"]
+            if (f.startswith("displayName=") and shown == f.split("=", 1)[1].strip('"')) or (
+                f.startswith("displayName:") and f.split(":", 1)[1].strip('"') in shown
+            ):
+                fp = p.get("userLabels", {}).get("klines-fingerprint", "")
+                print(name if flags.get("format") == "value(name)" else f"{name}\t{fp}")
+        return 0
+    if verb == "create":
+        name = f"projects/{flags['project']}/alertPolicies/{len(stored) + 1}"
+        stored[name] = json.loads(Path(flags["policy-from-file"]).read_text())
+        return 0
+    if words[1] not in stored:
+        print(f"ERROR: NOT_FOUND: {words[1]}", file=sys.stderr)
+        return 1
+    if verb == "update":
+        stored[words[1]] = json.loads(Path(flags["policy-from-file"]).read_text())
+    elif verb == "delete":
+        del stored[words[1]]
+    return 0
+
+
 def describe(resource: dict[str, object], fmt: str, args: dict[str, str]) -> str:
     flags = resource.get("flags", {})
     assert isinstance(flags, dict)
@@ -109,6 +148,8 @@ def describe(resource: dict[str, object], fmt: str, args: dict[str, str]) -> str
         for kv in (flags.get("labels", "") or flags.get("update-labels", "")).split(",")
         if kv
     )
+    if fmt == "json" and "config-from-file" in flags:  # a log-based metric
+        return Path(flags["config-from-file"]).read_text()
     if fmt.startswith("value(labels."):
         return str(labels.get(fmt[len("value(labels.") : -1], ""))
     if fmt == "value(serviceConfig.uri)":

@@ -33,6 +33,8 @@ APIS = [
     "ARTIFACTREGISTRY",
     "LOGGING",
     "EVENTARC",
+    "MONITORING",
+    "OSLOGIN",
 ]
 
 _lock = threading.Lock()

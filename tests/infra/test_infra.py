@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ EXECUTABLES = [
     "pubsub.sh",
     "deploy_function.sh",
     "deploy_vm.sh",
+    "monitoring.sh",
     "teardown.sh",
     "startup.sh",
 ]
@@ -316,6 +318,8 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
         "google-cloud-pubsub",
         "cloudevents",
     } <= names
+    # the function's extra only: not the streamer's, the simulator's or the test tools'
+    assert not names & {"websockets", "rich", "aiohttp", "psutil", "pytest"}, names
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", r) for r in pinned), pinned
     if (REPO / "constraints.txt").exists():
         assert "-c constraints.txt" in reqs
@@ -346,25 +350,36 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     )
     cmds = commands(proc.stdout)
     (address,) = find(cmds, "gcloud", "compute", "addresses", "create", "klines-streamer-ip")
-    assert "--region=us-central1" in address
+    assert "--region=asia-northeast1" in address  # the VM's region, not the bucket's
     (wheel,) = build.glob("dist/*.whl")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
     (upload,) = find(cmds, "gcloud", "storage", "cp", str(wheel))
     wheel_url = upload[4]
-    assert re.fullmatch(
-        rf"gs://test-lake/artifacts/[0-9a-f]{{16}}/{re.escape(wheel.name)}", wheel_url
-    )
+    assert wheel_url == f"gs://test-lake/artifacts/{sha256[:16]}/{wheel.name}"
     (create,) = find(cmds, "gcloud", "compute", "instances", "create", "klines-streamer")
     for flag in (
         "--machine-type=e2-micro",
-        "--zone=us-central1-a",
+        "--zone=asia-northeast1-b",
         "--address=klines-streamer-ip",
         "--service-account=klines-streamer@test-project.iam.gserviceaccount.com",
         "--scopes=cloud-platform",
-        f"--metadata=wheel-url={wheel_url},enable-oslogin=TRUE",
+        f"--metadata=wheel-url={wheel_url},wheel-sha256={sha256},enable-oslogin=TRUE",
         f"--metadata-from-file=startup-script={INFRA / 'startup.sh'},"
-        f"streamer-service={INFRA / 'streamer.service'},streamer-env={build / 'streamer.env'}",
+        f"streamer-service={INFRA / 'streamer.service'},streamer-env={build / 'streamer.env'},"
+        f"constraints={REPO / 'constraints.txt'},ops-agent-config={INFRA / 'ops-agent.yaml'}",
     ):
         assert flag in create, flag
+    # The preflight runs last, on the VM, as the service user with the service's environment.
+    (ssh,) = find(cmds, "gcloud", "compute", "ssh", "klines-streamer")
+    assert cmds[-1] == ssh
+    assert "--zone=asia-northeast1-b" in ssh and "--project=test-project" in ssh
+    (remote,) = [a.removeprefix("--command=") for a in ssh if a.startswith("--command=")]
+    assert f"grep -qx {sha256} /opt/klines/installed-wheel.sha256" in remote
+    assert remote.endswith(
+        "systemd-run --quiet --wait --pipe --collect --uid=klines "
+        "--property=EnvironmentFile=/etc/klines/streamer.env "
+        "/opt/klines/venv/bin/python -m streamer --check"
+    )
     env_lines = (build / "streamer.env").read_text().splitlines()
     assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_lines
     assert "SYMBOLS=BTCUSDC,ETHUSDC" in env_lines
@@ -404,6 +419,8 @@ def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Pa
         ("compute", "addresses", "delete"),
         ("pubsub", "topics", "delete"),
         ("iam", "service-accounts", "delete"),
+        ("logging", "metrics", "delete"),
+        ("alpha", "monitoring", "policies"),
     }
     assert not find(keep, "gcloud", "storage", "rm")  # the lake is kept by default
     assert find(keep, "gcloud", "storage", "buckets", "remove-iam-policy-binding")
@@ -657,46 +674,39 @@ def test_unit_settings() -> None:
         "PrivateDevices": "yes",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
         "MemoryMax": "600M",
-        "SystemCallFilter": "@system-service",
+        "RestartPreventExitStatus": "2",
+        "StartLimitIntervalSec": "600",
+        "StartLimitBurst": "5",
+        "UMask": "0077",
         "CapabilityBoundingSet": "",
         "StandardOutput": "journal",
     }
     for key, value in expected.items():
         assert settings.get(key) == [value], key
+    assert settings["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
     assert "Type=notify" in (INFRA / "streamer.service").read_text()
 
 
 # --- the VM startup script against a temporary root --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    src = tmp_path_factory.mktemp("src")
-    # Build from a copy so the repo gets no build/ directory.
-    shutil.copy(REPO / "pyproject.toml", src)
-    for pkg in ("klinelake", "streamer", "backfill", "ingest_function", "binance_sim"):
-        if (REPO / pkg).is_dir():
-            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [str(VENV_BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = out.glob("*.whl")
-    return wheel
-
-
-def _startup(
-    tmp_path: Path, wheel: Path, **extra: str
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    root = tmp_path / "vmroot"
+def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
     meta = tmp_path / "metadata"
-    meta.mkdir()
+    meta.mkdir(exist_ok=True)
     shutil.copy(INFRA / "streamer.service", meta / "streamer-service")
+    shutil.copy(REPO / "constraints.txt", meta / "constraints")
     (meta / "streamer-env").write_text(
         "KLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\nINTERVALS=1h\n"
     )
+    (meta / "wheel-sha256").write_text(sha256 or hashlib.sha256(wheel.read_bytes()).hexdigest())
+    return meta
+
+
+def _startup(
+    tmp_path: Path, wheel: Path, *, sha256: str | None = None, ok: bool = True, **extra: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    root = tmp_path / "vmroot"
+    meta = _metadata(tmp_path, wheel, sha256)
     env = {
         **os.environ,
         "ROOT": str(root),
@@ -715,7 +725,8 @@ def _startup(
         cwd=tmp_path,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, proc
 
 
@@ -743,33 +754,59 @@ def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel:
     assert "user creation skipped" in proc.stdout
     assert "systemctl skipped" in proc.stdout
     _assert_installed(root, tmp_path, "klinelake")
+    marker = root / "opt/klines/installed-wheel.sha256"
+    assert marker.read_text().strip() == hashlib.sha256(built_wheel.read_bytes()).hexdigest()
+    assert "ops agent skipped" in proc.stdout
     # Re-run (every boot does): same result, no error.
-    second = subprocess.run(
-        [str(INFRA / "startup.sh")],
-        env={
-            **os.environ,
-            "ROOT": str(root),
-            "WHEEL": str(built_wheel),
-            "METADATA_DIR": str(tmp_path / "metadata"),
-            "SKIP_SYSTEMCTL": "1",
-            "PYTHON": str(VENV_BIN / "python"),
-            "PIP_INSTALL_DEPS": "0",
-        },
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert second.returncode == 0, second.stderr
+    _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+
+
+def test_startup_script_refuses_a_wheel_whose_hash_differs(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """Whoever can write gs://BUCKET/artifacts/ cannot plant code: the hash is in the metadata."""
+    _, proc = _startup(tmp_path, built_wheel, sha256="0" * 64, ok=False, PIP_INSTALL_DEPS="0")
+    assert proc.returncode == 1
+    assert 'step "wheel"' in proc.stderr and "refusing to install it" in proc.stderr
+    assert "0" * 64 in proc.stderr
+    assert not (tmp_path / "vmroot/opt/klines/venv").exists()  # nothing was installed
 
 
 @pytest.mark.slow
 def test_startup_script_installs_the_wheel_with_its_dependencies(
     tmp_path: Path, built_wheel: Path
 ) -> None:
-    """The real thing: pip resolves the wheel's dependencies; the streamer's imports work."""
+    """The real thing: pip resolves the [streamer] extra pinned by constraints.txt; the
+    streamer's imports work, and what only the function, the simulator or tests need is absent."""
     root, _ = _startup(tmp_path, built_wheel)
-    _assert_installed(root, tmp_path, "streamer, google.cloud.pubsub, websockets")
+    _assert_installed(root, tmp_path, "streamer, backfill, google.cloud.pubsub, websockets, rich")
+    python = root / "opt/klines/venv/bin/python"
+    for module in ("functions_framework", "aiohttp", "psutil", "pytest"):
+        absent = subprocess.run(
+            [str(python), "-c", f"import {module}"], capture_output=True, cwd=tmp_path, check=False
+        )
+        assert absent.returncode != 0, f"{module} was installed on the VM"
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {
+        canonical(name): version
+        for name, _, version in (
+            line.partition("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+        )
+        if version
+    }
+    frozen = subprocess.run(
+        [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    ).stdout
+    checked = 0
+    for line in frozen.splitlines():
+        name, _, version = line.partition("==")
+        if canonical(name) in pins:
+            assert version == pins[canonical(name)], line  # pinned to constraints.txt
+            checked += 1
+    assert checked >= 20  # websockets, the Google clients and their whole tree
 
 
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
@@ -828,6 +865,7 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
         ("bootstrap.sh", ()),
         ("deploy_function.sh", ("--bundle-dir", tmp_path / "bundle")),
         ("deploy_vm.sh", ("--build-dir", tmp_path / "vm")),
+        ("monitoring.sh", ("--out-dir", tmp_path / "mon")),
         ("teardown.sh", ("--delete-data",)),
     ):
         out = run_script(script, "--config", config, "--dry-run", *extra, env=dry).stdout
@@ -849,7 +887,8 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
             str(Path(__file__).with_name("gcloud_offline.py")),
             str(listing),
         ],
-        env=gcloud_env,
+        # `compute ssh` makes a key pair under $HOME/.ssh before it asks the API: keep it in tmp.
+        env={**gcloud_env, "HOME": str(tmp_path / "home")},
         capture_output=True,
         text=True,
         timeout=300,
@@ -858,6 +897,7 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
     assert proc.returncode == 0, proc.stderr
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(results) == len(cmds)
+    assert any(r["cmd"][1:3] == ["compute", "ssh"] for r in results)  # the preflight is parsed
     for r in results:
         shown = " ".join(r["cmd"])
         assert r["rc"] != 2 and "unrecognized arguments" not in r["stderr"], shown + r["stderr"]
@@ -866,6 +906,24 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
     def body(*prefix: str) -> dict[str, object]:
         (r,) = [r for r in results if r["cmd"][: len(prefix)] == list(prefix)]
         return dict(json.loads(r["requests"][0]["body"]))
+
+    metric = body("gcloud", "logging", "metrics", "create", "klines_written")
+    assert metric["labelExtractors"] == {
+        "stream": "EXTRACT(jsonPayload.stream)",
+        "interval": "EXTRACT(jsonPayload.interval)",
+    }
+    sent = [
+        json.loads(r["requests"][0]["body"])
+        for r in results
+        if r["cmd"][1:5] == ["alpha", "monitoring", "policies", "create"]
+    ]
+    durations = sorted(
+        p["conditions"][0]["conditionAbsent"]["duration"]
+        for p in sent
+        if "conditionAbsent" in p["conditions"][0]
+    )
+    assert durations == ["10800s", "180s"]  # 3 x 1h, 3 x 1m
+    assert sum("conditionThreshold" in p["conditions"][0] for p in sent) == 1  # dead letters
 
     bucket = body("gcloud", "storage", "buckets", "create")
     assert bucket["iamConfiguration"] == {
@@ -919,7 +977,15 @@ def _deploy_all(config: Path, env: dict[str, str], tmp_path: Path, wheel: Path) 
         wheel,
         env=env,
     ).stdout
+    out += run_script(
+        "monitoring.sh", "--config", config, "--out-dir", tmp_path / "mon", env=env
+    ).stdout
     return out
+
+
+def _mutating(cmds: list[list[str]]) -> list[list[str]]:
+    """Leave out the preflight (`compute ssh`, read-only, run by every deploy_vm.sh)."""
+    return [c for c in cmds if c[1:3] != ["compute", "ssh"]]
 
 
 @pytest.mark.slow
@@ -932,8 +998,11 @@ def test_rerun_changes_nothing_and_changes_roll_out(
     assert find(first, env["GCLOUD"], "compute", "instances", "create")
     assert len([c for c in first if "add-iam-policy-binding" in c]) == 8
 
+    assert len(find(first, env["GCLOUD"], "alpha", "monitoring", "policies", "create")) == 3
+    assert find(first, env["GCLOUD"], "logging", "metrics", "create")
+
     second = _deploy_all(config, env, tmp_path, built_wheel)
-    assert commands(second) == [], second
+    assert _mutating(commands(second)) == [], second
     assert "exists, unchanged" in second
 
     # A new streamer configuration: metadata and fingerprint updated, VM stopped and started.
@@ -950,7 +1019,16 @@ def test_rerun_changes_nothing_and_changes_roll_out(
         ["compute", "instances", "update"],
         ["compute", "instances", "stop"],
         ["compute", "instances", "start"],
+        ["compute", "ssh", "klines-streamer"],
     ]
+    # A new alert threshold: the policies are updated in place, the metric is left alone.
+    config.write_text(config.read_text() + "FRESHNESS_BEHIND=5\n")
+    mon = commands(
+        run_script(
+            "monitoring.sh", "--config", config, "--out-dir", tmp_path / "mon", env=env
+        ).stdout
+    )
+    assert [c[1:5] for c in mon] == [["alpha", "monitoring", "policies", "update"]] * 2
     # A new function setting: redeployed; the subscription (same URL) is left alone.
     config.write_text(config.read_text() + "FUNCTION_MEMORY=1Gi\n")
     fn = commands(
@@ -962,12 +1040,13 @@ def test_rerun_changes_nothing_and_changes_roll_out(
 
     # Teardown removes everything it can see; a second teardown finds nothing.
     down = run_script("teardown.sh", "--config", config, "--yes", env=env).stdout
-    assert len([c for c in commands(down) if "delete" in c]) == 10
+    assert len([c for c in commands(down) if "delete" in c]) == 14  # + metric, 3 policies
     state = json.loads((tmp_path / "fake-state.json").read_text())
     assert set(state["resources"]) == {
         "storage buckets gs://test-lake",  # kept: it holds the lake
         next(k for k in state["resources"] if k.startswith("storage objects")),
     }
     assert state["iam"]["storage buckets gs://test-lake"] == []
+    assert state["policies"] == {}
     again = run_script("teardown.sh", "--config", config, "--yes", env=env).stdout
     assert [c for c in commands(again) if "delete" in c] == []
