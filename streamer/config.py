@@ -77,7 +77,8 @@ class Settings:
         return spec(self.market).max_incoming_msgs_per_s * 0.8
 
     def __post_init__(self) -> None:
-        if not self.streams:
+        selector = self.symbol_set is not None and self.symbol_set.is_selector
+        if not self.streams and not (selector and self.intervals):
             raise ValueError("streams: at least one symbol and one interval are needed")
         if self.topic is not None:
             check_topic(self.topic)
