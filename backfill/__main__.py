@@ -61,13 +61,7 @@ def parse_time(text: str, *, end: bool = False) -> int:
 
 @click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
 @cfg.version_option("backfill")
-@click.option(
-    "--market",
-    type=click.Choice([m.value for m in Market]),
-    default="spot",
-    help="spot, um (USD-M futures, /fapi) or cm (COIN-M futures, /dapi); see docs/markets.md; "
-    "with um/cm the spot default REST base becomes the market's (fapi/dapi.binance.com)",
-)
+@cfg.market_option()
 @cfg.option(cfg.SYMBOLS)
 @cfg.option(cfg.INTERVALS)
 @click.option(

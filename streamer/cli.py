@@ -41,14 +41,7 @@ def default_state_dir() -> str:
 
 @click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
 @cfg.version_option("streamer")
-@click.option(
-    "--market",
-    envvar="MARKET",
-    type=click.Choice([m.value for m in Market]),
-    default="spot",
-    help="spot, um (USD-M futures) or cm (COIN-M futures): one market per process; with um/cm "
-    "the spot default REST/WS bases become the market's (fapi/fstream, dapi/dstream)",
-)
+@cfg.market_option()
 @cfg.option(cfg.SYMBOLS)
 @cfg.option(cfg.INTERVALS)
 @cfg.option(cfg.TOPIC)
