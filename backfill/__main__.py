@@ -19,6 +19,7 @@ from backfill.run import BadInput, Settings, iso, run_backfill
 from klinelake import config as cfg
 from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
+from klinelake.contract import check_source
 from klinelake.errors import KlineLakeError
 from klinelake.markets import Market, spec
 
@@ -83,7 +84,7 @@ def parse_time(text: str, *, end: bool = False) -> int:
     "--source",
     type=click.Choice(["rest", "vision"]),
     default="rest",
-    help="vision: whole months from the data.binance.vision dumps, the edges over REST",
+    help="vision: whole months and days from the data.binance.vision archives, edges over REST",
 )
 @cfg.option(cfg.VISION_URL)
 @click.option("--page-limit", default=None, type=int, hidden=True)
@@ -127,7 +128,7 @@ def main(  # noqa: PLR0917 - click passes every option
             concurrency=concurrency,
             missing_only=missing_only,
             dry_run=dry_run,
-            source=source,
+            source=check_source(source),
             vision_url=vision_url,
             page_limit=page_limit,
             batch_rows=batch_rows,

@@ -8,7 +8,9 @@ ascending either way, and lies wholly before the rows already sent, so the write
 in front of the object in O(batch) instead of merging it into ever more rows (issue 15).
 A page is checkpointed only once the sink returned for every one of its rows, so a crash at
 any point loses nothing and a re-run fetches only unfinished pages. Open times a complete page
-lacks are exchange halts: they are recorded as confirmed empty (klinelake.empty_ranges).
+(or archive) lacks are exchange halts: they ride on the stream's batches as confirmed-empty
+ranges (the lake's meta object, contract 4), and once sent they are also cached locally
+(klinelake.empty_ranges) for `--missing-only`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from backfill.plan import (
 from backfill.vision import VisionFetcher, plan_vision_stream
 from klinelake.binance_rest import BinanceRest, NoAnswer, UnknownSymbol
 from klinelake.config import DEFAULT_LAKE_URI, DEFAULT_REST_URL, DEFAULT_VISION_URL
-from klinelake.contract import MAX_ROWS, make_batches
-from klinelake.empty_ranges import EmptyRanges, subtract_ranges
+from klinelake.contract import MAX_ROWS, Source, make_batches, with_empty
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import InvalidData, TransientError
 from klinelake.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.halts import subtract
+from klinelake.halts_writer import read_empty
 from klinelake.intervals import (
     DAY,
     Gap,
@@ -54,6 +58,8 @@ from klinelake.markets import Market, check_market_interval, spec
 from klinelake.row import Kline, open_time_of_line
 from klinelake.sink import Sink, make_sink
 from klinelake.symbols import object_name, validate_symbol
+from klinelake.vision import Archive
+from klinelake.vision_client import VisionClient
 from klinelake.weight import WeightBudget
 
 DEFAULT_DAYS = 30
@@ -78,7 +84,7 @@ class Settings:
     concurrency: int = 10
     missing_only: bool = False
     dry_run: bool = False
-    source: str = "rest"
+    source: Source = "rest"
     vision_url: str = DEFAULT_VISION_URL
     page_limit: int | None = None  # None: the market's cheapest (spot 1000, futures 499)
     batch_rows: int = MAX_ROWS
@@ -220,11 +226,13 @@ def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
 def lake_gaps(
     lake: str, symbol: str, interval: str, first: int, last: int, *, market: Market = Market.SPOT
 ) -> list[Gap]:
-    """Missing open times in [first, last] of the lake object (streamed, not loaded)."""
+    """Missing open times in [first, last] of the lake object (streamed, not loaded), less the
+    halts the lake records (its meta object, contract 4)."""
     store = open_store(lake)
     name = object_name(symbol, interval, market)
     times = (open_time_of_line(line) for line in read_lines(store, name))
-    return find_gaps(times, first, last, interval)
+    recorded = read_empty(store, symbol, interval, spec(market).object_token)
+    return subtract(find_gaps(times, first, last, interval), recorded, interval)
 
 
 def clamp_to_listing(first: int, last: int, interval: str, info: SymbolInfo | None) -> Gap:
@@ -243,11 +251,11 @@ async def make_plan(
     settings: Settings,
     now_ms: int,
     empty: EmptyRanges,
-    month_keys: set[str] | None = None,
+    archives: dict[str, Archive] | None = None,
     listing: dict[str, SymbolInfo] | None = None,
 ) -> Plan:
-    """The plan; with `month_keys` (--source vision) whole months are one dump page each, and
-    their keys are added to `month_keys`. `listing` (futures exchangeInfo) bounds each symbol
+    """The plan; with `archives` (--source vision) whole months and days are one archive page
+    each, added to `archives` by page key. `listing` (futures exchangeInfo) bounds each symbol
     to its onboard and delivery dates."""
     streams: list[StreamPlan] = []
     market = settings.market
@@ -256,19 +264,19 @@ async def make_plan(
             first, last = resolve_range(settings, interval, now_ms)
             if market is not Market.SPOT:
                 first, last = clamp_to_listing(first, last, interval, (listing or {}).get(symbol))
-            if month_keys is not None:
+            if archives is not None:
                 stream_plan, keys = plan_vision_stream(
                     symbol, interval, first, last, page_limit=settings.limit, market=market
                 )
                 streams.append(stream_plan)
-                month_keys.update(keys)
+                archives.update(keys)
                 continue
             missing: list[Gap] | None = None
             if settings.missing_only:
                 gaps = await asyncio.to_thread(
                     partial(lake_gaps, market=market), settings.lake, symbol, interval, first, last
                 )
-                missing = subtract_ranges(gaps, empty.get(symbol, interval, market), interval)
+                missing = subtract(gaps, empty.get(symbol, interval, market), interval)
             streams.append(
                 plan_stream(
                     symbol,
@@ -298,22 +306,27 @@ class StreamEmitter:
         *,
         sink: Sink,
         checkpoint: Checkpoint,
-        source: str,
+        source: Source,
         result: RunResult,
+        empty: EmptyRanges,
         batch_rows: int,
         slots: asyncio.Semaphore,
         fetching_done: asyncio.Event,
         newest_first: bool = False,
     ) -> None:
         self.order = [p.key for p in pages]
+        self.symbol, self.interval = pages[0].symbol, pages[0].interval
+        self.market = pages[0].market
         self.next = 0
-        self.ready: dict[str, list[Kline]] = {}
+        self.ready: dict[str, tuple[list[Kline], list[Gap]]] = {}
         self.rows: list[Kline] = []
+        self.halts: list[Gap] = []  # confirmed-empty ranges of the pages moved into self.rows
         self.page_ends: list[tuple[str, int]] = []  # (page key, end index in self.rows)
         self.sink = sink
         self.checkpoint = checkpoint
         self.source = source
         self.result = result
+        self.empty = empty
         self.batch_rows = batch_rows
         self.slots = slots
         self.fetching_done = fetching_done  # no more pages will come (all done, or a failure)
@@ -322,24 +335,26 @@ class StreamEmitter:
         # same prefix bookkeeping applies and a batch is reversed back to ascending when sent
         self.newest_first = newest_first
 
-    def complete(self, page: Page, rows: list[Kline]) -> None:
-        self.ready[page.key] = rows
+    def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
+        self.ready[page.key] = (rows, halts)
         self.wakeup.set()
 
     async def run(self) -> None:
         while True:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
-                page_rows = self.ready.pop(key)
-                self.rows.extend(reversed(page_rows) if self.newest_first else page_rows)
+                rows, halts = self.ready.pop(key)
+                self.rows.extend(reversed(rows) if self.newest_first else rows)
+                self.halts.extend(halts)
                 self.page_ends.append((key, len(self.rows)))
                 self.next += 1
                 self.slots.release()
             final = self.next == len(self.order) or self.fetching_done.is_set()
             while len(self.rows) >= self.batch_rows or (final and self.page_ends):
                 n = min(len(self.rows), self.batch_rows)
-                if n:
-                    await self._send(self.rows[:n])
+                if n or self.halts:  # a page's halts go with the first batch sent after it
+                    await self._send(self.rows[:n], self.halts)
+                    self.halts = []
                 done = [key for key, end in self.page_ends if end <= n]
                 self.page_ends = [(k, end - n) for k, end in self.page_ends if end > n]
                 del self.rows[:n]
@@ -349,9 +364,10 @@ class StreamEmitter:
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def _send(self, rows: list[Kline]) -> None:
+    async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
         batches = list(make_batches(rows))  # each ascending (make_batches sorts)
-        for batch in reversed(batches) if self.newest_first else batches:
+        ordered = list(reversed(batches)) if self.newest_first else batches
+        for batch in with_empty(self.symbol, self.interval, ordered, halts, self.market):
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
                 stop=stop_after_attempt(6),
@@ -362,6 +378,8 @@ class StreamEmitter:
                     await self.sink.send(batch, self.source)
             self.result.batches_sent += 1
             self.result.rows_sent += len(batch.rows)
+        if halts:  # durable in the lake now; the local cache only spares --missing-only requests
+            await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts, self.market)
 
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
@@ -400,9 +418,9 @@ async def run_backfill(
         weight_limit = request_weight_limit(info)
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
-        month_keys: set[str] | None = set() if settings.source == "vision" else None
+        archives: dict[str, Archive] | None = {} if settings.source == "vision" else None
         listing = parse_exchange_info(info, market)
-        plan = await make_plan(settings, now_ms, empty, month_keys, listing)
+        plan = await make_plan(settings, now_ms, empty, archives, listing)
         checkpoint = Checkpoint(
             settings.state_dir,
             plan_identity(settings.sink_target, settings.limit, settings.source),
@@ -418,8 +436,10 @@ async def run_backfill(
                 await sink.close()
             return _finish(result, rest, started, reporter)
         vision = (
-            VisionFetcher(settings.vision_url, rest, month_keys, page_limit=settings.limit)
-            if month_keys is not None
+            VisionFetcher(
+                VisionClient(settings.vision_url), rest, archives, page_limit=settings.limit
+            )
+            if archives is not None
             else None
         )
         try:
@@ -436,7 +456,7 @@ async def run_backfill(
             )
         finally:
             if vision is not None:
-                await vision.aclose()
+                await vision.client.aclose()
             checkpoint.close()
             if own_sink:
                 await sink.close()
@@ -480,6 +500,7 @@ async def _fetch_all(
             checkpoint=checkpoint,
             source=settings.source,
             result=result,
+            empty=empty,
             batch_rows=settings.batch_rows,
             slots=slots,
             fetching_done=fetching_done,
@@ -498,7 +519,7 @@ async def _fetch_all(
                 slots.release()
                 return
             try:
-                if fetch_page is not None:  # --source vision: a month dump, or REST pages
+                if fetch_page is not None:  # --source vision: an archive, or REST pages
                     rows = await fetch_page(page)
                 else:
                     rows = await rest.klines(
@@ -510,14 +531,12 @@ async def _fetch_all(
                 return
             rows = [r for r in rows if page.start <= r.open_time <= page.end]
             halts = page_halts(page, rows)
-            if halts:
-                await asyncio.to_thread(empty.add, page.symbol, page.interval, halts, page.market)
-                for gap in halts:
-                    result.empty_ranges.append((page.stream, gap))
-                    reporter.empty(page.stream, gap)
+            for gap in halts:
+                result.empty_ranges.append((page.stream, gap))
+                reporter.empty(page.stream, gap)
             result.pages_fetched += 1
             reporter.page_done(page, len(rows), rest.counters.last_used_weight)
-            emitters[page.stream].complete(page, rows)
+            emitters[page.stream].complete(page, rows, halts)
 
     async def fetch() -> None:
         async with asyncio.TaskGroup() as workers:

@@ -148,8 +148,8 @@ class Stats:
     ws_closed_pong_timeout: int = 0
     ws_closed_age: int = 0
     closed_klines_sent: Counter[str] = field(default_factory=Counter)
+    rest_requests: Counter[str] = field(default_factory=Counter)  # by path, e.g. /api/v3/klines
+    archives_served: Counter[str] = field(default_factory=Counter)  # zips: monthly, daily
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "closed_klines_sent"}
-        out["closed_klines_sent"] = dict(self.closed_klines_sent)
-        return out
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}

@@ -260,9 +260,8 @@ def add_to_app(app: web.Application, sim: Sim, venues: dict[str, Venue]) -> None
             app.router.add_get(f"{prefix}/ws", hub_sim.hub.handle)
             app.router.add_get(f"{prefix}/ws/{{names:.+}}", hub_sim.hub.handle)
             app.router.add_get(f"{prefix}/stream", hub_sim.hub.handle)
-        # data.binance.vision: data/futures/um|cm/monthly/klines/... (header line, ms)
-        archive = f"/{venue.spec.archive_prefix}/monthly/klines"
-        app.add_routes(vision.routes(venue.sim, archive, futures=True))
+        # data.binance.vision: data/futures/um|cm/{monthly,daily}/klines/... (header line, ms)
+        app.add_routes(vision.routes(venue.sim, venue.spec.market))
     if sim.config.admin:
         app.add_routes(admin_routes(sim, venues))
 

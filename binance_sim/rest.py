@@ -300,6 +300,7 @@ def _response(sim: Sim, status: int, body: bytes, used: int, retry: int = 0) -> 
 async def serve(sim: Sim, route: Route, request: web.Request) -> web.Response:
     stats, limiter, faults = sim.stats, sim.limiter, sim.faults
     stats.requests += 1
+    stats.rest_requests[request.path] += 1
     ip = request.remote or "unknown"
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)

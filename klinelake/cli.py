@@ -16,9 +16,10 @@ from klinelake import config as cfg
 from klinelake.errors import KlineLakeError, LakeUnavailable, ObjectNotFound
 from klinelake.intervals import Gap
 from klinelake.lake import open_store
-from klinelake.status import StreamReport, inspect_lines
+from klinelake.status import StreamReport, inspect_lines, lake_halts
 from klinelake.storage import ObjectStore
 from klinelake.symbols import OBJECT_PREFIX, parse_stream_object
+from klinelake.verify_vision import verify_vision
 
 # Exit codes: 1 the lake violates its invariants, 2 the lake cannot be read at all.
 EXIT_VIOLATIONS = 1
@@ -31,10 +32,13 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def load_confirmed_empty(state_dir: Path) -> dict[str, list[Gap]]:
-    """Exchange halts recorded by backfill / gap repair, keyed by lowercased `symbol@interval`."""
+def load_confirmed_empty(state_dir: Path | None) -> dict[str, list[Gap]]:
+    """A publisher's local halts cache, keyed by lowercased `symbol@interval` (only with an
+    explicit --state-dir: the lake's meta objects are the record)."""
     from klinelake.empty_ranges import EmptyRanges
 
+    if state_dir is None:
+        return {}
     ranges = EmptyRanges(state_dir)
     return {k.lower(): [(a, b) for a, b in v] for k, v in ranges.load().items()}
 
@@ -51,9 +55,15 @@ def open_lake(uri: str) -> ObjectStore:
 
 
 def collect(
-    store: ObjectStore, confirmed: dict[str, list[Gap]], now_ms: int | None, uri: str = ""
+    store: ObjectStore,
+    confirmed: dict[str, list[Gap]],
+    now_ms: int | None,
+    uri: str = "",
+    streams: frozenset[str] = frozenset(),
 ) -> tuple[list[StreamReport], list[str]]:
-    """(a report per stream object, the names under raw/ that are not stream objects)."""
+    """(a report per stream object, the names under raw/ that are not stream objects); with
+    `streams` (lowercased stream ids: `symbol@interval`, `um:symbol@interval`), only those, and
+    no unknown objects."""
     from klinelake.lake import read_lines
 
     try:
@@ -66,13 +76,19 @@ def collect(
     for info in listed:
         parsed = parse_stream_object(info.name)
         if parsed is None:
-            unknown.append(info.name)
+            if not streams:
+                unknown.append(info.name)
             continue
         market, symbol, interval = parsed
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
         report.market = market
-        halts = confirmed.get(report.stream.lower(), [])
+        if streams and report.stream.lower() not in streams:
+            continue
+        recorded, problem = lake_halts(store, symbol, interval, market)
+        halts = [*recorded, *confirmed.get(report.stream.lower(), [])]
         reports.append(inspect_lines(report, read_lines(store, info.name), halts, now_ms))
+        if problem:
+            report.problems.append(problem)
     return reports, unknown
 
 
@@ -118,18 +134,32 @@ def main() -> None:
 
 
 _lake = cfg.option(cfg.LAKE)
-_state = click.option("--state-dir", type=click.Path(path_type=Path), default=Path("state"))
+_state = click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=None,
+    help="also count a publisher's local halts cache (the lake's meta objects always count)",
+)  # fmt: skip
 _json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 _now = click.option("--now", "now_ms", type=int, default=None, help="epoch ms for the lag")
+_streams = click.option("--stream", "streams", multiple=True,
+                        help="only SYMBOL@interval (repeat); default every stream")  # fmt: skip
 
 
 def _run(
-    command: str, lake: str, state_dir: Path, as_json: bool, now_ms: int | None
+    command: str,
+    lake: str,
+    state_dir: Path | None,
+    as_json: bool,
+    now_ms: int | None,
+    *,
+    streams: tuple[str, ...] = (),
 ) -> tuple[list[StreamReport], list[str]]:
     """Inspect and print; a lake that cannot be read ends the command in one line, exit 2."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
+    wanted = frozenset(s.lower() for s in streams)
     try:
-        reports, unknown = collect(open_lake(lake), load_confirmed_empty(state_dir), now, lake)
+        reports, unknown = collect(
+            open_lake(lake), load_confirmed_empty(state_dir), now, lake, wanted
+        )
     except KlineLakeError as exc:
         click.echo(f"{command}: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
@@ -147,9 +177,12 @@ def _run(
 @_state
 @_json
 @_now
-def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
+@_streams
+def status(
+    lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None, streams: tuple[str, ...]
+) -> None:
     """A table per stream: rows, range, gaps, halts, duplicates, order, lag, size, generation."""
-    reports, _ = _run("status", lake, state_dir, as_json, now_ms)
+    reports, _ = _run("status", lake, state_dir, as_json, now_ms, streams=streams)
     if not reports:
         click.echo(f"status: no stream objects under {OBJECT_PREFIX} in lake {lake}", err=True)
 
@@ -159,10 +192,14 @@ def status(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> Non
 @_state
 @_json
 @_now
-def verify(lake: str, state_dir: Path, as_json: bool, now_ms: int | None) -> None:
+@_streams
+def verify(
+    lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None, streams: tuple[str, ...]
+) -> None:
     """Like status, but exit 1 naming every violation (duplicates, order, gaps, bad or foreign
-    rows, unknown objects under raw/, no stream at all); exit 2 if the lake cannot be read."""
-    reports, unknown = _run("verify", lake, state_dir, as_json, now_ms)
+    rows, unknown objects under raw/, no stream at all); exit 2 if the lake cannot be read.
+    Exchange halts recorded in the lake (its meta objects) are not gaps."""
+    reports, unknown = _run("verify", lake, state_dir, as_json, now_ms, streams=streams)
     bad = [r for r in reports if not r.ok]
     if not reports:
         click.echo(f"verify: no stream objects under {OBJECT_PREFIX} in lake {lake}", err=True)
@@ -231,3 +268,6 @@ def redrive_dead_letters(
     for d in done:
         click.echo(f"{verb}: {d.message_id} ({d.stream or '-'}, was: {d.reason})")
     click.echo(f"{len(done)} {verb}, {len(kept)} kept dead-lettered", err=True)
+
+
+main.add_command(verify_vision)  # `klinelake verify-vision`: the lake against Binance's archives

@@ -1,13 +1,17 @@
 """The Pub/Sub message contract (DESIGN.md, contract 3), used by publishers and the function.
 
 data:        UTF-8 JSON {"symbol":"BTCUSDC","interval":"1h","klines":[<lake row>, ...]}
-attributes:  symbol, interval, open_time (first row, ms), count, source (ws|rest|replay), schema (1)
+attributes:  symbol, interval, open_time (first row, ms), count, source (ws|rest|vision|replay),
+             schema (1)
 ordering:    "{SYMBOL}@{interval}", e.g. "BTCUSDC@1h"
 JSON Schema: klinelake/schema/message.schema.json (packaged; `message_schema()` loads it)
 
 Markets (futures): data gains `"market": "um" | "cm"` and the attribute `market`, the ordering
 key becomes `um:BTCUSDT@1m`, and COIN-M rows use the COIN-M row keys (klinelake.markets). Spot
 messages carry no `market` at all, so they are byte-for-byte what they were; absent = spot.
+Extension (contract 4): `"empty": [{"from": MS, "to": MS}, ...]`, confirmed-empty ranges of the
+stream (exchange halts); with a non-empty `empty`, `klines` may be `[]` (then the attribute
+`open_time` is the first range's `from` and `count` is 0). A message without it is unchanged.
 
 Publishers set every attribute; a hand-typed replay may omit them and the data then decides.
 Attributes that are present but contradict the data make the message poison, and so does a
@@ -20,31 +24,41 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from itertools import islice
+from typing import Any, Literal, get_args
 
 import orjson
 
 from klinelake.errors import InvalidData, InvalidMessage
-from klinelake.intervals import check_interval
+from klinelake.halts import check_range, ranges_from_json, ranges_to_json
+from klinelake.intervals import Gap, check_interval
 from klinelake.markets import Market, check_market_interval, parse_market
-from klinelake.row import Kline, kline_from_dict
+from klinelake.row import Kline, kline_from_dict, regular_message_rows
 from klinelake.symbols import stream_id, validate_symbol
 
 SCHEMA_VERSION = "1"
-SOURCES = frozenset({"ws", "rest", "replay"})
+Source = Literal["ws", "rest", "vision", "replay"]
+"""Who published a batch: the live WS, REST (backfill, gap repair), data.binance.vision
+archives, or an operator's replay. Defined once: publishers are typed against it."""
+SOURCES: frozenset[str] = frozenset(get_args(Source))
 MAX_ROWS = 5000
 # Pub/Sub refuses messages over 10 MB; we refuse to even parse more than that.
 MAX_DATA_BYTES = 10_000_000
 ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema", "market")
 # The keys of the message data and the JSON type each must have. A contract extension (e.g.
 # `empty`, `market`) adds its key here and its check in `decode_message`.
-DATA_KEYS: dict[str, type] = {"symbol": str, "interval": str, "klines": list, "market": str}
+DATA_KEYS: dict[str, type] = {
+    "symbol": str, "interval": str, "klines": list, "empty": list, "market": str,
+}  # fmt: skip
 REQUIRED_DATA_KEYS = ("symbol", "interval", "klines")
 _JSON_NAMES = {str: "string", list: "array", dict: "object", int: "integer"}
+_OPEN_TIME = operator.attrgetter("open_time")
 
 # What the function adds to a dead-lettered copy, and `klinelake deadletters` reads back.
 DL_REASON = "dead_letter_reason"
@@ -68,21 +82,35 @@ def message_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class KlineBatch:
-    """1..5000 rows of one stream, ascending and unique by open_time."""
+    """1..5000 rows of one stream, ascending and unique by open_time; optionally confirmed-empty
+    ranges of the stream (contract 4), and then 0..5000 rows.
+
+    `lake_lines`, when the decoder has them at no cost, are the rows' `Kline.to_line()`, so
+    that the writer does not serialise them again."""
 
     symbol: str
     interval: str
     rows: tuple[Kline, ...]
-    market: Market = Market.SPOT
+    empty: tuple[Gap, ...] = ()
+    lake_lines: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    # keyword-only: a batch of another market than spot is always named so at its call site
+    market: Market = field(default=Market.SPOT, kw_only=True)
 
     def __post_init__(self) -> None:
+        if self.lake_lines is not None and len(self.lake_lines) != len(self.rows):
+            raise ValueError("lake_lines must hold one line per row")
         validate_symbol(self.symbol)
         if self.symbol != self.symbol.upper():
             raise InvalidMessage(f"symbol {self.symbol!r} must be the uppercase exchange symbol")
         check_interval(self.interval)
         check_market_interval(self.market, self.interval)
-        if not 1 <= len(self.rows) <= MAX_ROWS:
-            raise InvalidMessage(f"a batch holds 1 to {MAX_ROWS} rows, got {len(self.rows)}")
+        for i, (first, last) in enumerate(self.empty):
+            check_range(first, last, self.interval, where=f"empty[{i}]")
+        if len(self.empty) > MAX_ROWS:
+            raise InvalidMessage(f"a batch holds at most {MAX_ROWS} empty ranges")
+        least = 0 if self.empty else 1
+        if not least <= len(self.rows) <= MAX_ROWS:
+            raise InvalidMessage(f"a batch holds {least} to {MAX_ROWS} rows, got {len(self.rows)}")
         prev: int | None = None
         for i, row in enumerate(self.rows):
             if row.symbol != self.symbol or row.interval != self.interval:
@@ -105,7 +133,8 @@ class KlineBatch:
 
     @property
     def first_open_time(self) -> int:
-        return self.rows[0].open_time
+        """The first row's open time; with no rows, the first empty range's start."""
+        return self.rows[0].open_time if self.rows else min(self.empty)[0]
 
     @property
     def last_open_time(self) -> int:
@@ -138,6 +167,11 @@ class ReceivedMessage:
 
 def sort_unique(rows: Iterable[Kline]) -> list[Kline]:
     """Ascending by open_time; for a repeated open_time the last one given wins."""
+    rows = list(rows)
+    times = list(map(_OPEN_TIME, rows))
+    # Backfill pages and decoded batches arrive sorted and unique: one C-level pass says so.
+    if all(map(operator.lt, times, islice(times, 1, None))):
+        return rows
     by_time: dict[int, Kline] = {}
     for row in rows:
         by_time[row.open_time] = row
@@ -149,16 +183,43 @@ def make_batches(rows: Sequence[Kline], max_rows: int = MAX_ROWS) -> Iterator[Kl
     ordered = sort_unique(rows)
     for i in range(0, len(ordered), max_rows):
         chunk = tuple(ordered[i : i + max_rows])
-        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk, chunk[0].market)
+        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk, market=chunk[0].market)
 
 
-def encode_batch(batch: KlineBatch, source: str) -> PubsubMessage:
+def with_empty(
+    symbol: str,
+    interval: str,
+    batches: Sequence[KlineBatch],
+    empty: Sequence[Gap],
+    market: Market = Market.SPOT,
+) -> list[KlineBatch]:
+    """`batches` with the confirmed-empty ranges riding on the last one (or alone, if there are
+    no rows), so that they are durable exactly when the rows sent with them are."""
+    if not empty:
+        return list(batches)
+    ranges = tuple(sorted(empty))
+    if not batches:
+        return [KlineBatch(symbol, interval, (), ranges, market=market)]
+    last = batches[-1]
+    merged = dataclasses.replace(last, empty=last.empty + ranges, lake_lines=last.lake_lines)
+    return [*batches[:-1], merged]
+
+
+def check_source(source: str) -> Source:
+    """`source` as a `Source`, or ValueError (a publisher's bug or a bad flag, never data)."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
+    return source  # type: ignore[return-value]  # membership in get_args(Source) checked above
+
+
+def encode_batch(batch: KlineBatch, source: Source) -> PubsubMessage:
+    check_source(source)
     body: dict[str, Any] = {"symbol": batch.symbol, "interval": batch.interval}
     if batch.market != Market.SPOT:  # spot messages stay byte-for-byte as before markets
         body["market"] = str(batch.market)
     body["klines"] = [row.to_dict() for row in batch.rows]
+    if batch.empty:  # absent otherwise: a message without halts keeps its exact old bytes
+        body["empty"] = ranges_to_json(batch.empty)
     data = orjson.dumps(body)
     attributes = {
         "symbol": batch.symbol,
@@ -191,18 +252,34 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
     claimed = attributes.get("market")
     if claimed is not None and _market_of(claimed, "attribute") != market:
         raise InvalidMessage(f"attribute market={claimed!r} contradicts the data ({market!s})")
-    if not 1 <= len(klines) <= MAX_ROWS:
-        raise InvalidMessage(f"'klines' holds 1 to {MAX_ROWS} rows, got {len(klines)}")
     try:
-        validate_symbol(symbol)
-        # before the rows, so the reason names the interval (futures have no `1s`)
-        check_market_interval(market, check_interval(interval))
-        rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
+        check_interval(interval)
+        empty = ranges_from_json(obj["empty"], interval) if "empty" in obj else ()
     except InvalidMessage:
         raise
     except InvalidData as exc:
         raise InvalidMessage(str(exc)) from None
-    batch = KlineBatch(symbol, interval, rows, market)
+    least = 0 if empty else 1
+    if not least <= len(klines) <= MAX_ROWS:
+        raise InvalidMessage(f"'klines' holds {least} to {MAX_ROWS} rows, got {len(klines)}")
+    try:
+        validate_symbol(symbol)
+        # before the rows, so the reason names the interval (futures have no `1s`)
+        check_market_interval(market, check_interval(interval))
+        # A regular array (what publishers send) is validated in bulk; anything else row by
+        # row, which names the first offending field. Both accept exactly the same rows, for
+        # every market (COIN-M rows have their own keys: regular_message_rows checks them).
+        regular = regular_message_rows(klines, symbol, interval, market)
+        if regular is not None:
+            rows, lake_lines = tuple(regular[0]), tuple(regular[1])
+        else:
+            rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
+            lake_lines = None
+    except InvalidMessage:
+        raise
+    except InvalidData as exc:
+        raise InvalidMessage(str(exc)) from None
+    batch = KlineBatch(symbol, interval, rows, empty, lake_lines, market=market)
     _check_attributes(batch, attributes)
     return batch
 

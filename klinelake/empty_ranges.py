@@ -1,9 +1,11 @@
-"""Confirmed-empty ranges: open times Binance has no klines for (exchange halts, outages).
+"""The publisher's local cache of confirmed-empty ranges (exchange halts, outages).
 
 Binance leaves true gaps where the exchange was down (binance-spot-api.md §6 [obs],
-binance-public-data#84). Once REST has answered a range with no rows, the range is recorded here
-so that gap repair does not fetch it forever and `klinelake status` does not report it as a
-collector gap.
+binance-public-data#84). The record that counts is in the lake (the meta object, contract 4,
+`klinelake.halts_writer`): publishers send the ranges they confirm with their batches. This
+cache only spares gap repair and `backfill --missing-only` a REST request for a range already
+known empty; losing it costs one request per range and nothing else. The range algebra lives
+in `klinelake.halts`.
 
 File: `{state_dir}/confirmed_empty.json`, written atomically (temp file + fsync + rename) under
 an advisory lock, so a reader never sees half a file and two writers do not lose each other's
@@ -23,43 +25,12 @@ from pathlib import Path
 
 import orjson
 
-from klinelake.intervals import Gap, next_open_time, prev_open_time
+from klinelake.halts import coalesce
+from klinelake.intervals import Gap
 from klinelake.markets import Market
 from klinelake.symbols import stream_id
 
 FILE_NAME = "confirmed_empty.json"
-
-
-def merge_ranges(ranges: Iterable[Gap], interval: str) -> list[Gap]:
-    """Sorted, with overlapping and adjacent ranges joined."""
-    out: list[Gap] = []
-    for first, last in sorted(ranges):
-        if last < first:
-            continue
-        if out and first <= next_open_time(out[-1][1], interval):
-            out[-1] = (out[-1][0], max(out[-1][1], last))
-        else:
-            out.append((first, last))
-    return out
-
-
-def subtract_ranges(gaps: Iterable[Gap], empty: Iterable[Gap], interval: str) -> list[Gap]:
-    """The parts of `gaps` not covered by `empty` (both inclusive open-time ranges)."""
-    holes = merge_ranges(empty, interval)
-    out: list[Gap] = []
-    for first, last in merge_ranges(gaps, interval):
-        start = first
-        for h_first, h_last in holes:
-            if h_last < start or h_first > last:
-                continue
-            if h_first > start:
-                out.append((start, prev_open_time(h_first, interval)))
-            start = next_open_time(h_last, interval)
-            if start > last:
-                break
-        if start <= last:
-            out.append((start, last))
-    return out
 
 
 class EmptyRanges:
@@ -96,7 +67,7 @@ class EmptyRanges:
         key = stream_id(symbol, interval, market)
         with self._locked():
             data = self.load()
-            data[key] = merge_ranges([*data.get(key, []), *new], interval)
+            data[key] = coalesce([*data.get(key, []), *new], interval)
             self._write(data)
 
     def _write(self, data: dict[str, list[Gap]]) -> None:

@@ -15,7 +15,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from klinelake.config import check_topic
-from klinelake.contract import KlineBatch, encode_batch
+from klinelake.contract import KlineBatch, Source, encode_batch
 from klinelake.errors import TransientError
 
 
@@ -41,7 +41,7 @@ class PubsubSink:
             )
         return self._client
 
-    async def send(self, batch: KlineBatch, source: str) -> None:
+    async def send(self, batch: KlineBatch, source: Source) -> None:
         msg = encode_batch(batch, source)
         client = self._publisher()
         try:

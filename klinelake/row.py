@@ -307,10 +307,16 @@ def _rest_page_shape_ok(body: bytes, n: int) -> bool:
     # decimal, and no other byte anywhere (no sign, exponent, escape, space or non-ASCII digit).
     if body.translate(None, _ASCII_DIGITS) != b"[" + b",".join([_REST_ROW_SHAPE] * n) + b"]":
         return False
+    return _decimal_digit_runs_ok(body, _REST_DECIMALS_PER_ROW * n)
+
+
+def _decimal_digit_runs_ok(body: bytes, decimals: int) -> bool:
+    """After a digit-free shape check has placed exactly `decimals` quoted `"<digits>.<digits>"`
+    values (and no other dot): each passes `_is_decimal`."""
     digits = body.translate(_DIGIT_TO_D)
     # Every dot has a digit on both sides (no "", ".5", "5."), and no part is too long.
     return (
-        digits.count(b"d.d") == _REST_DECIMALS_PER_ROW * n
+        digits.count(b"d.d") == decimals
         and _WHOLE_TOO_LONG not in digits
         and _FRACTION_TOO_LONG not in digits
     )
@@ -330,26 +336,39 @@ def regular_rest_page(
     raw = body.encode() if isinstance(body, str) else body
     if not _rest_page_shape_ok(raw, n):
         return None
-    step, anchor = grid
     columns = list(zip(*rows, strict=True))
     opens, closes, trades = columns[0], columns[6], columns[8]
-    first = opens[0]
-    end = first + n * step
-    # Where Binance does not document the grid's anchor, accept what it sends (validate_kline).
-    aligned = interval in GRID_UNDOCUMENTED or (first - anchor) % step == 0
-    # Contiguous full-length candles: ascending, aligned, and close_time inside each kline.
-    if not (
-        aligned
-        and first >= _MIN_MS
-        and end - 1 < _MAX_MS  # the last close_time
-        and opens == tuple(range(first, end, step))
-        and closes == tuple(range(first + step - 1, end + step - 1, step))
-        and _trades_ok(min(trades), max(trades))
-    ):
+    if not _regular_grid(opens, closes, trades, grid, interval):
         return None
     return _trusted_klines(
         opens, closes, repeat(symbol), repeat(interval), columns[1], columns[2], columns[3],
         columns[4], columns[5], columns[7], trades, columns[9], columns[10], repeat(market),
+    )  # fmt: skip
+
+
+def _regular_grid(
+    opens: Sequence[int],
+    closes: Sequence[int],
+    trades: Sequence[int],
+    grid: tuple[int, int],
+    interval: str,
+) -> bool:
+    """Integer columns (the caller's shape check made them so) of contiguous full-length
+    candles: ascending, aligned, plausible times, close_time inside each kline, trades in
+    bounds; together what `validate_kline` checks of these fields."""
+    step, anchor = grid
+    n = len(opens)
+    first = opens[0]
+    end = first + n * step
+    # Where Binance does not document the grid's anchor, accept what it sends (validate_kline).
+    aligned = interval in GRID_UNDOCUMENTED or (first - anchor) % step == 0
+    return (
+        aligned
+        and first >= _MIN_MS
+        and end - 1 < _MAX_MS  # the last close_time
+        and tuple(opens) == tuple(range(first, end, step))
+        and tuple(closes) == tuple(range(first + step - 1, end + step - 1, step))
+        and _trades_ok(min(trades), max(trades))
     )  # fmt: skip
 
 
@@ -379,7 +398,8 @@ _KlineFields = dataclasses.make_dataclass(
 
 def _trusted_klines(*columns: Iterable[object]) -> list[Kline]:
     """Klines from one iterable per field (in field order) without `__post_init__`: only for
-    values that the caller has validated in bulk with the same rules (`regular_rest_page`)."""
+    values that the caller has validated in bulk with the same rules (`regular_rest_page`,
+    `regular_message_rows`)."""
     out: list[Kline] = list(map(_KlineFields, *columns))
     deque(map(setattr, out, repeat("__class__"), repeat(Kline)), maxlen=0)
     return out
@@ -454,6 +474,80 @@ def kline_from_dict(obj: object, where: str = "", market: Market = Market.SPOT) 
         return Kline(**slots, market=market)
     except InvalidRow as exc:
         raise InvalidRow(exc.field, exc.value, exc.reason, where=where) from None
+
+
+# --- message rows in bulk (the function's backfill hot path) --------------------------------
+#
+# The rows of a Pub/Sub message as JSON objects: the same idea as the REST pages above. The
+# decoded rows are re-serialised (orjson: compact, no escapes of ASCII), so the check reads
+# canonical bytes whatever spelling arrived; then the same digit-run and grid checks apply.
+
+_DECIMAL_FIELDS = tuple(f for f in FIELDS if f not in ("open_time", "close_time", "trades",
+                                                     "symbol", "interval"))  # fmt: skip
+
+
+def _message_row_shape(symbol: str, interval: str, market: Market = Market.SPOT) -> bytes:
+    """One canonical message row of `market` (its row keys) with its ASCII digits deleted
+    (decimals as "d.d")."""
+    values = dict.fromkeys(SPOT_ROW_KEYS, "0.0") | dict(
+        open_time=0, close_time=0, symbol=symbol, interval=interval, trades=0
+    )
+    # the n-th key of any market holds the n-th slot (markets.py)
+    keyed = {key: values[slot] for slot, key in zip(SPOT_ROW_KEYS, row_keys(market), strict=True)}
+    return orjson.dumps(keyed).translate(None, _ASCII_DIGITS)
+
+
+def regular_message_rows(
+    klines: list[Any], symbol: str, interval: str, market: Market = Market.SPOT
+) -> tuple[list[Kline], list[bytes]] | None:
+    """The Klines of a message's `klines` array, and their lake lines (`Kline.to_line()`, cut
+    from the bytes the check read), if it is regular (each row an object with
+    exactly the contract's keys in contract order, this stream's symbol and interval, decimals
+    with a fractional part, contiguous full-length candles), else None. Never raises for bad
+    data: `kline_from_dict` row by row then decides and names what is wrong. Accepts only what
+    that path accepts, with the same rows (tests/core/test_message_bulk.py). Futures rows take
+    their market's keys (COIN-M: `markets.CM_ROW_KEYS`, same slots in the same order)."""
+    n = len(klines)
+    grid = _GRID.get(interval)
+    if (
+        not n
+        or grid is None
+        or type(symbol) is not str
+        or not symbol.isascii()
+        or "." in symbol
+        or _valid_symbol_or_none(symbol) is None
+        or market not in SPECS
+        or (market != Market.SPOT and interval == "1s")  # the row-by-row path names it
+    ):
+        return None
+    try:
+        body = orjson.dumps(klines)
+    except orjson.JSONEncodeError:  # e.g. an integer over 64 bits: the slow path names it
+        return None
+    shape = _message_row_shape(symbol, interval, market)
+    if body.translate(None, _ASCII_DIGITS) != b"[" + b",".join([shape] * n) + b"]":
+        return None
+    if not _decimal_digit_runs_ok(body, len(_DECIMAL_FIELDS) * n):
+        return None
+    # The shape made every row a dict with FIELDS in order, so values() are the columns.
+    columns = list(zip(*map(dict.values, klines), strict=True))
+    opens, closes, symbols, intervals, trades = (
+        columns[0], columns[1], columns[2], columns[3], columns[10]
+    )  # fmt: skip
+    if (
+        symbols.count(symbol) != n
+        or intervals.count(interval) != n
+        or not _regular_grid(opens, closes, trades, grid, interval)
+    ):
+        return None
+    rows = _trusted_klines(
+        opens, closes, repeat(symbol), repeat(interval), *columns[4:10], trades, *columns[11:],
+        repeat(Market(market)),
+    )  # fmt: skip
+    # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
+    # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
+    lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
+    return rows, lines
 
 
 def parse_lake_line(line: bytes, where: str = "", market: Market = Market.SPOT) -> Kline:

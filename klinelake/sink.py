@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from klinelake.contract import KlineBatch
+from klinelake.contract import KlineBatch, Source
 from klinelake.lake import is_gcs_uri, open_store
 from klinelake.local_store import LocalStore, clean_leftovers
 from klinelake.writer import LakeWriter, WriteResult
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    async def send(self, batch: KlineBatch, source: str) -> None: ...
+    async def send(self, batch: KlineBatch, source: Source) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -50,7 +50,7 @@ class LakeSink:
     def history_newest_first(self) -> bool:
         return is_gcs_uri(self.lake_uri)
 
-    async def send(self, batch: KlineBatch, source: str) -> None:
+    async def send(self, batch: KlineBatch, source: Source) -> None:
         if not self._cleaned:  # once per run: what crashed writers left (issue 12 item 8)
             self._cleaned = True
             await asyncio.to_thread(self._clean_leftovers)

@@ -1,12 +1,16 @@
-"""Lake inspection (pure over lines): per-object statistics and invariant violations."""
+"""Lake inspection (pure over lines): per-object statistics and invariant violations.
+
+Exchange halts come from the lake itself (the stream's meta object, contract 4, read by
+`lake_halts`), so `status`/`verify` judge a lake the same from any machine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from klinelake.empty_ranges import subtract_ranges
 from klinelake.errors import InvalidData
+from klinelake.halts import subtract
+from klinelake.halts_writer import read_empty
 from klinelake.intervals import (
     Gap,
     count_between,
@@ -14,8 +18,9 @@ from klinelake.intervals import (
     next_open_time,
     prev_open_time,
 )
-from klinelake.markets import Market, stream_key
+from klinelake.markets import Market, spec, stream_key
 from klinelake.row import parse_lake_line
+from klinelake.storage import ObjectStore
 
 MAX_LISTED = 20
 
@@ -92,7 +97,7 @@ def inspect_lines(
                 expected = next_open_time(prev, report.interval)
                 if t > expected and grid_is_documented(report.interval):
                     gap = (expected, prev_open_time(t, report.interval))
-                    uncovered = subtract_ranges([gap], confirmed_empty, report.interval)
+                    uncovered = subtract([gap], confirmed_empty, report.interval)
                     if uncovered != [gap]:
                         report.exchange_gaps.append(gap)
                     for piece in uncovered:
@@ -117,3 +122,13 @@ def inspect_lines(
             f"missing: {shown}"
         )
     return report
+
+
+def lake_halts(
+    store: ObjectStore, symbol: str, interval: str, market: Market = Market.SPOT
+) -> tuple[list[Gap], str | None]:
+    """(the stream's recorded halts, a problem if its meta object is unreadable)."""
+    try:
+        return read_empty(store, symbol, interval, spec(market).object_token), None
+    except InvalidData as exc:
+        return [], f"meta object unreadable, halts ignored: {exc}"

@@ -25,26 +25,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
-from klinelake.markets import Market
+from klinelake.markets import Market, spec
 from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_line, merge_lines
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
 from klinelake.symbols import object_name
+
+if TYPE_CHECKING:
+    from klinelake.halts_writer import HaltsResult
 
 _TAIL_BYTES = 2048
 _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of any interval
 _CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer remembers
 
 Action = Literal["create", "append", "prepend", "merge", "noop"]
+_OPEN_TIME = operator.attrgetter("open_time")
 T = TypeVar("T")
 
 
@@ -60,9 +65,12 @@ class WriteResult:
     generation_after: int | None
     precondition_retries: int
     storage_calls: dict[str, int] = field(default_factory=dict)
+    halts: HaltsResult | None = None  # the batch's confirmed-empty ranges, if it carried any
 
     def log_fields(self) -> dict[str, object]:
+        halts = {} if self.halts is None else self.halts.log_fields()
         return {
+            **halts,
             "object": self.object_name,
             "action": self.action,
             "rows_in": self.rows_in,
@@ -117,7 +125,20 @@ class LakeWriter:
                 self.sleep(random.uniform(0, delay))
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        return self.write_rows(batch.symbol, batch.interval, batch.rows, batch.market)
+        # A KlineBatch is already ascending, unique and of one stream (checked when built).
+        m = batch.market
+        if batch.lake_lines is not None:
+            lines = list(zip(map(_OPEN_TIME, batch.rows), batch.lake_lines, strict=True))
+            result = self._write_lines(batch.symbol, batch.interval, lines, m)
+        else:
+            result = self._write_ordered(batch.symbol, batch.interval, batch.rows, m)
+        if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
+            from klinelake.halts_writer import write_empty
+
+            token = spec(m).object_token
+            halts = write_empty(self, batch.symbol, batch.interval, batch.empty, token)
+            result = dataclasses.replace(result, halts=halts)
+        return result
 
     def write_rows(
         self,
@@ -134,9 +155,18 @@ class LakeWriter:
                     f"row {r.market}:{r.symbol}@{r.interval} in a batch for "
                     f"{market}:{symbol}@{interval}"
                 )
+        return self._write_ordered(symbol, interval, ordered, market)
+
+    def _write_ordered(
+        self, symbol: str, interval: str, ordered: Sequence[Kline], market: Market
+    ) -> WriteResult:
+        return self._write_lines(symbol, interval, batch_lines(ordered), market)
+
+    def _write_lines(
+        self, symbol: str, interval: str, lines: Sequence[tuple[int, bytes]], market: Market
+    ) -> WriteResult:
         name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
-        lines = batch_lines(ordered)
         result = self.retry_conditional(
             name, lambda retries: self._attempt(counting, name, lines, retries)
         )

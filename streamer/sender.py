@@ -15,10 +15,12 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from klinelake.contract import MAX_ROWS, KlineBatch
-from klinelake.empty_ranges import EmptyRanges, subtract_ranges
+from klinelake.contract import MAX_ROWS, KlineBatch, check_source
+from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import BinanceError, TransientError
+from klinelake.halts import subtract
 from klinelake.intervals import (
+    Gap,
     align_down,
     last_closed_open_time,
     next_open_time,
@@ -79,6 +81,9 @@ class StreamSender:
         self.history_from: int | None = None
         self.stats = StreamStats()
         self.idle = asyncio.Event()  # set when nothing is spooled and nothing is in flight
+        # Confirmed empty, not yet in the lake: rides on the next batch (contract 4). Lost in a
+        # crash only together with the cache entry, so repair confirms it again.
+        self.pending_empty: list[Gap] = []
 
     def request_repair(self) -> None:
         """On start and after a reconnect: make sure everything closed by now is published."""
@@ -130,9 +135,12 @@ class StreamSender:
             rows = [k for k in rows if k.open_time <= target]
         if self.repair_target == requested:
             self.repair_target = None
-        if not rows:
+        if not rows and not self.pending_empty:
             return False
-        await self._send(KlineBatch(self.symbol, self.interval, tuple(rows), self.market), source)
+        batch = KlineBatch(
+            self.symbol, self.interval, tuple(rows), tuple(self.pending_empty), market=self.market
+        )
+        await self._send(batch, source)
         return True
 
     async def _repair(self, target: int, rows: list[Kline]) -> bool:
@@ -149,10 +157,11 @@ class StreamSender:
                 target=target,
                 interval=self.interval,
             )
-            if gaps and self.empty is not None:
-                gaps = subtract_ranges(
-                    gaps, self.empty.get(self.symbol, self.interval, self.market), self.interval
+            if gaps:
+                known = (
+                    self.empty.get(self.symbol, self.interval, self.market) if self.empty else []
                 )
+                gaps = subtract(gaps, [*known, *self.pending_empty], self.interval)
             if not gaps:
                 return False
             closed = last_closed_open_time(self.server_now(), self.interval)
@@ -198,10 +207,9 @@ class StreamSender:
 
     def _record_empty(self, last: int | None, first_spooled: int | None, upto: int) -> None:
         """What REST did not return, before a kline that exists, does not exist (a halt or an
-        exchange outage): remember it so repair never fetches it again. The tail after the
-        newest existing kline is not recorded: REST may just not have it yet."""
-        if self.empty is None:
-            return
+        exchange outage): publish it with the next batch (the lake's meta object), then cache it
+        so repair never fetches it again. The tail after the newest existing kline is not
+        recorded: REST may just not have it yet."""
         newest = self.spool.last_spooled_upto(self.stream, upto)
         if newest is None:
             return
@@ -213,14 +221,7 @@ class StreamSender:
             interval=self.interval,
         )
         if holes:
-            try:
-                self.empty.add(self.symbol, self.interval, holes, self.market)
-            except OSError as exc:  # only an optimisation: repair would fetch them again
-                log_event(
-                    log, "WARNING", "cannot record confirmed-empty ranges", stream=self.stream,
-                    path=str(self.empty.path), error=repr(exc),
-                )  # fmt: skip
-                return
+            self.pending_empty.extend(holes)
             log_event(
                 log, "INFO", "confirmed empty (no klines on REST)", stream=self.stream,
                 ranges=holes[:10],
@@ -233,7 +234,7 @@ class StreamSender:
         backoff = Backoff(0.2, self.backoff_cap_s)
         while True:
             try:
-                await self.sink.send(batch, source)
+                await self.sink.send(batch, check_source(source))
                 break
             except asyncio.CancelledError:
                 raise
@@ -252,6 +253,18 @@ class StreamSender:
                     retry_in_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
+        if batch.empty:  # durable in the lake now; cached so repair never asks REST again
+            del self.pending_empty[: len(batch.empty)]
+            if self.empty is not None:
+                try:
+                    self.empty.add(self.symbol, self.interval, batch.empty, self.market)
+                except OSError as exc:  # only an optimisation: repair would fetch them again
+                    log_event(
+                        log, "WARNING", "cannot record confirmed-empty ranges",
+                        stream=self.stream, path=str(self.empty.path), error=repr(exc),
+                    )  # fmt: skip
+        if not batch.rows:
+            return
         self.spool.ack(self.stream, batch.last_open_time)
         self.stats.published_rows += len(batch.rows)
         log_event(

@@ -6,6 +6,7 @@ synthetic BTCUSDC 1h stream from 2023-01-01; simulated now is 2023-06-02 00:00 U
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -94,4 +95,14 @@ def run_cli(
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimProcess]:
     with run_simulator(None, *SIM_ARGS) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def halted_simulator(now: str, symbol: str, since: str, halt: Gap) -> Iterator[SimProcess]:
+    """A simulator at `now` with a synthetic `symbol` 1h stream from `since`, halted over the
+    open times of `halt` (inclusive)."""
+    with run_simulator(None, "--start", now, "--synthetic", f"{symbol}:1h:{since}") as running:
+        running.admin({"halt": {"symbol": symbol, "interval": "1h", "start": halt[0],
+                                "end": halt[1]}})  # fmt: skip
         yield running

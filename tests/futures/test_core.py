@@ -122,7 +122,7 @@ def test_ws_frame_of_cm() -> None:
 
 def _cm_batch() -> KlineBatch:
     rows = tuple(parse_rest_page(CM_REST, "BTCUSD_200626", "1m", Market.CM))
-    return KlineBatch("BTCUSD_200626", "1m", rows, Market.CM)
+    return KlineBatch("BTCUSD_200626", "1m", rows, market=Market.CM)
 
 
 def test_message_round_trip_and_ordering_key() -> None:

@@ -34,6 +34,7 @@ EXECUTABLES = [
     "monitoring.sh",
     "teardown.sh",
     "startup.sh",
+    "bigquery.sh",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Confirmed-empty ranges: interval arithmetic on ranges and the atomic JSON store."""
+"""Confirmed-empty ranges: range algebra (klinelake.halts) and the publisher's local cache."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klinelake.empty_ranges import EmptyRanges, merge_ranges, subtract_ranges
+from klinelake.empty_ranges import EmptyRanges
+from klinelake.halts import coalesce, subtract
 from klinelake.intervals import HOUR, open_times
 
 T0 = 1_640_995_200_000  # 2022-01-01 00:00 UTC
@@ -19,7 +20,7 @@ def h(n: int) -> int:
 
 
 def test_merge_joins_overlapping_and_adjacent() -> None:
-    assert merge_ranges(
+    assert coalesce(
         [(h(5), h(6)), (h(0), h(2)), (h(3), h(3)), (h(9), h(9)), (h(6), h(5))], "1h"
     ) == [
         (h(0), h(3)),
@@ -29,12 +30,12 @@ def test_merge_joins_overlapping_and_adjacent() -> None:
 
 
 def test_subtract() -> None:
-    assert subtract_ranges([(h(0), h(10))], [(h(2), h(3)), (h(7), h(12))], "1h") == [
+    assert subtract([(h(0), h(10))], [(h(2), h(3)), (h(7), h(12))], "1h") == [
         (h(0), h(1)),
         (h(4), h(6)),
     ]
-    assert subtract_ranges([(h(0), h(3))], [(h(0), h(3))], "1h") == []
-    assert subtract_ranges([(h(0), h(3))], [], "1h") == [(h(0), h(3))]
+    assert subtract([(h(0), h(3))], [(h(0), h(3))], "1h") == []
+    assert subtract([(h(0), h(3))], [], "1h") == [(h(0), h(3))]
 
 
 ranges = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8)), max_size=6)
@@ -50,9 +51,9 @@ def test_subtract_is_set_difference(
     def as_set(rs: list[tuple[int, int]]) -> set[int]:
         return {t for a, b in rs for t in open_times(a, b, "1h")}
 
-    got = subtract_ranges(as_ranges(gaps), as_ranges(empty), "1h")
+    got = subtract(as_ranges(gaps), as_ranges(empty), "1h")
     assert as_set(got) == as_set(as_ranges(gaps)) - as_set(as_ranges(empty))
-    assert got == merge_ranges(got, "1h")
+    assert got == coalesce(got, "1h")
 
 
 def test_store_round_trip_and_merge(tmp_path: Path) -> None:
