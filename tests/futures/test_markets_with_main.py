@@ -81,3 +81,67 @@ def test_futures_archives_live_under_data_futures_with_a_header_and_ms() -> None
     (got,) = read_archive(body, checksum_text(body, day), day, "test")
     assert got.market is Market.CM and got.open_time == shifted
     assert got.to_dict()["base_volume"] == "2.13660389"
+
+
+def test_verify_vision_compares_a_coin_m_stream_with_its_futures_archive(tmp_path: object) -> None:
+    import asyncio
+
+    import httpx
+
+    from klinelake.verify_vision import check_stream
+    from klinelake.vision import day as day_archive
+    from klinelake.vision_client import VisionClient
+
+    start = 1_735_689_600_000  # 2025-01-01: futures archives keep ms
+    (row,) = _cm_rows()
+    times = [(start + k * 60_000, start + k * 60_000 + 59_999) for k in range(3)]
+    lake_rows = tuple(
+        type(row)(**{**_slots(row), "open_time": o, "close_time": c}) for o, c in times
+    )
+    store = LocalStore(str(tmp_path))
+    name = (
+        LakeWriter(store)
+        .write_batch(KlineBatch(CM_SYMBOL, "1m", lake_rows, market=Market.CM))
+        .object_name
+    )
+    archive = day_archive(CM_SYMBOL, "1m", start, Market.CM)
+    csv = b"open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    csv += b"taker_buy_quote_volume,ignore\n"
+    for k in lake_rows:
+        csv += (
+            f"{k.open_time},{k.open},{k.high},{k.low},{k.close},{k.volume},{k.close_time},"
+            f"{k.quote_volume},{k.trades},{k.taker_buy_base_volume},"
+            f"{k.taker_buy_quote_volume},0\n"
+        ).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(archive.stem + ".csv", csv)
+    body = buf.getvalue()
+    served: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        served.append(request.url.path)
+        if request.url.path == "/" + archive.path:
+            return httpx.Response(200, content=body)
+        if request.url.path == "/" + archive.path + ".CHECKSUM":
+            return httpx.Response(200, text=checksum_text(body, archive))
+        return httpx.Response(404)
+
+    async def run() -> object:
+        client = VisionClient("http://vision.test", transport=httpx.MockTransport(handler))
+        try:
+            return await check_stream(store, client, name)
+        finally:
+            await client.aclose()
+
+    check = asyncio.run(run())
+    assert check is not None
+    assert check.stream == "cm:BTCUSD_200626@1m"  # type: ignore[attr-defined]
+    assert check.rows_compared == 3 and check.ok  # type: ignore[attr-defined]
+    assert "/data/futures/cm/daily/klines/BTCUSD_200626/1m/" + archive.stem + ".zip" in served
+
+
+def _slots(row: object) -> dict[str, object]:
+    import dataclasses
+
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}  # type: ignore[arg-type]
