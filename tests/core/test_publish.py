@@ -147,14 +147,19 @@ def test_bounded_patience_gives_up_on_permanent_at_once_and_transient_after_atte
 
 def test_cancellation_is_not_retried() -> None:
     class Stuck(Sink):
+        started: asyncio.Event
+
         async def send(self, batch: KlineBatch, source: str) -> None:
             self.sent += 1
+            self.started.set()
             if self.sent == 1:  # blocks until cancelled; a (wrong) retry would succeed
                 await asyncio.Event().wait()
 
     async def go() -> None:
-        task = asyncio.create_task(publish.send_until_durable(Stuck([]), BATCH, "ws"))
-        await asyncio.sleep(0)
+        sink = Stuck([])
+        sink.started = asyncio.Event()
+        task = asyncio.create_task(publish.send_until_durable(sink, BATCH, "ws"))
+        await asyncio.wait_for(sink.started.wait(), timeout=5)  # cancel inside the send
         task.cancel()
         await asyncio.wait({task}, timeout=5)  # a deadline: a retried cancel would never end
         assert task.cancelled()
