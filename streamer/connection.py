@@ -2,9 +2,15 @@
 
 It connects to `{ws_url}/stream`, subscribes in frames paced within the 5 messages/s limit
 (binance-spot-api.md §3, §4), parses every frame with the shared model, and hands closed klines
-(`x:true`) to `on_closed`. Pings are answered by the websockets library (the server pings every
-20 s and drops us after 60 s without a pong). Malformed frames are logged and counted, never fatal.
-websockets' exceptions stop here: callers see `ConnectionFailed` or a finished `read_task`.
+(`x:true`) to `on_closed`. Pings are answered by the client (`streamer.ws_client`: the server
+pings every 20 s and drops us after 60 s without a pong). Malformed frames are logged and counted,
+never fatal. The client's errors stop here: callers see `ConnectionFailed` or a finished
+`read_task`.
+
+Forming frames (most of them) are handled in the client's frame callback: only their event time
+matters. Everything else (closed klines, control replies, other events) goes through a queue to
+`read_task`, in order, where it can await the sink; while that queue is long, the socket is not
+read (backpressure, as websockets' `max_queue` did).
 """
 
 from __future__ import annotations
@@ -14,17 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidStatus,
-    WebSocketException,
-)
-
-from klinelake.binance_rest import BLOCKED_STATUSES, Blocked
 from klinelake.binance_ws import (
     ControlReply,
     KlineEvent,
@@ -38,8 +34,10 @@ from klinelake.row import Kline
 from streamer.clock import ServerClock
 from streamer.shards import send_offsets, subscribe_frames
 from streamer.stall import StallTracker
+from streamer.ws_client import CloseInfo, WsClient, WsClosed, WsOpenFailed
 
 log = logging.getLogger("streamer.connection")
+MAX_QUEUED = 64  # frames waiting for `read_task` before the socket stops being read
 
 
 class ConnectionFailed(Exception):
@@ -58,26 +56,6 @@ class ConnCounters:
     frames: int = 0
     closed_klines: int = 0
     malformed: int = 0
-
-
-async def open_ws(url: str, open_timeout_s: float) -> ClientConnection:
-    """Open a WebSocket to Binance; 451/403 at the handshake raise `Blocked` (configuration,
-    never retried), any other failure `ConnectionFailed` (retried with backoff)."""
-    try:
-        return await connect(
-            url,
-            ping_interval=None,  # the server pings us; our own pings would count
-            open_timeout=open_timeout_s,
-            close_timeout=2,
-            max_queue=64,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in BLOCKED_STATUSES:
-            raise Blocked(status, f"WS handshake {url}") from exc
-        raise ConnectionFailed(f"connect {url}: {exc!r}") from exc
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise ConnectionFailed(f"connect {url}: {exc!r}") from exc
 
 
 class Connection:
@@ -106,7 +84,8 @@ class Connection:
         self.frames_per_s = frames_per_s
         self.open_timeout_s = open_timeout_s
         self.counters = counters if counters is not None else ConnCounters()
-        self.ws: ClientConnection | None = None
+        self.ws: WsClient | None = None
+        self._slow: asyncio.Queue[bytes | CloseInfo] = asyncio.Queue()
         self.read_task: asyncio.Task[None] | None = None
         self.opened_at = 0  # server ms
         self.shutdown_notice = False
@@ -117,7 +96,13 @@ class Connection:
 
     async def open(self, first_id: int = 1) -> None:
         """Connect, start reading, subscribe every stream and wait for the acks."""
-        self.ws = await open_ws(self.url, self.open_timeout_s)
+        self.ws = WsClient(
+            self._on_frame, self._slow.put_nowait, can_read=lambda: self._slow.qsize() < MAX_QUEUED
+        )
+        try:
+            await self.ws.connect(self.url, self.open_timeout_s)  # Blocked: not retried
+        except WsOpenFailed as exc:
+            raise ConnectionFailed(str(exc)) from exc
         now = self.clock.now_ms()
         self.opened_at = now
         self.tracker = StallTracker(
@@ -143,7 +128,7 @@ class Connection:
                     raise ConnectionFailed(
                         f"SUBSCRIBE {frame_id} refused: {reply.error_code} {reply.error_msg}"
                     )
-        except (ConnectionClosed, TimeoutError, OSError, asyncio.CancelledError) as exc:
+        except (WsClosed, TimeoutError, OSError, asyncio.CancelledError) as exc:
             await self.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -154,42 +139,36 @@ class Connection:
         finally:
             self._pending.clear()
 
+    def _on_frame(self, frame: bytes) -> None:
+        """Every frame, synchronously from the client's read: the hot path."""
+        self.counters.frames += 1
+        self.frames_received += 1  # this connection's: stall.py's sign of life
+        try:  # a forming kline is recognised without parsing: only its event time matters
+            forming_at = forming_event_time(frame)
+        except InvalidData:
+            forming_at = None  # the parser says what is wrong with it
+        if forming_at is not None:
+            self.clock.observe(forming_at)
+        else:
+            self._slow.put_nowait(frame)
+
     async def _read(self) -> None:
-        assert self.ws is not None
+        """The frames that are not forming klines, in order, until the connection ends."""
         try:
-            while True:
-                # bytes: a forming frame is recognised without decoding or parsing it
-                frame = await self.ws.recv(decode=False)
-                self.counters.frames += 1
-                self.frames_received += 1  # this connection's: stall.py's sign of life
-                await self._handle(frame)
-        except ConnectionClosedOK:
-            pass  # as `async for` over the connection ends
-        except ConnectionClosed as exc:
-            if not self._closing:
-                log_event(
-                    log,
-                    "WARNING",
-                    "ws connection closed by peer",
-                    conn=self.conn_id,
-                    code=exc.rcvd.code if exc.rcvd else None,
-                    reason=exc.rcvd.reason if exc.rcvd else None,
-                )
-        except OSError as exc:
-            log_event(log, "WARNING", "ws read error", conn=self.conn_id, error=repr(exc))
+            while not isinstance(item := await self._slow.get(), CloseInfo):
+                await self._handle(item)
+            if not self._closing and not item.by_us and item.code not in (1000, 1001):
+                log_event(log, "WARNING", "ws connection closed by peer", conn=self.conn_id,
+                          code=item.code, reason=item.reason)  # fmt: skip
         except Exception:
             log.exception("bug: ws reader failed", extra={"fields": {"conn": self.conn_id}})
         finally:
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(ConnectionClosed(None, None))
+                    fut.set_exception(WsClosed("connection closed"))
                     fut.exception()  # mark retrieved
 
-    async def _handle(self, frame: Any) -> None:
-        forming_at = forming_event_time(frame) if isinstance(frame, bytes) else None
-        if forming_at is not None:  # a forming kline: only its event time matters
-            self.clock.observe(forming_at)
-            return
+    async def _handle(self, frame: bytes) -> None:
         try:
             msg = parse_ws_frame(frame)
         except InvalidData as exc:
@@ -228,8 +207,7 @@ class Connection:
             return
         self._closing = True
         if self.ws is not None:
-            with contextlib.suppress(TimeoutError, OSError, WebSocketException):
-                await asyncio.wait_for(self.ws.close(), 3)
+            await self.ws.close(timeout_s=2)
         if self.read_task is not None:
             self.read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -16,15 +16,13 @@ import asyncio
 import time
 from urllib.parse import quote
 
-from websockets.exceptions import ConnectionClosed
-
 from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
 from klinelake.binance_ws import KlineEvent, parse_ws_frame
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.errors import InvalidData
 from streamer.config import Settings, StreamSpec
-from streamer.connection import ConnectionFailed, open_ws
 from streamer.shards import shard
+from streamer.ws_client import CloseInfo, WsClient, WsClosed, WsOpenFailed
 
 URL_STREAMS = 200  # streams per check connection, subscribed in the URL (keeps it short)
 
@@ -43,14 +41,19 @@ async def check_ws(settings: Settings, timeout_s: float) -> None:
         waiting: dict[str, StreamSpec] = {spec.sid: spec for spec in group}
         names = "/".join(spec.ws_name for spec in group)
         url = f"{settings.ws_url.rstrip('/')}/stream?streams={quote(names, safe='/@_')}"
-        ws = await open_ws(url, max(1.0, deadline - time.monotonic()))
+        frames: asyncio.Queue[bytes | CloseInfo] = asyncio.Queue()
+        ws = WsClient(frames.put_nowait, frames.put_nowait)
+        await ws.connect(url, max(1.0, deadline - time.monotonic()))
         try:
             while waiting:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no WS frame within {timeout_s:g} s for {sorted(waiting)}")
+                frame = await asyncio.wait_for(frames.get(), left)
+                if isinstance(frame, CloseInfo):
+                    raise WsClosed(f"closed by the server ({frame.code} {frame.reason!r})")
                 try:
-                    msg = parse_ws_frame(await asyncio.wait_for(ws.recv(), left))
+                    msg = parse_ws_frame(frame)
                 except InvalidData:
                     continue
                 if isinstance(msg, KlineEvent):
@@ -73,7 +76,7 @@ async def preflight(settings: Settings, timeout_s: float = 20.0) -> tuple[int, s
         await check_ws(settings, timeout_s)
     except Blocked as exc:
         return EXIT_BLOCKED, str(exc)
-    except (ConnectionFailed, ConnectionClosed, TimeoutError, OSError) as exc:
+    except (WsOpenFailed, WsClosed, TimeoutError, OSError) as exc:
         return EXIT_BLOCKED, f"blocked: WS {settings.ws_url}: {exc}"[:400]
     return 0, (
         f"ok: exchangeInfo at {settings.rest_url} lists every symbol; a kline frame arrived from "
