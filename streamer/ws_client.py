@@ -58,6 +58,9 @@ class _Listener(picows.WSListener):
         self.client = client
         self.fragments: list[bytes] = []
 
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.client._transport = transport  # before any frame: the reads can be paused at once
+
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         client = self.client
         kind = frame.msg_type
