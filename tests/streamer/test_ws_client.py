@@ -112,8 +112,9 @@ async def test_messages_in_order_fragments_pings_and_peer_close(server: Server) 
 async def test_our_close_is_a_handshake(server: Server) -> None:
     client, _, closed = collecting()
     await client.connect(server.url, 5)
-    await client.send('{"method":"LIST_SUBSCRIPTIONS","id":1}')
-    assert await asyncio.wait_for(server.texts.get(), 5) == b'{"method":"LIST_SUBSCRIPTIONS","id":1}'
+    request = '{"method":"LIST_SUBSCRIPTIONS","id":1}'
+    await client.send(request)
+    assert await asyncio.wait_for(server.texts.get(), 5) == request.encode()
     await client.close()
     assert await asyncio.wait_for(server.closes.get(), 5) == 1000
     assert (await asyncio.wait_for(closed, 5)).by_us
