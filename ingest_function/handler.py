@@ -3,6 +3,8 @@
     event data ──unwrap──> ReceivedMessage ──decode──> KlineBatch ──LakeWriter──> WriteResult
          │                        │                        │
          └── InvalidData (poison) ┴────────────────────────┘──> WARNING log, dead-letter copy, ack
+                  WorkDeferred (a staged merge goes on, or another delivery holds the object's
+                  lease) ──> WARNING log, re-raise (Pub/Sub redelivers later)
                                        anything else ──> ERROR log, re-raise (Pub/Sub redelivers)
 
 `main.py` only builds an `IngestHandler` from the environment and calls `handle()`; tests
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from klinelake.config import DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
+from klinelake.config import ACK_DEADLINE, DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
 from klinelake.contract import (
     DL_TRUNCATED,
     ReceivedMessage,
@@ -26,9 +28,10 @@ from klinelake.contract import (
     decode_received,
     unwrap_pubsub_event,
 )
-from klinelake.errors import InvalidData, TransientError
+from klinelake.errors import InvalidData, TransientError, WorkDeferred
 from klinelake.lake import open_store
 from klinelake.logs import log_event
+from klinelake.staged_merge import MergeBudget
 from klinelake.storage import ObjectStore
 from klinelake.writer import LakeWriter, WriteResult
 
@@ -44,13 +47,22 @@ class IngestConfig:
     lake_uri: str
     dead_letter_topic: str | None
     project: str | None
+    ack_deadline_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
+        deadline = ACK_DEADLINE.value(env) or ACK_DEADLINE.default or "300"
+        try:
+            ack_deadline_s = float(deadline)
+        except ValueError:
+            raise ValueError(f"ACK_DEADLINE_S={deadline!r}: not a number of seconds") from None
+        if not ack_deadline_s > 0:
+            raise ValueError(f"ACK_DEADLINE_S={deadline!r}: must be positive")
         return cls(
             lake_uri=LAKE.value(env) or DEFAULT_LAKE_URI,
             dead_letter_topic=DEAD_LETTER_TOPIC.value(env),
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+            ack_deadline_s=ack_deadline_s,
         )
 
 
@@ -85,8 +97,11 @@ class IngestHandler:
         *,
         log: logging.Logger = logger,
         clock: Callable[[], float] = time.perf_counter,
+        merge_budget: MergeBudget | None = None,
     ) -> None:
-        self.writer = LakeWriter(store)
+        # the budget keeps every delivery within the ack deadline (a large merge is staged
+        # over several deliveries: klinelake/staged_merge.py)
+        self.writer = LakeWriter(store, merge_budget=merge_budget)
         self.dead_letter = dead_letter
         self.log = log
         self.clock = clock
@@ -96,7 +111,8 @@ class IngestHandler:
         dead_letter = (
             PubsubDeadLetter(config.dead_letter_topic) if config.dead_letter_topic else None
         )
-        return cls(open_store(config.lake_uri), dead_letter)
+        budget = MergeBudget.for_ack_deadline(config.ack_deadline_s)
+        return cls(open_store(config.lake_uri), dead_letter, merge_budget=budget)
 
     def handle(self, event_data: object) -> WriteResult | None:
         """Write the message's batch; None if it was poison (dead-lettered). Raises if transient."""
@@ -115,6 +131,14 @@ class IngestHandler:
             except InvalidData as exc:
                 self._poison(received, exc)
                 return None
+        except WorkDeferred as exc:
+            # not a failure: the rest is left for the redelivery, on purpose (docs/runbook.md)
+            log_event(
+                self.log, "WARNING", f"ingest deferred, Pub/Sub will redeliver: {exc}",
+                message_id=message_id, error=type(exc).__name__, reason=str(exc),
+                transient=True, latency_ms=round((self.clock() - started) * 1000, 3),
+            )  # fmt: skip
+            raise
         except Exception as exc:
             log_event(
                 self.log, "ERROR", f"ingest failed, Pub/Sub will redeliver: {exc}",

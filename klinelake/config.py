@@ -12,6 +12,7 @@ shows every variable (click's `show_envvar`).
     SYMBOLS             --symbols      BTCUSDC
     INTERVALS           --intervals    1h
     DEAD_LETTER_TOPIC   (function)     unset: log poison messages only
+    ACK_DEADLINE_S      (function)     300 (the push subscription's --ack-deadline)
     DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that
@@ -101,6 +102,12 @@ DEAD_LETTER_SUBSCRIPTION = Setting(
 )
 DEAD_LETTER_TOPIC = Setting(
     "DEAD_LETTER_TOPIC", None, "the function's poison messages (unset: log only)", None
+)
+ACK_DEADLINE = Setting(
+    "ACK_DEADLINE_S",
+    None,
+    "the push subscription's ack deadline in seconds: bounds the function's work per message",
+    "300",
 )
 
 # Read by the processes, set by their environment rather than by an operator's flag.
