@@ -18,9 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from klinelake.config import ACK_DEADLINE, DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
+from klinelake.config import (
+    ACK_DEADLINE,
+    DEAD_LETTER_TOPIC,
+    DEFAULT_LAKE_URI,
+    LAKE,
+    MERGE_PIECE_BYTES,
+)
 from klinelake.contract import (
     DL_TRUNCATED,
     ReceivedMessage,
@@ -31,7 +37,7 @@ from klinelake.contract import (
 from klinelake.errors import InvalidData, TransientError, WorkDeferred
 from klinelake.lake import open_store
 from klinelake.logs import log_event
-from klinelake.staged_merge import MergeBudget
+from klinelake.staged_merge import DEFAULT_PIECE_BYTES, MergeBudget
 from klinelake.storage import ObjectStore
 from klinelake.writer import LakeWriter, WriteResult
 
@@ -48,22 +54,31 @@ class IngestConfig:
     dead_letter_topic: str | None
     project: str | None
     ack_deadline_s: float = 300.0
+    merge_piece_bytes: int = DEFAULT_PIECE_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
-        deadline = ACK_DEADLINE.value(env) or ACK_DEADLINE.default or "300"
-        try:
-            ack_deadline_s = float(deadline)
-        except ValueError:
-            raise ValueError(f"ACK_DEADLINE_S={deadline!r}: not a number of seconds") from None
-        if not ack_deadline_s > 0:
-            raise ValueError(f"ACK_DEADLINE_S={deadline!r}: must be positive")
         return cls(
             lake_uri=LAKE.value(env) or DEFAULT_LAKE_URI,
             dead_letter_topic=DEAD_LETTER_TOPIC.value(env),
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
-            ack_deadline_s=ack_deadline_s,
+            ack_deadline_s=_positive(ACK_DEADLINE.env, ACK_DEADLINE.value(env), float),
+            merge_piece_bytes=_positive(MERGE_PIECE_BYTES.env, MERGE_PIECE_BYTES.value(env), int),
         )
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(env: str | None, raw: str | None, kind: Callable[[str], N]) -> N:
+    """A positive number from the environment, or a clear error naming the variable."""
+    try:
+        value = kind(raw or "")
+    except ValueError:
+        raise ValueError(f"{env}={raw!r}: not a {kind.__name__}") from None
+    if not value > 0:
+        raise ValueError(f"{env}={raw!r}: must be positive")
+    return value
 
 
 class PubsubDeadLetter:
@@ -111,7 +126,7 @@ class IngestHandler:
         dead_letter = (
             PubsubDeadLetter(config.dead_letter_topic) if config.dead_letter_topic else None
         )
-        budget = MergeBudget.for_ack_deadline(config.ack_deadline_s)
+        budget = MergeBudget.for_ack_deadline(config.ack_deadline_s, config.merge_piece_bytes)
         return cls(open_store(config.lake_uri), dead_letter, merge_budget=budget)
 
     def handle(self, event_data: object) -> WriteResult | None:

@@ -13,6 +13,7 @@ shows every variable (click's `show_envvar`).
     INTERVALS           --intervals    1h
     DEAD_LETTER_TOPIC   (function)     unset: log poison messages only
     ACK_DEADLINE_S      (function)     300 (the push subscription's --ack-deadline)
+    MERGE_PIECE_BYTES   (function)     33554432 (32 MiB: see klinelake/staged_merge.py)
     DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that
@@ -108,6 +109,12 @@ ACK_DEADLINE = Setting(
     None,
     "the push subscription's ack deadline in seconds: bounds the function's work per message",
     "300",
+)
+MERGE_PIECE_BYTES = Setting(
+    "MERGE_PIECE_BYTES",
+    None,
+    "bytes of a large merge one piece re-uploads (a delivery stages pieces within its budget)",
+    str(32 * 1024 * 1024),
 )
 
 # Read by the processes, set by their environment rather than by an operator's flag.
