@@ -80,7 +80,8 @@ def main() -> None:
         print(
             f"rewrite pace {pace / 1e6:.1f} MB/s: the largest object one rewrite fits in 300 s "
             f"is ~{pace * 300 / 1e9:.2f} GB, in {args.deadline:.0f} s "
-            f"~{pace * args.deadline / 1e9:.2f} GB; staged: every delivery within {max(figures['staged'][1]):.1f} s "
+            f"~{pace * args.deadline / 1e9:.2f} GB; staged: every delivery within "
+            f"{max(figures['staged'][1]):.1f} s "
             f"(budget {args.deadline / 3:.0f} s of work + one piece) whatever the size"
         )
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
