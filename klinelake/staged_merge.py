@@ -9,6 +9,7 @@ the batch rows of its time range, then composed onto the object with `if_generat
 
     object G:  [ a0 ........ a1 ........ a2 ........ size )   a_k: the first row start >= k*B
     pieces:    [ range 0 ∪ batch rows  ][ range 1 ∪ ... ][ range 2 ∪ batch rows >= T2 ]
+               (T_k: the open_time of the row at a_k; a piece takes the batch rows in [T_k, T_k+1))
     compose:   pieces (a tree of composes, 32 sources each) ──if_generation_match=G──> object
 
 A piece's bytes are a pure function of (G, the batch, B), so its name carries them
@@ -30,7 +31,7 @@ import bisect
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from klinelake.errors import InvalidData, MergeInProgress, ObjectNotFound, PreconditionFailed
@@ -75,15 +76,6 @@ class MergeBudget:
         return elapsed_s + slowest_piece_s <= self.work_s
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    name: str
-    start: int  # byte range [start, end) of the object's generation
-    end: int
-    first: int  # batch rows with open_time in [first, last) belong to this piece
-    last: int
-
-
 def batch_key(lines: BatchLines, piece_bytes: int) -> str:
     digest = hashlib.sha256(str(piece_bytes).encode())
     for _, line in lines:
@@ -91,57 +83,62 @@ def batch_key(lines: BatchLines, piece_bytes: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def piece_prefix(name: str, generation: int, key: str) -> str:
-    return f"{STAGING_PREFIX}{name}.g{generation}.{key}."
+class Plan:
+    """The pieces of merging `lines` into `info`'s generation. Piece k is bytes [a_k, a_k+1)
+    merged with the batch rows in [T_k, T_k+1), where a_k is the first row start at or after
+    k * piece_bytes (the size past the last row) and T_k its open_time (T_0 below every row,
+    T at the size above every row). A piece may be empty; every name exists once staged.
+    Boundaries are probed only for the pieces a delivery makes (one small read each), so a
+    delivery's cost does not grow with the object's size."""
+
+    def __init__(
+        self, store: ObjectStore, info: ObjectInfo, lines: BatchLines, piece_bytes: int
+    ) -> None:
+        self.store, self.info, self.lines, self.piece_bytes = store, info, lines, piece_bytes
+        self.count = max(1, -(-info.size // piece_bytes))
+        key = batch_key(lines, piece_bytes)
+        self.prefix = f"{STAGING_PREFIX}{info.name}.g{info.generation}.{key}."
+        self._times = [t for t, _ in lines]
+        self._boundaries: dict[int, tuple[int, int]] = {0: (0, _LOWEST)}
+
+    def name(self, k: int) -> str:
+        return f"{self.prefix}{k:05d}.piece"
+
+    def names(self) -> list[str]:
+        return [self.name(k) for k in range(self.count)]
+
+    def boundary(self, k: int) -> tuple[int, int]:
+        if k not in self._boundaries:
+            found = None
+            if k < self.count:
+                found = _row_at_or_after(self.store, self.info, k * self.piece_bytes)
+            self._boundaries[k] = found if found is not None else (self.info.size, _HIGHEST)
+        return self._boundaries[k]
+
+    def piece(self, k: int) -> bytes:
+        """Piece k's bytes: its range of the object merged with its share of the batch."""
+        (start, first), (end, last) = self.boundary(k), self.boundary(k + 1)
+        lo, hi = bisect.bisect_left(self._times, first), bisect.bisect_left(self._times, last)
+        existing = split_lines(_range(self.store, self.info, start, end))
+        return b"".join(merge_lines(existing, self.lines[lo:hi]))
 
 
-def cut_points(size: int, piece_bytes: int) -> list[int]:
-    """Where pieces nominally start (each moved on to the next row start when planned)."""
-    return list(range(0, size, piece_bytes))
-
-
-def plan(store: ObjectStore, info: ObjectInfo, lines: BatchLines, piece_bytes: int) -> list[Piece]:
-    """The pieces of merging `lines` into `info`'s generation: O(size / piece_bytes) probes."""
-    prefix = piece_prefix(info.name, info.generation, batch_key(lines, piece_bytes))
-    starts: list[tuple[int, int]] = []  # (row start, its open_time)
-    for cut in cut_points(info.size, piece_bytes):
-        found = _row_at_or_after(store, info, cut)
-        if found is not None and (not starts or found[0] > starts[-1][0]):
-            starts.append(found)
-    lowest, highest = -(2**63), 2**63
-    pieces = []
-    for k, (start, t) in enumerate(starts):
-        end, t_next = starts[k + 1] if k + 1 < len(starts) else (info.size, highest)
-        pieces.append(Piece(f"{prefix}{k:05d}.piece", start, end, lowest if k == 0 else t, t_next))
-    return pieces
+_LOWEST, _HIGHEST = -(2**63), 2**63
 
 
 def _row_at_or_after(store: ObjectStore, info: ObjectInfo, pos: int) -> tuple[int, int] | None:
-    """(offset, open_time) of the first row starting at or after `pos`; None past the last."""
-    if pos == 0:
-        head = store.read_range(info.name, 0, _PROBE_BYTES, info.generation)
-        line = first_line(head)
-        start = 0
-    else:
-        probe = store.read_range(info.name, pos - 1, pos - 1 + _PROBE_BYTES, info.generation)
-        cut = probe.find(b"\n")
-        if cut < 0:
-            raise InvalidData(f"{info.name}: no row end within {_PROBE_BYTES} bytes of {pos}")
-        start = pos + cut
-        if start >= info.size:
-            return None
-        line = first_line(probe[cut + 1 :])
+    """(offset, open_time) of the first row starting at or after `pos` (> 0); None if none."""
+    probe = store.read_range(info.name, pos - 1, pos - 1 + _PROBE_BYTES, info.generation)
+    cut = probe.find(b"\n")
+    if cut < 0:
+        raise InvalidData(f"{info.name}: no row end within {_PROBE_BYTES} bytes of {pos}")
+    start = pos + cut
+    if start >= info.size:
+        return None
+    line = first_line(probe[cut + 1 :])
     if line is None:
-        raise InvalidData(f"{info.name}: no whole row within {_PROBE_BYTES} bytes of {pos}")
+        raise InvalidData(f"{info.name}: no whole row within {_PROBE_BYTES} bytes of {start}")
     return start, open_time_of_line(line)
-
-
-def piece_lines(store: ObjectStore, info: ObjectInfo, piece: Piece, lines: BatchLines) -> bytes:
-    """The piece's bytes: its range of the object merged with its share of the batch."""
-    times = [t for t, _ in lines]
-    share = lines[bisect.bisect_left(times, piece.first) : bisect.bisect_left(times, piece.last)]
-    existing = split_lines(_range(store, info, piece.start, piece.end))
-    return b"".join(merge_lines(existing, share))
 
 
 def _range(store: ObjectStore, info: ObjectInfo, start: int, end: int) -> Iterator[bytes]:
@@ -157,10 +154,7 @@ class Progress:
 
 
 def stage(
-    store: ObjectStore,
-    info: ObjectInfo,
-    lines: BatchLines,
-    pieces: Sequence[Piece],
+    plan: Plan,
     budget: MergeBudget,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -168,44 +162,42 @@ def stage(
 ) -> Progress:
     """Make the missing pieces while the budget allows; how far the staging got."""
     begin = clock() if started is None else started
-    prefix = pieces[0].name.rsplit(".", 2)[0] + "." if pieces else STAGING_PREFIX
-    have = {o.name for o in store.list(prefix)}
+    have = {o.name for o in plan.store.list(plan.prefix)}
     staged = made = 0
     slowest = 0.0
-    for piece in pieces:
-        if piece.name in have:
+    for k in range(plan.count):
+        name = plan.name(k)
+        if name in have:
             staged += 1
             continue
         if made and not budget.may_start_piece(clock() - begin, slowest):
             break
         t0 = clock()
         with contextlib.suppress(PreconditionFailed):  # another delivery made it: same bytes
-            store.write(piece.name, piece_lines(store, info, piece, lines), if_generation_match=0)
+            plan.store.write(name, plan.piece(k), if_generation_match=0)
         slowest = max(slowest, clock() - t0)
         staged += 1
         made += 1
-    return Progress(staged, len(pieces), made)
+    return Progress(staged, plan.count, made)
 
 
-def commit(
-    store: ObjectStore, info: ObjectInfo, pieces: Sequence[Piece], bounds: Bounds
-) -> ObjectInfo:
+def commit(plan: Plan, bounds: Bounds) -> ObjectInfo:
     """Compose every piece onto the object under its generation, then drop the pieces."""
-    sources = [p.name for p in pieces]
+    store, info = plan.store, plan.info
+    sources = plan.names()
     made: list[str] = []
     level = 0
     while len(sources) > COMPOSE_MAX:
         grouped = []
         for i in range(0, len(sources), COMPOSE_MAX):
-            group = sources[i : i + COMPOSE_MAX]
-            inner = f"{sources[0].rsplit('.', 2)[0]}.c{level}-{i // COMPOSE_MAX:05d}.piece"
+            inner = f"{plan.prefix}c{level}-{i // COMPOSE_MAX:05d}.piece"
             with contextlib.suppress(PreconditionFailed):  # an earlier delivery composed it
-                store.compose(inner, group, if_generation_match=0)
+                store.compose(inner, sources[i : i + COMPOSE_MAX], if_generation_match=0)
             made.append(inner)
             grouped.append(inner)
         sources, level = grouped, level + 1
     after = store.compose(info.name, sources, if_generation_match=info.generation, bounds=bounds)
-    for name in [p.name for p in pieces] + made:
+    for name in plan.names() + made:
         with contextlib.suppress(ObjectNotFound, PreconditionFailed):
             store.delete(name)
     return after

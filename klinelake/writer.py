@@ -254,13 +254,11 @@ class LakeWriter:
         budget = self.merge_budget
         assert budget is not None
         with held(store, info.name, budget.lease_s, clock=self.wall_clock):
-            pieces = staged_merge.plan(store, info, lines, budget.piece_bytes)
-            progress = staged_merge.stage(
-                store, info, lines, pieces, budget, clock=self.clock, started=started
-            )
+            plan = staged_merge.Plan(store, info, lines, budget.piece_bytes)
+            progress = staged_merge.stage(plan, budget, clock=self.clock, started=started)
             if progress.staged < progress.total:
                 raise staged_merge.in_progress(info.name, progress)
-            return staged_merge.commit(store, info, pieces, bounds)
+            return staged_merge.commit(plan, bounds)
 
 
 def _edge_route(have: Bounds | None, first_new: int, last_new: int) -> tuple[Action, Bounds] | None:

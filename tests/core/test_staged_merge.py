@@ -128,13 +128,13 @@ def deliver_until_done(writer: LakeWriter, rows: list[Kline]) -> tuple[WriteResu
     st.lists(st.integers(0, 320), min_size=1, max_size=40),
     st.integers(1, 5),
     st.integers(1, 4),
+    st.integers(150, 2000),  # from under one row (~330 bytes: empty pieces) to several rows
 )
 def test_a_large_merge_is_staged_within_the_budget_and_gives_the_same_bytes(
-    object_rows: int, keys: list[int], variant: int, pieces_per_delivery: int
+    object_rows: int, keys: list[int], variant: int, pieces_per_delivery: int, piece_bytes: int
 ) -> None:
     store = Recording()
     LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(object_rows)])
-    piece_bytes = 4 * len(row(0).to_line()) + 17  # a few rows: odd so cuts fall mid-row
     # every reading of the clock is 1 s on; the budget allows `pieces_per_delivery` pieces
     budget = MergeBudget(work_s=3.0 * pieces_per_delivery, lease_s=60, piece_bytes=piece_bytes)
     writer = LakeWriter(store, merge_budget=budget, clock=ticking(1.0))
