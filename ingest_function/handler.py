@@ -75,7 +75,7 @@ def _positive(env: str | None, raw: str | None, kind: Callable[[str], N]) -> N:
     try:
         value = kind(raw or "")
     except ValueError:
-        raise ValueError(f"{env}={raw!r}: not a {kind.__name__}") from None
+        raise ValueError(f"{env}={raw!r}: not a number ({kind.__name__})") from None
     if not value > 0:
         raise ValueError(f"{env}={raw!r}: must be positive")
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from klinelake.errors import LeaseHeld, MergeInProgress
 from klinelake.lake import read_object
 from klinelake.lease import Lease, held, lease_name, seconds_left
+from klinelake.local_store import LocalStore
 from klinelake.row import Kline
 from klinelake.staged_merge import MergeBudget
 from klinelake.storage import Bounds, Data, ObjectInfo
@@ -204,4 +206,56 @@ def test_overlapping_deliveries_do_the_work_once() -> None:
     assert b.write_rows("ETHUSDT", "1m", batch).action == "noop"  # B's redelivery: acked
     want = [row(k, 3) if 100 <= k < 500 and (k - 100) % 7 == 0 else row(k) for k in range(600)]
     assert read_object(store, NAME) == b"".join(r.to_line() for r in want)
+    assert store.list("staging/") == []
+
+
+def test_the_local_lake_stages_the_same_way(tmp_path: Path) -> None:
+    """The lease and the pieces go through the ObjectStore interface: the local lake (flock,
+    journal) takes the same route, and clean_leftovers knows its staging objects."""
+    store = LocalStore(tmp_path / "lake")
+    LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(500)])
+    size = store.stat(NAME).size  # type: ignore[union-attr]
+    budget = MergeBudget(work_s=4.0, lease_s=60, piece_bytes=size // 7)
+    writer = LakeWriter(store, merge_budget=budget, clock=ticking(1.0))
+    batch = [row(k, 9) for k in range(40, 460, 3)]
+    pieces = -(-size // budget.piece_bytes)
+    with pytest.raises(MergeInProgress, match=rf"merge staged \d+/{pieces} pieces"):
+        writer.write_rows("ETHUSDT", "1m", batch)
+    assert store.list("staging/")  # pieces wait for the next delivery
+    result, _ = deliver_until_done(writer, batch)
+    assert result.action == "merge" and result.rows_replaced == len(batch)
+    want = [row(k, 9) if 40 <= k < 460 and (k - 40) % 3 == 0 else row(k) for k in range(500)]
+    assert read_object(store, NAME) == b"".join(r.to_line() for r in want)
+    assert store.list("staging/") == []
+
+
+def test_a_delivery_killed_mid_staging_blocks_until_its_lease_expires_then_completes() -> None:
+    """SIGKILL runs no `finally`: the lease and some pieces stay. Redeliveries are deferred
+    (writing nothing) until the lease expires, then one takes it over, reuses the pieces and
+    commits; the object is untouched until then."""
+    store = Recording()
+    LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(400)])
+    before = read_object(store, NAME)
+    size = store.stat(NAME).size  # type: ignore[union-attr]
+    budget = MergeBudget(work_s=4.0, lease_s=300, piece_bytes=size // 5)
+    now = [5000.0]
+    writer = LakeWriter(store, merge_budget=budget, clock=ticking(1.0), wall_clock=lambda: now[0])
+    batch = [row(k, 4) for k in range(10, 390, 11)]
+    with pytest.raises(MergeInProgress):
+        writer.write_rows("ETHUSDT", "1m", batch)
+    made = {n for n, _ in store.writes if n.endswith(".piece")}
+    assert made
+    # the killed delivery's lease, as it would have left it
+    store.write(lease_name(NAME), Lease("killed", now[0] + 300).encode(), if_generation_match=0)
+    now[0] += 299
+    mark = len(store.writes)
+    with pytest.raises(LeaseHeld, match="held by delivery killed for 1 s more"):
+        writer.write_rows("ETHUSDT", "1m", batch)
+    assert [n for n, _ in store.writes[mark:]] == [lease_name(NAME)]  # the refused create only
+    assert read_object(store, NAME) == before
+    now[0] += 1
+    result, _ = deliver_until_done(writer, batch)
+    assert result.action == "merge" and result.rows_replaced == len(batch)
+    remade = [n for n, _ in store.writes[mark:] if n in made]
+    assert remade == []  # the killed delivery's pieces were reused, not uploaded again
     assert store.list("staging/") == []
