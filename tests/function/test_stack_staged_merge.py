@@ -138,8 +138,8 @@ def test_overlapping_deliveries_of_a_slow_merge_do_the_work_once(stack: Stack) -
 
 @pytest.fixture
 def small_pieces(stack: Stack) -> Any:
-    """The function with 4 KiB pieces and a 1 s deadline (0.33 s of work per delivery)."""
-    stack.restart_function({"MERGE_PIECE_BYTES": "4096", "ACK_DEADLINE_S": "1"})
+    """The function with 2 KiB pieces and a 0.6 s deadline (0.2 s of work per delivery)."""
+    stack.restart_function({"MERGE_PIECE_BYTES": "2048", "ACK_DEADLINE_S": "0.6"})
     yield stack
     stack.restart_function({})
 
@@ -164,7 +164,7 @@ def test_a_large_merge_through_the_push_path_is_staged_and_lands_once(small_piec
     done = wait_for(lambda: [r for r in logs() if r.get("action") == "merge"], 30)
     deferred = [r for r in logs() if r.get("error") == "MergeInProgress"]
     assert len(done) == 1 and done[0]["rows_replaced"] == len(fix)
-    assert deferred, "a 180 KB object in 4 KiB pieces within 0.33 s: staged over deliveries"
+    assert deferred, "a 240 KB object in 2 KiB pieces (3 HTTP calls each) cannot fit 0.2 s"
     assert all(r["severity"] == "WARNING" for r in deferred)
     lost, duplicated = totals(stack.read_object(name), want)
     print(
