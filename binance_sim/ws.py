@@ -28,7 +28,14 @@ from aiohttp import WSMsgType, web
 
 from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
-from binance_sim.ws_control import ConnView, SlidingWindow, Sub, classify, control_reply
+from binance_sim.ws_control import (
+    ConnView,
+    SlidingWindow,
+    Sub,
+    classify,
+    control_reply,
+    is_combined_path,
+)
 from klinelake.intervals import align_down, next_open_time
 from klinelake.row import Kline
 
@@ -46,9 +53,10 @@ _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other stream
 _TICK_MS = 250
 
 
-def next_forming_due(sent_at: int, interval: str) -> int:
-    """When the stream's next forming frame is due, the last one having been stamped `sent_at`."""
-    period = 1000 if interval == "1s" else 2000
+def next_forming_due(sent_at: int, interval: str, period_ms: int = 2000) -> int:
+    """When the stream's next forming frame is due, the last one having been stamped `sent_at`
+    (every `period_ms`: 2 s on spot, 250 ms on futures)."""
+    period = 1000 if interval == "1s" else period_ms
     return -(-(sent_at + period) // _TICK_MS) * _TICK_MS
 
 
@@ -178,7 +186,8 @@ class Hub:
         if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
             return refuse(400, -1194, "Invalid value for time unit; expected either "
                           "MICROSECOND or MILLISECOND.")  # fmt: skip
-        combined = request.path.startswith("/stream")
+        # `/stream`, and under a host prefix or route (`/fstream/market/stream`, futures.py)
+        combined = is_combined_path(request.path)
         raw = request.query.get("streams", "") if combined else request.match_info.get("names", "")
         names = [n for n in raw.split("/") if n]
         if len(names) > sim.config.max_streams:
@@ -360,7 +369,7 @@ class Hub:
                     k_now = market.forming(symbol, interval, due)
                     if k_now is not None:
                         await self._send(conn, sub, k_now, False, due)
-                    sub.next_forming_sim = next_forming_due(due, interval)
+                    sub.next_forming_sim = next_forming_due(due, interval, cfg.forming_update_ms)
                     sub.last_forming_real = real
                 forming_due = max(
                     clock.real_seconds_until(sub.next_forming_sim),

@@ -28,6 +28,12 @@ _KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
 _ID = re.compile(r"[A-Za-z0-9]{1,36}")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _EIGHT_HOURS = 8 * 3600 * 1000
+_COMBINED_PATH = re.compile(r"(?:^|/)stream$")
+
+
+def is_combined_path(path: str) -> bool:
+    """`/stream`, also under a host prefix or route (`/fstream/market/stream`: futures.py)."""
+    return _COMBINED_PATH.search(path) is not None
 
 
 class ControlError(Exception):

@@ -7,11 +7,16 @@
   resumes) passes a `Patience` with a bounded number of attempts and a test for permanent
   errors, which end the call at once.
 - `fetch_range` / `next_page_start`: the REST range pager. Every kline in an inclusive
-  open-time range, one `GET /api/v3/klines` page at a time (binance-spot-api.md §6); the pure
-  `next_page_start` decides where the next request starts, or that the range is complete.
+  open-time range, one `klines` page at a time (binance-spot-api.md §6, binance-futures-api.md
+  §6); the pure `next_page_start` decides where the next request starts, or that the range is
+  complete. Spot and USD-M answer from `startTime` on, so a short page ends the range. COIN-M
+  answers the NEWEST bars of a window of at most 200 days, so each request's window is bounded
+  (`klinelake.markets.window_for_page`) and a short page only ends that window.
 - `confirmed_empty`: halt inference. What a complete answer for a range lacks does not exist on
   Binance (an exchange halt or outage): those open times are confirmed empty.
-- `check_listed`: symbols checked against exchangeInfo (-1121 names the unknown one).
+- `check_listed`: symbols checked against exchangeInfo, per market (spot: `symbols=[...]`, at
+  most 100 a request, -1121 names the unknown one; futures: one parameterless request lists
+  every symbol, binance-futures-api.md §7).
 
 Where to build the sink is `klinelake.sink.make_sink`. This module imports no network client
 (the REST client is a protocol; its -1121 error type is imported only when checking symbols).
@@ -33,15 +38,16 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from klinelake.intervals import Gap, find_gaps, grid_is_documented, next_open_time
+from klinelake.intervals import Gap, align_down, find_gaps, grid_is_documented, next_open_time
+from klinelake.markets import Market, spec, window_for_page
 
 if TYPE_CHECKING:
     from klinelake.contract import KlineBatch, Source
     from klinelake.row import Kline
     from klinelake.sink import Sink
 
-PAGE_LIMIT = 1000  # GET /api/v3/klines `limit` maximum
-SYMBOLS_PER_REQUEST = 100  # keeps exchangeInfo's `symbols=[...]` query short
+PAGE_LIMIT = 1000  # GET /api/v3/klines `limit` maximum (spot)
+SYMBOLS_PER_REQUEST = 100  # keeps spot exchangeInfo's `symbols=[...]` query short
 T = TypeVar("T")
 
 
@@ -124,14 +130,28 @@ class KlineSource(Protocol):
 
 
 def next_page_start(
-    rows: Sequence[Kline], *, returned: int, last: int, limit: int, interval: str
+    rows: Sequence[Kline],
+    *,
+    returned: int,
+    last: int,
+    limit: int,
+    interval: str,
+    window_end: int | None = None,
 ) -> int | None:
     """Where the next request of a range ending at `last` starts, after a page that returned
-    `returned` klines of which `rows` lie in the range; None when the range is complete (a short
-    page: Binance has nothing more; or the range's end reached)."""
-    if returned < limit or not rows:
+    `returned` klines of which `rows` lie in the range; None when the range is complete.
+
+    `window_end` is the `endTime` the request was bounded to (COIN-M: `window_for_page`; None
+    or `last` elsewhere). A full page continues after its last kline. A short page means
+    Binance has nothing more up to `window_end`: the range is complete when that window
+    reached `last` (spot, USD-M), else it continues after the window (COIN-M: a halt inside a
+    window, or a window that ends before the range does)."""
+    if returned >= limit and rows:
+        start = next_open_time(rows[-1].open_time, interval)
+    elif window_end is not None and window_end < last:
+        start = next_open_time(align_down(window_end, interval), interval)
+    else:
         return None
-    start = next_open_time(rows[-1].open_time, interval)
     return start if start <= last else None
 
 
@@ -143,14 +163,20 @@ async def fetch_range(
     last: int,
     *,
     limit: int = PAGE_LIMIT,
+    market: Market | str = Market.SPOT,
 ) -> AsyncIterator[list[Kline]]:
-    """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty)."""
+    """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty).
+    `market` decides each request's window (COIN-M's 200-day, newest-bars rule)."""
     start: int | None = first
     while start is not None and start <= last:
-        page = await rest.klines(symbol, interval, start, last, limit)
-        rows = [k for k in page if start <= k.open_time <= last]
+        window_end = window_for_page(market, start, last, interval, limit)
+        page = await rest.klines(symbol, interval, start, window_end, limit)
+        rows = [k for k in page if start <= k.open_time <= window_end]
         yield rows
-        start = next_page_start(rows, returned=len(page), last=last, limit=limit, interval=interval)
+        start = next_page_start(
+            rows, returned=len(page), last=last, limit=limit, interval=interval,
+            window_end=window_end,
+        )  # fmt: skip
 
 
 # --- halt inference -------------------------------------------------------------------------------
@@ -181,14 +207,24 @@ class UnlistedSymbols(Exception):
         super().__init__(", ".join(self.symbols))
 
 
-async def check_listed(rest: ExchangeInfoSource, symbols: Sequence[str]) -> dict[str, Any]:
-    """exchangeInfo for `symbols` (one request per 100); raises `UnlistedSymbols` naming exactly
-    the unknown ones (a -1121 for a group is narrowed down symbol by symbol). Other errors (e.g.
-    Binance unreachable) propagate: the caller decides whether to start without the check."""
+async def check_listed(
+    rest: ExchangeInfoSource, symbols: Sequence[str], market: Market | str = Market.SPOT
+) -> dict[str, Any]:
+    """exchangeInfo for `symbols` of `market`; raises `UnlistedSymbols` naming exactly the
+    unknown ones. Spot: one request per 100 symbols (a -1121 for a group is narrowed down
+    symbol by symbol). Futures exchangeInfo takes no parameters and lists every symbol at
+    weight 1 (binance-futures-api.md §7): one request, filtered here. The answer keeps the
+    first response's top level (serverTime, rateLimits) and only the asked-for symbols.
+    Other errors (e.g. Binance unreachable) propagate: the caller decides whether to start
+    without the check."""
+    if not symbols:
+        return {"symbols": []}
+    if spec(market).is_futures:
+        info = await rest.exchange_info(None)
+        return _only_listed(info, symbols)
     from klinelake.binance_rest import UnknownSymbol  # the HTTP client only when checking
 
     merged: dict[str, Any] = {}
-    listed: set[Any] = set()
     for i in range(0, len(symbols), SYMBOLS_PER_REQUEST):
         chunk = list(symbols[i : i + SYMBOLS_PER_REQUEST])
         try:
@@ -204,10 +240,18 @@ async def check_listed(rest: ExchangeInfoSource, symbols: Sequence[str]) -> dict
         if not merged:
             merged = dict(info)  # serverTime, rateLimits: from the first answer
             merged["symbols"] = []
-        entries = [s for s in info.get("symbols", []) if isinstance(s, dict)]
-        merged["symbols"].extend(entries)
-        listed.update(s.get("symbol") for s in entries)
+        merged["symbols"].extend(s for s in info.get("symbols", []) if isinstance(s, dict))
+    return _only_listed(merged, symbols)
+
+
+def _only_listed(info: dict[str, Any], symbols: Sequence[str]) -> dict[str, Any]:
+    """`info` with only the entries of `symbols`; `UnlistedSymbols` if any is absent."""
+    wanted = set(symbols)
+    entries = [
+        s for s in info.get("symbols", []) if isinstance(s, dict) and s.get("symbol") in wanted
+    ]
+    listed = {s["symbol"] for s in entries}
     missing = [s for s in symbols if s not in listed]
     if missing:
         raise UnlistedSymbols(missing)
-    return merged
+    return {**info, "symbols": entries}
