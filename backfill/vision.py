@@ -19,6 +19,7 @@ from backfill.plan import Page, StreamPlan, plan_ranges
 from klinelake.binance_rest import BinanceRest
 from klinelake.intervals import count_between
 from klinelake.markets import Market
+from klinelake.publish import fetch_range
 from klinelake.row import Kline
 from klinelake.vision import Archive, cover
 from klinelake.vision_client import VisionClient
@@ -82,8 +83,10 @@ class VisionFetcher:
 
     async def rest_pages(self, pages: Sequence[Page]) -> list[Kline]:
         rows: list[Kline] = []
-        for p in pages:
-            rows.extend(
-                await self.rest.klines(p.symbol, p.interval, p.start, p.end, limit=self.page_limit)
-            )
+        for p in pages:  # the core's pager: each market's paging rule (COIN-M's window)
+            parts = fetch_range(
+                self.rest, p.symbol, p.interval, p.start, p.end, limit=self.page_limit,
+                market=p.market,
+            )  # fmt: skip
+            rows.extend([k async for part in parts for k in part])
         return rows
