@@ -16,7 +16,8 @@
   Binance (an exchange halt or outage): those open times are confirmed empty.
 - `check_listed`: symbols checked against exchangeInfo, per market (spot: `symbols=[...]`, at
   most 100 a request, -1121 names the unknown one; futures: one parameterless request lists
-  every symbol, binance-futures-api.md §7).
+  every symbol, binance-futures-api.md §7). `read_listing`: the exchangeInfo to re-read a
+  symbol set's listing from (the same per-market rule, and never a -1121 for a delisted one).
 
 Where to build the sink is `klinelake.sink.make_sink`. This module imports no network client
 (the REST client is a protocol; its -1121 error type is imported only when checking symbols).
@@ -255,3 +256,20 @@ def _only_listed(info: dict[str, Any], symbols: Sequence[str]) -> dict[str, Any]
     if missing:
         raise UnlistedSymbols(missing)
     return {**info, "symbols": entries}
+
+
+async def read_listing(
+    rest: ExchangeInfoSource, symbols: Sequence[str] | None, market: Market | str = Market.SPOT
+) -> dict[str, Any]:
+    """exchangeInfo to read the listing of `symbols` from (None: every symbol, as a selector
+    needs). Futures: always the one parameterless request (weight 1). Spot: `symbols=[...]`
+    when at most 100 (weight 20 either way), else everything; a -1121 (one of them delisted)
+    asks for everything, so the caller sees the delisting instead of an error."""
+    if spec(market).is_futures or symbols is None or len(symbols) > SYMBOLS_PER_REQUEST:
+        return await rest.exchange_info(None)
+    from klinelake.binance_rest import UnknownSymbol  # the HTTP client only when asking
+
+    try:
+        return await rest.exchange_info(list(symbols))
+    except UnknownSymbol:
+        return await rest.exchange_info(None)

@@ -17,13 +17,13 @@ import sys
 import time
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
+from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.exchange_info import SymbolInfo, parse_exchange_info
 from klinelake.intervals import align_down, next_open_time
 from klinelake.logs import log_event
-from klinelake.publish import UnlistedSymbols, check_listed
+from klinelake.publish import UnlistedSymbols, check_listed, read_listing
 from klinelake.row import Kline
 from klinelake.selector import SymbolSet
 from klinelake.sink import Sink, make_sink
@@ -256,13 +256,8 @@ class Service:
         always lists every symbol at weight 1); None if Binance cannot be asked."""
         symbols = self._symbol_set()
         wanted = None if symbols.is_selector else sorted(set(symbols.symbols) | set(self.active))
-        if wanted is not None and len(wanted) > 100:
-            wanted = None  # keep the `symbols=[...]` query short: ask for everything (same weight)
         try:
-            try:
-                info = await asyncio.wait_for(rest.exchange_info(wanted), 30)
-            except UnknownSymbol:  # spot: one of ours was delisted; ask for everything
-                info = await asyncio.wait_for(rest.exchange_info(None), 30)
+            info = await asyncio.wait_for(read_listing(rest, wanted, self.settings.market), 60)
         except Exception as exc:
             log_event(log, "WARNING", "exchangeInfo unavailable", error=repr(exc)[:300])
             return None

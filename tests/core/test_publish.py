@@ -279,3 +279,25 @@ def test_check_listed_futures_one_parameterless_request_filtered(market: Market)
         asyncio.run(publish.check_listed(rest, [listed[0], "NOPE_PERP", listed[1], "GONEUSDT"],
                                          market))  # fmt: skip
     assert err.value.symbols == ("NOPE_PERP", "GONEUSDT") and rest.requests == [None]
+
+
+def test_read_listing_asks_per_market() -> None:
+    """Spot: `symbols=[...]` up to 100, everything past that or after a -1121 (a delisting is
+    then seen as absent, not as an error); futures: always the parameterless request."""
+
+    class Recording(InfoRest):
+        async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
+            if symbols is None:
+                self.requests.append(["*"])
+                return {"symbols": [{"symbol": s} for s in sorted(self.listed)]}
+            return await super().exchange_info(symbols)
+
+    rest = Recording({"AUSDT", "BUSDT"})
+    asyncio.run(publish.read_listing(rest, ["AUSDT"]))
+    asyncio.run(publish.read_listing(rest, ["AUSDT", "GONEUSDT"]))
+    asyncio.run(publish.read_listing(rest, [f"S{i:03d}USDT" for i in range(101)]))
+    asyncio.run(publish.read_listing(rest, None))
+    assert [r if r == ["*"] else len(r) for r in rest.requests] == [1, 2, ["*"], ["*"], ["*"]]
+    futures = FuturesInfoRest(["BTCUSD_PERP"])
+    info = asyncio.run(publish.read_listing(futures, ["BTCUSD_PERP"], Market.CM))
+    assert futures.requests == [None] and info["symbols"] == [{"symbol": "BTCUSD_PERP"}]
