@@ -106,16 +106,18 @@ def make_venues(sim: Sim, contracts: tuple[Contract, ...]) -> dict[str, Venue]:
         ban_after=cfg.ban_after,
         ban_seconds=cfg.ban_seconds,
     )
-    venue_cfg = dataclasses.replace(
-        cfg,
-        ping_interval=cfg.futures_ping_interval,
-        pong_timeout=cfg.futures_pong_timeout,
-        max_msgs_per_s=SPECS[Market.UM].max_incoming_msgs_per_s,
-        forming_update_ms=cfg.futures_update_ms,
-        weight_limit=cfg.futures_weight_limit,
-    )
     venues: dict[str, Venue] = {}
     for offset, market in enumerate((Market.UM, Market.CM), start=1):
+        venue_cfg = dataclasses.replace(
+            cfg,
+            venue_market=market,  # the market's WS rules (ws_control.ws_rules)
+            ping_interval=cfg.futures_ping_interval,
+            pong_timeout=cfg.futures_pong_timeout,
+            max_msgs_per_s=SPECS[market].max_incoming_msgs_per_s,
+            max_streams=SPECS[market].max_streams_per_connection,
+            forming_update_ms=cfg.futures_update_ms,
+            weight_limit=cfg.futures_weight_limit,
+        )
         truth = Truth(seed=cfg.seed + offset)
         vsim = SimClass(venue_cfg, sim.clock, truth, limiter, sim.faults, sim.stats)
         venues[market] = Venue(market, vsim, {})

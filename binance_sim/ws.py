@@ -7,8 +7,11 @@ closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline
 simulated time (1 s for `1s`; due on a 250 ms grid, E = the due time), at most `max_update_hz`
 forming frames per stream per real second.
 
-The control-frame protocol (replies, errors, rate windows) is `binance_sim.ws_control`, pure;
-here: the sockets. Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the
+The control-frame protocol (replies, errors, rate windows) and each market's WS rules
+(`ws_control.ws_rules`: futures have no `1s`/`@+08:00` streams and no timeUnit, and close after
+the reply to invalid JSON) are `binance_sim.ws_control`, pure; here: the sockets. A futures
+venue's hub (binance_sim.futures) runs with its market's config: 10 client frames a second,
+pings every 180 s, a 600 s pong deadline, the open kline every 250 ms. Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the
 301st connection attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
 and the 24 h cut close with 1000, serverShutdown and process shutdown with 1001.
 """
@@ -30,11 +33,13 @@ from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
 from binance_sim.ws_control import (
     ConnView,
+    Reply,
     SlidingWindow,
     Sub,
     classify,
     control_reply,
     is_combined_path,
+    ws_rules,
 )
 from klinelake.intervals import align_down, next_open_time
 from klinelake.row import Kline
@@ -118,6 +123,7 @@ class Hub:
         self.sim = sim
         self.conns: set[Conn] = set()
         self.attempts: dict[str, SlidingWindow] = {}
+        self.rules = ws_rules(sim.config.venue_market)
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -182,7 +188,8 @@ class Hub:
             cfg = sim.config
             msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "
             return refuse(429, -1003, msg + f"{int(cfg.ws_conn_window)} s.")
-        unit = request.query.get("timeUnit")
+        # futures have no timeUnit option (milliseconds only): the parameter is ignored there
+        unit = request.query.get("timeUnit") if self.rules.time_unit else None
         if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
             return refuse(400, -1194, "Invalid value for time unit; expected either "
                           "MICROSECOND or MILLISECOND.")  # fmt: skip
@@ -202,7 +209,7 @@ class Hub:
         conn = Conn(ws, transport, combined, bool(unit and unit.upper() == "MICROSECOND"),
                     sim.clock.now_ms())  # fmt: skip
         for n in names:
-            sub = classify(self._served, n)
+            sub = classify(self._served, n, self.rules)
             if sub is not None:
                 self._add(conn, sub)
         self.conns.add(conn)
@@ -253,7 +260,12 @@ class Hub:
                 self._pong(conn, bytes(msg.data))
             elif msg.type == WSMsgType.TEXT and not stalled:
                 reply = self.control(conn, msg.data)
-                await ws.send_str(reply.decode())
+                await ws.send_str(reply.payload.decode())
+                if reply.error_code == 3 and self.rules.close_on_invalid_json:
+                    # futures: invalid JSON is answered, then the connection is closed (FS §3;
+                    # the close code is undocumented: 1008 as for the rate limit)
+                    await self._close(conn, 1008, b"Invalid JSON")
+                    return
 
     def _pong(self, conn: Conn, payload: bytes) -> None:
         """Only a pong echoing an outstanding ping counts; it settles that ping and older ones."""
@@ -270,10 +282,10 @@ class Hub:
     def _served(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self.sim.market.series
 
-    def control(self, conn: Conn, text: str) -> bytes:
+    def control(self, conn: Conn, text: str) -> Reply:
         """Answer one control frame (`ws_control.control_reply`) and apply what it changes."""
         view = ConnView(
-            conn.subs, conn.combined, lambda name: classify(self._served, name),
+            conn.subs, conn.combined, lambda name: classify(self._served, name, self.rules),
             self.sim.config.max_streams,
         )  # fmt: skip
         reply = control_reply(text, view)
@@ -283,7 +295,7 @@ class Hub:
             self._add(conn, sub)
         if reply.combined is not None:
             conn.combined = reply.combined
-        return reply.payload
+        return reply
 
     # --- pinger -----------------------------------------------------------------------------
 

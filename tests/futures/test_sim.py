@@ -168,6 +168,59 @@ def test_ws_routes(fsim: SimProcess) -> None:
     assert len(cm) == 2 and cm[0]["k"]["s"] == "BTCUSD_PERP"
 
 
+async def _control_session(url: str) -> tuple[dict[int, Any], list[dict[str, Any]]]:
+    """Ten control frames at once (futures allow 10 a second, spot 5), then read until every
+    reply and one kline push have arrived (deadline 15 s)."""
+    frames = [
+        {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 1},
+        {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1s"], "id": 2},
+        {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1h@+08:00"], "id": 3},
+        *({"method": "LIST_SUBSCRIPTIONS", "id": i} for i in range(4, 11)),
+    ]
+    replies: dict[int, Any] = {}
+    pushes: list[dict[str, Any]] = []
+    async with websockets.connect(url) as ws:
+        for f in frames:
+            await ws.send(orjson.dumps(f).decode())
+        deadline = time.monotonic() + 15
+        while len(replies) < len(frames) or not pushes:
+            msg = orjson.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            if "id" in msg:
+                replies[msg["id"]] = msg
+            elif msg.get("e") == "kline":
+                pushes.append(msg)
+    return replies, pushes
+
+
+async def _invalid_json_closes(url: str) -> tuple[dict[str, Any], bool]:
+    async with websockets.connect(url) as ws:
+        await ws.send("{not json")
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed:
+            return reply, True
+    return reply, False
+
+
+def test_futures_ws_rules(fsim: SimProcess) -> None:
+    """FS §1-§3 on both futures hosts: 10 control frames a second are allowed; no `1s` and no
+    `@+08:00` kline streams (code 2); `timeUnit` is ignored (milliseconds only); invalid JSON
+    gets the code-3 reply and then the connection is closed."""
+    for path in ("/fstream/market/ws", "/dstream/ws"):
+        url = f"{fsim.ws_url}{path}?timeUnit=MICROSECOND"
+        if path == "/dstream/ws":
+            url = url.replace("?", "/btcusd_perp@kline_1m?")
+        replies, pushes = asyncio.run(_control_session(url))
+        assert replies[1] == {"result": None, "id": 1}
+        assert replies[2]["error"]["code"] == 2 and replies[3]["error"]["code"] == 2
+        assert all("result" in replies[i] for i in range(4, 11))  # not closed at frame 6
+        k = pushes[0]["k"]
+        assert len(str(k["t"])) == 13 and len(str(pushes[0]["E"])) == 13  # ms, not µs
+        reply, closed = asyncio.run(_invalid_json_closes(f"{fsim.ws_url}{path}"))
+        assert reply["error"]["code"] == 3 and closed
+
+
 def test_list_and_delist(fsim: SimProcess) -> None:
     r = httpx.post(f"{fsim.url}/_sim/futures/list", json={"market": "um", "symbol": "XRPUSDT"})
     assert r.json()["ok"], r.text
