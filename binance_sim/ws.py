@@ -11,8 +11,10 @@ The control-frame protocol (replies, errors, rate windows) and each market's WS 
 (`ws_control.ws_rules`: futures have no `1s`/`@+08:00` streams and no timeUnit, and close after
 the reply to invalid JSON) are `binance_sim.ws_control`, pure; here: the sockets. A futures
 venue's hub (binance_sim.futures) runs with its market's config: 10 client frames a second,
-pings every 180 s, a 600 s pong deadline, the open kline every 250 ms. Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the
-301st connection attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
+pings every 180 s, a 600 s pong deadline, the open kline every 250 ms.
+
+Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the 301st connection
+attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
 and the 24 h cut close with 1000, serverShutdown and process shutdown with 1001.
 """
 

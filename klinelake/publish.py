@@ -11,7 +11,8 @@
   §6); the pure `next_page_start` decides where the next request starts, or that the range is
   complete. Spot and USD-M answer from `startTime` on, so a short page ends the range. COIN-M
   answers the NEWEST bars of a window of at most 200 days, so each request's window is bounded
-  (`klinelake.markets.window_for_page`) and a short page only ends that window.
+  (`klinelake.markets.window_for_page`) and a short page only ends that window. `has_klines`:
+  whether a range has any kline at all (the streamer's silent-stream check), on the same pager.
 - `confirmed_empty`: halt inference. What a complete answer for a range lacks does not exist on
   Binance (an exchange halt or outage): those open times are confirmed empty.
 - `check_listed`: symbols checked against exchangeInfo, per market (spot: `symbols=[...]`, at
@@ -26,7 +27,8 @@ Where to build the sink is `klinelake.sink.make_sink`. This module imports no ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -39,7 +41,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from klinelake.intervals import Gap, align_down, find_gaps, grid_is_documented, next_open_time
+from klinelake.intervals import (
+    Gap,
+    align_down,
+    count_between,
+    find_gaps,
+    grid_is_documented,
+    next_open_time,
+)
 from klinelake.markets import Market, spec, window_for_page
 
 if TYPE_CHECKING:
@@ -165,7 +174,7 @@ async def fetch_range(
     *,
     limit: int = PAGE_LIMIT,
     market: Market | str = Market.SPOT,
-) -> AsyncIterator[list[Kline]]:
+) -> AsyncGenerator[list[Kline], None]:
     """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty).
     `market` decides each request's window (COIN-M's 200-day, newest-bars rule)."""
     start: int | None = first
@@ -178,6 +187,32 @@ async def fetch_range(
             rows, returned=len(page), last=last, limit=limit, interval=interval,
             window_end=window_end,
         )  # fmt: skip
+
+
+async def has_klines(
+    rest: KlineSource,
+    symbol: str,
+    interval: str,
+    first: int,
+    last: int,
+    *,
+    market: Market | str = Market.SPOT,
+) -> bool:
+    """Does REST have any kline with `first <= open_time <= last` (a silent stream's question)?
+    Pages with the most bars the market's least weight buys (spot 1000 for 2, futures 99 for
+    1), and stops at the first kline: on COIN-M a one-bar request would ask only the first bar
+    of the range (its window is bounded to `limit` bars), so a halt ending inside the range
+    would look like no kline at all."""
+    s = spec(market)
+    cheapest = s.weight_for_limit(1)
+    per_request = max(n for n in range(1, s.max_limit + 1) if s.weight_for_limit(n) == cheapest)
+    limit = max(1, min(per_request, count_between(first, align_down(last, interval), interval)))
+    pages = fetch_range(rest, symbol, interval, first, last, limit=limit, market=market)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            if page:
+                return True
+    return False
 
 
 # --- halt inference -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from klinelake.empty_ranges import EmptyRanges
 from klinelake.exchange_info import SymbolInfo, parse_exchange_info
 from klinelake.intervals import align_down, next_open_time
 from klinelake.logs import log_event
-from klinelake.publish import UnlistedSymbols, check_listed, read_listing
+from klinelake.publish import UnlistedSymbols, check_listed, has_klines, read_listing
 from klinelake.row import Kline
 from klinelake.selector import SymbolSet
 from klinelake.sink import Sink, make_sink
@@ -676,8 +676,8 @@ class Service:
             return RestVerdict.MOOT
         window = tracker.rest_window(sid, self.clock.now_ms())
         try:
-            rows = await asyncio.wait_for(
-                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 10
+            rest_has = await asyncio.wait_for(
+                has_klines(self.rest, snd.symbol, snd.interval, *window, market=snd.market), 10
             )
         except asyncio.CancelledError:
             raise
@@ -686,7 +686,7 @@ class Service:
                       error=repr(exc)[:300])  # fmt: skip
             await asyncio.sleep(REST_RETRY_S)
             return RestVerdict.UNKNOWN
-        verdict = tracker.on_rest(sid, window, bool(rows), self.clock.now_ms())
+        verdict = tracker.on_rest(sid, window, rest_has, self.clock.now_ms())
         if verdict is RestVerdict.HALTED:
             log_event(
                 log, "WARNING", "stream halted: no closed klines on WS or REST, not reconnecting",

@@ -301,3 +301,25 @@ def test_read_listing_asks_per_market() -> None:
     futures = FuturesInfoRest(["BTCUSD_PERP"])
     info = asyncio.run(publish.read_listing(futures, ["BTCUSD_PERP"], Market.CM))
     assert futures.requests == [None] and info["symbols"] == [{"symbol": "BTCUSD_PERP"}]
+
+
+@_SEEDED
+@given(
+    present=st.sets(st.integers(0, 300), max_size=20),
+    first=st.integers(0, 300),
+    span=st.integers(0, 300),
+    market=st.sampled_from([Market.SPOT, Market.UM, Market.CM]),
+)
+def test_has_klines_sees_any_kline_of_the_range_on_every_market(
+    present: set[int], first: int, span: int, market: Market
+) -> None:
+    """The silent-stream question. On COIN-M a one-bar request asks only the range's first bar
+    (its window is bounded to `limit` bars): a halt ending inside the range must not read as
+    'no kline'."""
+    last = first + span
+    rest = CoinMRest(present) if market is Market.CM else ListRest(present)
+    got = asyncio.run(publish.has_klines(rest, "AAAUSDC", "1m", T0 + first * MINUTE,
+                                         T0 + last * MINUTE, market=market))  # fmt: skip
+    assert got == any(first <= i <= last for i in present)
+    # the least weight per request: spot one request, futures pages of 99 bars (weight 1)
+    assert rest.requests <= (1 if market is Market.SPOT else span // 99 + 1)
