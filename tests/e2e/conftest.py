@@ -14,7 +14,7 @@ from tests.streamer.tinyfs import umount, why_no_mount
 def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own: the fault suite restarts Pub/Sub and the function, and its logs and
         dead letters must not mix with the other tests' (nor theirs with its). Its function stages
-    every merge above 16 KiB over several deliveries (issue 12 item 6)."""
+    every merge above 8 KiB over several deliveries (issue 12 item 6)."""
     running = Stack(tmp_path_factory.mktemp("e2e-stack"), project="e2e-project")
     running.state.function_env = dict(STAGED_MERGES)  # every merge in the suite is staged
     running.start()

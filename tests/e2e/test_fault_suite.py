@@ -14,7 +14,7 @@ cuts connections at 8 simulated hours of age), and operator replays of poison me
 real gcloud CLI. Issue 12 added: a read-only state directory (refused at start, one line, exit 2),
 a halted symbol on the shared connection (no reconnect: the count is asserted), and the state
 directory's disk filling up during the halt (a 16 MiB tmpfs, root only; klines published from
-memory meanwhile). Issue 12 item 6: the function stages every merge above 16 KiB over several
+memory meanwhile). Issue 12 item 6: the function stages every merge above 8 KiB over several
 deliveries (`STAGED_MERGES`), so the backfill's and the replays' merges go through it; the count
 of deferred deliveries is printed. Report: rows expected, rows found, lost 0, duplicated 0,
 dead-lettered = poison.

@@ -12,8 +12,8 @@ from tests.recorded import recorded_csv
 
 CSV_NAME = "BTCUSDT-1h-2022-01.csv"
 # The function's environment that makes the stack's small objects "large" (issue 12 item 6):
-# a merge into anything above 16 KiB is staged in pieces over deliveries of 1 s of work each.
-STAGED_MERGES = {"MERGE_PIECE_BYTES": "16384", "ACK_DEADLINE_S": "3"}
+# a merge into anything above 8 KiB is staged in pieces over deliveries of 0.1 s of work each.
+STAGED_MERGES = {"MERGE_PIECE_BYTES": "8192", "ACK_DEADLINE_S": "0.3"}
 
 
 @functools.cache
