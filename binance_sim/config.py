@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from binance_sim.contracts import Contract
 from binance_sim.market import SyntheticSpec
 from binance_sim.ratelimit import DEFAULT_BAN_SECONDS
+from klinelake.markets import Market
 
 
 @dataclass(frozen=True)
@@ -34,3 +36,13 @@ class SimConfig:
     limit_over_max: str = "error"  # "error" (-1130) or "clamp" (Binance's behaviour unconfirmed)
     admin: bool = True
     shutdown_grace: float = 1.0
+    forming_update_ms: int = 2000  # open-kline push cadence in simulated ms (spot 2 s)
+    # Which market's WS protocol rules a Sim applies (binance_sim.ws_control.ws_rules): the
+    # run is spot; the futures venues are um / cm (binance_sim.futures.make_venues).
+    venue_market: Market = Market.SPOT
+    # Futures (binance-futures-api.md): the contracts listed, and each market's limits.
+    futures: tuple[Contract, ...] = ()
+    futures_weight_limit: int = 2400  # one pool for /fapi and /dapi per IP (§8)
+    futures_ping_interval: float = 180.0  # real seconds (§3)
+    futures_pong_timeout: float = 600.0
+    futures_update_ms: int = 250  # §2
