@@ -12,6 +12,7 @@ with capped jittered backoff forever: the spool holds the rows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -82,7 +83,7 @@ class StreamSender:
     # crash only together with the cache entry, so repair confirms it again.
     pending_empty: list[Gap] = field(init=False, default_factory=list)
 
-    @property
+    @functools.cached_property  # read per stream at every health write and check
     def stream(self) -> str:
         return stream_id(self.symbol, self.interval, self.market)
 

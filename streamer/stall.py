@@ -71,6 +71,9 @@ class StallTracker:
         self.last_activity = now_ms  # server time at which a frame was last seen
         self._frames = 0
         self.resumed: list[str] = []  # halted streams that delivered again (for the log)
+        # No stream's deadline is before this (a lower bound: closes only move deadlines later),
+        # so `verdict` need not look at every stream at every check.
+        self._no_deadline_before = 0
 
     def deadline(self, stream: str) -> int:
         w = self._watch[stream]
@@ -94,6 +97,7 @@ class StallTracker:
     def add(self, stream: str, interval: str, now_ms: int) -> None:
         """A stream subscribed on the live connection (a new listing)."""
         self._watch.setdefault(stream, _Watch(interval, align_down(now_ms, interval)))
+        self._no_deadline_before = 0
 
     def remove(self, stream: str) -> None:
         """A retired stream (delivered, delisted): nothing is expected of it any more."""
@@ -109,7 +113,11 @@ class StallTracker:
             self.last_activity = max(self.last_activity, now_ms)
 
     def verdict(self, now_ms: int) -> Verdict:
-        silent = tuple(s for s in self._watch if self.deadline(s) < now_ms)
+        if now_ms <= self._no_deadline_before:
+            return Verdict(False, ())
+        deadlines = {s: self.deadline(s) for s in self._watch}
+        silent = tuple(s for s, d in deadlines.items() if d < now_ms)
+        self._no_deadline_before = min(deadlines.values(), default=now_ms)
         dead = False
         for s in silent:
             w = self._watch[s]
