@@ -166,8 +166,23 @@ _COMBINED_PREFIX = b'{"stream":"'
 _ASCII_DIGITS = b"0123456789"
 _EVENT_TIME_AT = len(b'","data":{"e":"kline","E":')
 # Removing digits hides where a digit run is empty ("1.", ".5", "E":,) or starts with a zero
-# that JSON forbids ("t":007): such spellings must go to the full parser.
-_DEGENERATE_NUMBER = re.compile(rb'"\.|\."|:-?,|:-?0[0-9]')
+# that JSON forbids ("t":007): such spellings must go to the full parser. (Substring searches,
+# not the regex `"\.|\."|:-?,|:-?0[0-9]` they equal: that was half of this function's CPU.)
+_ZERO_AFTER_COLON = (b":0", b":-0")
+
+
+def _degenerate_number(frame: bytes) -> bool:
+    """An empty digit run or a number with a leading zero (`:0` then a digit) in `frame`."""
+    if b'".' in frame or b'."' in frame or b":," in frame or b":-," in frame:  # empty runs
+        return True
+    for zero in _ZERO_AFTER_COLON:
+        at = frame.find(zero)
+        while at != -1:
+            after = at + len(zero)
+            if after < len(frame) and 48 <= frame[after] <= 57:  # an ASCII digit
+                return True
+            at = frame.find(zero, after)
+    return False
 
 
 @functools.lru_cache(maxsize=65_536)  # one entry per subscribed stream
@@ -218,7 +233,7 @@ def forming_event_time(frame: bytes) -> int | None:
         frame[len(_COMBINED_PREFIX) : end]
     ):
         return None
-    if _DEGENERATE_NUMBER.search(frame) is not None:
+    if _degenerate_number(frame):
         return None
     start = end + _EVENT_TIME_AT
     return to_millis(int(frame[start : frame.index(b",", start)]), "E")

@@ -131,3 +131,23 @@ def test_every_kind_of_simulated_garbage_goes_to_the_parser() -> None:
     assert forming_event_time(orjson.dumps(frame)) == T0 + 30_000
     for kind in range(4):
         assert forming_event_time(_garbage(frame, kind)) is None
+
+
+# The degenerate-number check as first written (a regex), kept here as the oracle of the
+# substring searches that replaced it for speed (issue 15).
+DEGENERATE_NUMBER = re.compile(rb'"\.|\."|:-?,|:-?0[0-9]')
+_NUMBERISH = st.lists(st.sampled_from([b'"', b".", b":", b"-", b",", b"0", b"7", b"x"]), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(_NUMBERISH, kline_frames(), st.integers(min_value=0, max_value=400))
+def test_degenerate_number_check_equals_its_regex(
+    pieces: list[bytes], frame: dict[str, Any], at: int
+) -> None:
+    from klinelake.binance_ws import _degenerate_number
+
+    noise = b"".join(pieces)
+    text = orjson.dumps(frame)
+    at %= len(text) + 1
+    for candidate in (noise, text, text[:at] + noise + text[at:]):
+        assert _degenerate_number(candidate) == (DEGENERATE_NUMBER.search(candidate) is not None)
