@@ -136,7 +136,9 @@ def test_every_kind_of_simulated_garbage_goes_to_the_parser() -> None:
 # The degenerate-number check as first written (a regex), kept here as the oracle of the
 # substring searches that replaced it for speed (issue 15).
 DEGENERATE_NUMBER = re.compile(rb'"\.|\."|:-?,|:-?0[0-9]')
-_NUMBERISH = st.lists(st.sampled_from([b'"', b".", b":", b"-", b",", b"0", b"7", b"x"]), max_size=40)
+_NUMBERISH = st.lists(
+    st.sampled_from([b'"', b".", b":", b"-", b",", b"0", b"7", b"x"]), max_size=40
+)
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True)
