@@ -388,6 +388,7 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     # The wheel is the project, with the packages the VM runs.
     names = zipfile.ZipFile(wheel).namelist()
     assert "streamer/__init__.py" in names and "klinelake/__init__.py" in names
+    assert not [n for n in names if n.startswith(("binance_sim/", "localcloud/", "tests/"))]
 
 
 def test_wheel_build_is_reproducible(
