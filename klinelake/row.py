@@ -24,6 +24,7 @@ from klinelake.intervals import (
     is_aligned,
     next_open_time,
 )
+from klinelake.json_input import load_json
 from klinelake.symbols import validate_symbol
 
 # The bounds of every numeric field (docs/contracts.md; the packaged JSON Schema says the same):
@@ -218,12 +219,7 @@ def parse_rest_page(body: bytes | str, symbol: str, interval: str) -> list[Kline
     sends outside halts) is validated in bulk (`regular_rest_page`); anything else goes row by
     row, which also names the first offending field. Both accept exactly the same pages.
     """
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidData(f"klines response is not JSON: {exc}") from None
-    if not isinstance(rows, list):
-        raise InvalidData(f"klines response must be a JSON array, got {type(rows).__name__}")
+    rows = load_json(body, "klines response", list)
     regular = regular_rest_page(body, rows, symbol, interval)
     if regular is not None:
         return regular
