@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-WEIGHT_LIMIT_1M = 6000
-WINDOW_MS = 60_000
+from klinelake.binance_limits import WEIGHT_LIMIT_1M, WEIGHT_WINDOW_S
+
+WINDOW_MS = int(WEIGHT_WINDOW_S * 1000)
 DEFAULT_SHARE = 0.8
 
 # Request weights (binance-spot-api.md §6, §7).

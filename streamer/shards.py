@@ -12,7 +12,8 @@ from typing import TypeVar
 
 import orjson
 
-MAX_STREAMS_PER_CONNECTION = 1024
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
+
 DEFAULT_FRAMES_PER_S = 4.0
 T = TypeVar("T")
 

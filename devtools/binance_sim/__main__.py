@@ -35,28 +35,56 @@ BUNDLED_DATA = Path(__file__).parent / "data"
     default=None,
     help="simulated now at startup: ISO time or epoch ms (default: the real clock)",
 )
-@click.option("--speed", default=1.0, type=float, help="simulated seconds per real second")
+@click.option(
+    "--speed", default=SimConfig.speed, type=float, help="simulated seconds per real second"
+)
 @click.option("--synthetic", multiple=True, help="SYMBOL:INTERVAL[:START] synthesised stream")
-@click.option("--seed", default=0, type=int)
-@click.option("--latency-ms", default=0, type=int, help="added delay per REST request")
-@click.option("--ping-interval", default=20.0, type=float, help="real seconds")
-@click.option("--pong-timeout", default=60.0, type=float, help="real seconds")
-@click.option("--max-conn-age", default=86400.0, type=float, help="simulated seconds")
-@click.option("--max-update-hz", default=10.0, type=float, help="forming frames/stream/real s")
-@click.option("--max-streams", default=1024, type=int)
-@click.option("--max-msgs-per-s", default=5, type=int, help="client frames/s before 1008")
-@click.option("--ws-conn-limit", default=300, type=int)
-@click.option("--ws-conn-window", default=300.0, type=float, help="real seconds")
-@click.option("--weight-limit", default=6000, type=int)
-@click.option("--weight-window", default=60.0, type=float, help="real seconds, fixed windows")
-@click.option("--ban-after", default=3, type=int, help="429s in a window before a 418 ban")
+@click.option("--seed", default=SimConfig.seed, type=int)
+@click.option(
+    "--latency-ms", default=SimConfig.latency_ms, type=int, help="added delay per REST request"
+)
+@click.option("--ping-interval", default=SimConfig.ping_interval, type=float, help="real seconds")
+@click.option("--pong-timeout", default=SimConfig.pong_timeout, type=float, help="real seconds")
+@click.option(
+    "--max-conn-age", default=SimConfig.max_conn_age, type=float, help="simulated seconds"
+)
+@click.option(
+    "--max-update-hz",
+    default=SimConfig.max_update_hz,
+    type=float,
+    help="forming frames/stream/real s",
+)
+@click.option("--max-streams", default=SimConfig.max_streams, type=int)
+@click.option(
+    "--max-msgs-per-s",
+    default=SimConfig.max_msgs_per_s,
+    type=int,
+    help="client frames/s before 1008",
+)
+@click.option("--ws-conn-limit", default=SimConfig.ws_conn_limit, type=int)
+@click.option("--ws-conn-window", default=SimConfig.ws_conn_window, type=float, help="real seconds")
+@click.option("--weight-limit", default=SimConfig.weight_limit, type=int)
+@click.option(
+    "--weight-window",
+    default=SimConfig.weight_window,
+    type=float,
+    help="real seconds, fixed windows",
+)
+@click.option(
+    "--ban-after", default=SimConfig.ban_after, type=int, help="429s in a window before a 418 ban"
+)
 @click.option(
     "--ban-seconds",
     default=",".join(str(int(s)) for s in DEFAULT_BAN_SECONDS),
     help="escalating 418 ban lengths, comma-separated real seconds",
 )
 @click.option("--limit-over-max", type=click.Choice(["error", "clamp"]), default="error")
-@click.option("--shutdown-grace", default=1.0, type=float, help="serverShutdown -> close, s")
+@click.option(
+    "--shutdown-grace",
+    default=SimConfig.shutdown_grace,
+    type=float,
+    help="serverShutdown -> close, s",
+)
 @click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
 @click.option(
     "--block-rest",

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from klinelake.binance_limits import WEIGHT_LIMIT_1M, WEIGHT_WINDOW_S
+
 DEFAULT_BAN_SECONDS: tuple[float, ...] = (120, 600, 3600, 21600, 86400, 259200)
 
 
@@ -38,8 +40,8 @@ class Verdict:
 
 @dataclass
 class WeightLimiter:
-    limit: int = 6000
-    window_s: float = 60.0
+    limit: int = WEIGHT_LIMIT_1M
+    window_s: float = WEIGHT_WINDOW_S
     ban_after: int = 3
     ban_seconds: tuple[float, ...] = DEFAULT_BAN_SECONDS
     wall: Callable[[], float] = time.time

@@ -9,7 +9,7 @@ PURE = [
     "klinelake.errors", "klinelake.intervals", "klinelake.symbols", "klinelake.row",
     "klinelake.binance_ws", "klinelake.contract", "klinelake.merge", "klinelake.storage",
     "klinelake.writer", "klinelake.halts", "klinelake.halts_writer", "klinelake.vision",
-    "klinelake.publish",
+    "klinelake.publish", "klinelake.json_input", "klinelake.binance_limits",
 ]  # fmt: skip
 # (the bare `google` namespace package is imported by a .pth file at start-up, so name clients)
 FORBIDDEN = (
