@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 
 from klinelake import config as cfg
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from streamer.config import Settings, parse_streams
-from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
 EPILOG = (
     cfg.env_help(cfg.STATE_DIRECTORY, cfg.NOTIFY_SOCKET, *cfg.EMULATORS)

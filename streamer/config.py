@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
 from klinelake.binance_ws import stream_name
 from klinelake.config import (
     DEFAULT_LAKE_URI,
@@ -15,7 +16,6 @@ from klinelake.config import (
 )
 from klinelake.intervals import check_interval
 from klinelake.symbols import stream_id, validate_symbol
-from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
 
 @dataclass(frozen=True, slots=True)
