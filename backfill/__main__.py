@@ -21,6 +21,7 @@ from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
 from klinelake.contract import check_source
 from klinelake.errors import KlineLakeError
+from klinelake.markets import Market, spec
 
 EXIT_BAD_INPUT = EXIT_BAD_CONFIG
 EXIT_BANNED = 3
@@ -61,6 +62,7 @@ def parse_time(text: str, *, end: bool = False) -> int:
 
 @click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
 @cfg.version_option("backfill")
+@cfg.market_option()
 @cfg.option(cfg.SYMBOLS)
 @cfg.option(cfg.INTERVALS)
 @click.option(
@@ -72,7 +74,9 @@ def parse_time(text: str, *, end: bool = False) -> int:
 @cfg.option(cfg.LAKE)
 @cfg.option(cfg.REST_URL)
 @click.option("--state-dir", default="./state", type=click.Path(path_type=Path))
-@click.option("--budget-share", default=0.8, type=float, help="share of the 6000/min weight")
+@click.option(
+    "--budget-share", default=0.8, type=float, help="share of the weight (6000/min; futures 2400)"
+)
 @click.option("--concurrency", default=10, type=int, help="requests in flight at most")
 @click.option("--missing-only", is_flag=True, help="fetch only the gaps found in the lake")
 @click.option("--dry-run", is_flag=True, help="print the plan, fetch nothing")
@@ -83,9 +87,10 @@ def parse_time(text: str, *, end: bool = False) -> int:
     help="vision: whole months and days from the data.binance.vision archives, edges over REST",
 )
 @cfg.option(cfg.VISION_URL)
-@click.option("--page-limit", default=1000, type=int, hidden=True)
+@click.option("--page-limit", default=None, type=int, hidden=True)
 @click.option("--batch-rows", default=5000, type=int, hidden=True)
 def main(  # noqa: PLR0917 - click passes every option
+    market: str,
     symbols: str,
     intervals: str,
     start: str | None,
@@ -101,12 +106,15 @@ def main(  # noqa: PLR0917 - click passes every option
     dry_run: bool,
     source: str,
     vision_url: str,
-    page_limit: int,
+    page_limit: int | None,
     batch_rows: int,
 ) -> None:
     """Fill the lake with history from Binance REST, as fast as the weight budget allows."""
     try:
+        if market != "spot" and rest_url == cfg.DEFAULT_REST_URL:
+            rest_url = spec(market).rest_url  # the spot default does not serve futures
         settings = Settings(
+            market=Market(market),
             symbols=split_csv(symbols),
             intervals=split_csv(intervals),
             start_ms=parse_time(start) if start else None,

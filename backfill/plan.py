@@ -23,8 +23,8 @@ from klinelake.intervals import (
     interval_ms,
     next_open_time,
 )
+from klinelake.markets import Market, page_bars, spec
 from klinelake.symbols import stream_id
-from klinelake.weight import WEIGHT_KLINES
 
 MAX_PAGE_LIMIT = 1000
 _MONTHS_EPOCH_INDEX = 1970 * 12
@@ -37,10 +37,11 @@ class Page:
     start: int  # first open time requested (ms)
     end: int  # request endTime (ms, inclusive)
     expected: int  # open times in [start, end] on the interval grid
+    market: Market = Market.SPOT
 
     @property
     def stream(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def key(self) -> str:
@@ -54,10 +55,11 @@ class StreamPlan:
     first: int  # first open time of the range (ms)
     last: int  # last open time of the range (ms)
     pages: tuple[Page, ...]
+    market: Market = Market.SPOT
 
     @property
     def stream(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def rows_expected(self) -> int:
@@ -68,6 +70,7 @@ class StreamPlan:
 class Plan:
     streams: tuple[StreamPlan, ...]
     page_limit: int
+    market: Market = Market.SPOT
 
     @property
     def pages(self) -> list[Page]:
@@ -98,7 +101,7 @@ class Plan:
 
     @property
     def weight(self) -> int:
-        return self.page_count * WEIGHT_KLINES
+        return self.page_count * spec(self.market).weight_for_limit(self.page_limit)
 
 
 def first_open_at_or_after(ms: int, interval: str) -> int:
@@ -121,22 +124,26 @@ def _cell(open_time: int, interval: str, page_limit: int) -> tuple[int, int]:
 
 
 def plan_ranges(
-    symbol: str, interval: str, ranges: Iterable[Gap], page_limit: int = MAX_PAGE_LIMIT
+    symbol: str,
+    interval: str,
+    ranges: Iterable[Gap],
+    page_limit: int = MAX_PAGE_LIMIT,
+    market: Market = Market.SPOT,
 ) -> list[Page]:
-    """Pages covering each inclusive open-time range, on the page grid."""
-    if not 1 <= page_limit <= MAX_PAGE_LIMIT:
-        raise ValueError(f"page limit must be 1..{MAX_PAGE_LIMIT}, got {page_limit}")
+    """Pages covering each inclusive open-time range, on the page grid (COIN-M pages hold at
+    most 200 days: klinelake.markets.page_bars)."""
+    ceiling = spec(market).max_limit
+    if not 1 <= page_limit <= ceiling:
+        raise ValueError(f"page limit must be 1..{ceiling}, got {page_limit}")
+    bars = page_bars(market, interval, page_limit)
     pages: list[Page] = []
     for first, last in ranges:
         t = first
         while t <= last:
-            _, next_cell = _cell(t, interval, page_limit)
+            _, next_cell = _cell(t, interval, bars)
             end = min(last, next_cell - 1)
-            pages.append(
-                Page(
-                    symbol, interval, t, end, count_between(t, align_down(end, interval), interval)
-                )
-            )
+            expected = count_between(t, align_down(end, interval), interval)
+            pages.append(Page(symbol, interval, t, end, expected, market))
             t = next_cell
     return pages
 
@@ -149,12 +156,12 @@ def plan_stream(
     *,
     page_limit: int = MAX_PAGE_LIMIT,
     missing: Sequence[Gap] | None = None,
+    market: Market = Market.SPOT,
 ) -> StreamPlan:
     """Pages for open times [first, last]; only the `missing` ranges if given."""
     ranges: Sequence[Gap] = [(first, last)] if missing is None else missing
-    return StreamPlan(
-        symbol, interval, first, last, tuple(plan_ranges(symbol, interval, ranges, page_limit))
-    )
+    pages = tuple(plan_ranges(symbol, interval, ranges, page_limit, market))
+    return StreamPlan(symbol, interval, first, last, pages, market)
 
 
 def plan_identity(sink: str, page_limit: int, source: str) -> str:

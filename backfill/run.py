@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,7 @@ from klinelake.config import DEFAULT_LAKE_URI, DEFAULT_REST_URL, DEFAULT_VISION_
 from klinelake.contract import MAX_ROWS, Source, make_batches, with_empty
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import InvalidData, TransientError
+from klinelake.exchange_info import SymbolInfo, parse_exchange_info
 from klinelake.halts import subtract
 from klinelake.halts_writer import read_empty
 from klinelake.intervals import (
@@ -50,6 +52,7 @@ from klinelake.intervals import (
     last_closed_open_time,
 )
 from klinelake.lake import open_store, read_lines
+from klinelake.markets import Market, check_market_interval, spec
 from klinelake.publish import (
     Patience,
     UnlistedSymbols,
@@ -94,8 +97,13 @@ class Settings:
     dry_run: bool = False
     source: Source = "rest"
     vision_url: str = DEFAULT_VISION_URL
-    page_limit: int = 1000
+    page_limit: int | None = None  # None: the market's cheapest (spot 1000, futures 499)
     batch_rows: int = MAX_ROWS
+    market: Market = Market.SPOT
+
+    @property
+    def limit(self) -> int:
+        return self.page_limit or spec(self.market).cheapest_page_limit
 
     def __post_init__(self) -> None:
         check_settings(self)  # validated when built: a Settings that exists can run
@@ -135,7 +143,7 @@ def check_settings(settings: Settings) -> None:
     """What can be refused before any request."""
     for interval in settings.intervals:
         try:
-            check_interval(interval)
+            check_market_interval(settings.market, check_interval(interval))
         except InvalidData as exc:
             raise BadInput(str(exc)) from None
     for symbol in settings.symbols:
@@ -159,8 +167,9 @@ def check_settings(settings: Settings) -> None:
         raise BadInput(f"--budget-share must be in (0, 1], got {settings.budget_share}")
     if settings.concurrency < 1:
         raise BadInput("--concurrency must be at least 1")
-    if not 1 <= settings.page_limit <= 1000:
-        raise BadInput("--page-limit must be 1..1000")
+    ceiling = spec(settings.market).max_limit
+    if not 1 <= settings.limit <= ceiling:
+        raise BadInput(f"--page-limit must be 1..{ceiling}")
     if settings.source not in ("rest", "vision"):
         raise BadInput(f"source {settings.source!r} is not supported (only 'rest' or 'vision')")
     if settings.source == "vision" and settings.missing_only:
@@ -194,7 +203,7 @@ async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, 
     """exchangeInfo for all symbols (`klinelake.publish.check_listed`); unknown ones are bad
     input."""
     try:
-        return await check_listed(rest, symbols)
+        return await check_listed(rest, symbols, rest.market)
     except TransientError as exc:  # the client's retries are spent: nothing can be fetched
         raise NoAnswer(rest.base_url, f"{rest.max_attempts} attempts", repr(exc)) from exc
     except UnlistedSymbols as exc:
@@ -216,27 +225,50 @@ def request_weight_limit(info: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def lake_gaps(lake: str, symbol: str, interval: str, first: int, last: int) -> list[Gap]:
+def lake_gaps(
+    lake: str, symbol: str, interval: str, first: int, last: int, *, market: Market = Market.SPOT
+) -> list[Gap]:
     """Missing open times in [first, last] of the lake object (streamed, not loaded), less the
     halts the lake records (its meta object, contract 4)."""
     store = open_store(lake)
-    times = (open_time_of_line(line) for line in read_lines(store, object_name(symbol, interval)))
-    return subtract(find_gaps(times, first, last, interval), read_empty(store, symbol, interval),
-                    interval)  # fmt: skip
+    name = object_name(symbol, interval, market)
+    times = (open_time_of_line(line) for line in read_lines(store, name))
+    recorded = read_empty(store, symbol, interval, spec(market).object_token)
+    return subtract(find_gaps(times, first, last, interval), recorded, interval)
+
+
+def clamp_to_listing(first: int, last: int, interval: str, info: SymbolInfo | None) -> Gap:
+    """Futures: nothing before the onboard bar, nothing from a passed delivery on (a settled
+    contract's stream has ended; its absence after delivery is not a hole)."""
+    if info is None:
+        return first, last
+    if info.onboard_ms is not None:
+        first = max(first, align_down(info.onboard_ms, interval))
+    if info.delivery_ms is not None:
+        last = min(last, align_down(info.delivery_ms - 1, interval))
+    return first, last
 
 
 async def make_plan(
-    settings: Settings, now_ms: int, empty: EmptyRanges, archives: dict[str, Archive] | None = None
+    settings: Settings,
+    now_ms: int,
+    empty: EmptyRanges,
+    archives: dict[str, Archive] | None = None,
+    listing: dict[str, SymbolInfo] | None = None,
 ) -> Plan:
     """The plan; with `archives` (--source vision) whole months and days are one archive page
-    each, added to `archives` by page key."""
+    each, added to `archives` by page key. `listing` (futures exchangeInfo) bounds each symbol
+    to its onboard and delivery dates."""
     streams: list[StreamPlan] = []
+    market = settings.market
     for symbol in settings.symbols:
         for interval in settings.intervals:
             first, last = resolve_range(settings, interval, now_ms)
+            if market is not Market.SPOT:
+                first, last = clamp_to_listing(first, last, interval, (listing or {}).get(symbol))
             if archives is not None:
                 stream_plan, keys = plan_vision_stream(
-                    symbol, interval, first, last, page_limit=settings.page_limit
+                    symbol, interval, first, last, page_limit=settings.limit, market=market
                 )
                 streams.append(stream_plan)
                 archives.update(keys)
@@ -244,15 +276,21 @@ async def make_plan(
             missing: list[Gap] | None = None
             if settings.missing_only:
                 gaps = await asyncio.to_thread(
-                    lake_gaps, settings.lake, symbol, interval, first, last
+                    partial(lake_gaps, market=market), settings.lake, symbol, interval, first, last
                 )
-                missing = subtract(gaps, empty.get(symbol, interval), interval)
+                missing = subtract(gaps, empty.get(symbol, interval, market), interval)
             streams.append(
                 plan_stream(
-                    symbol, interval, first, last, page_limit=settings.page_limit, missing=missing
+                    symbol,
+                    interval,
+                    first,
+                    last,
+                    page_limit=settings.limit,
+                    missing=missing,
+                    market=market,
                 )
             )
-    return Plan(tuple(streams), settings.page_limit)
+    return Plan(tuple(streams), settings.limit, market)
 
 
 @dataclass(eq=False)
@@ -281,6 +319,7 @@ class StreamEmitter:
     order: list[str] = field(init=False)
     symbol: str = field(init=False)
     interval: str = field(init=False)
+    market: Market = field(init=False)
     next: int = field(init=False, default=0)
     ready: dict[str, tuple[list[Kline], list[Gap]]] = field(init=False, default_factory=dict)
     rows: list[Kline] = field(init=False, default_factory=list)
@@ -293,6 +332,7 @@ class StreamEmitter:
     def __post_init__(self, pages: Sequence[Page]) -> None:
         self.order = [p.key for p in pages]
         self.symbol, self.interval = pages[0].symbol, pages[0].interval
+        self.market = pages[0].market
 
     def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
         self.ready[page.key] = (rows, halts)
@@ -326,12 +366,12 @@ class StreamEmitter:
     async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
         batches = list(make_batches(rows))  # each ascending (make_batches sorts)
         ordered = list(reversed(batches)) if self.newest_first else batches
-        for batch in with_empty(self.symbol, self.interval, ordered, halts):
+        for batch in with_empty(self.symbol, self.interval, ordered, halts, self.market):
             await send_until_durable(self.sink, batch, self.source, patience=SINK_PATIENCE)
             self.result.batches_sent += 1
             self.result.rows_sent += len(batch.rows)
         if halts:  # durable in the lake now; the local cache only spares --missing-only requests
-            await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts)
+            await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts, self.market)
 
 
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
@@ -351,10 +391,15 @@ async def run_backfill(
     started = time.monotonic()
     symbols = tuple(s.upper() for s in settings.symbols)
     settings = replace(settings, symbols=symbols)
-    budget = WeightBudget(share=settings.budget_share)
+    market = settings.market
+    budget = WeightBudget(limit=spec(market).weight_limit_1m, share=settings.budget_share)
     empty = EmptyRanges(settings.state_dir)
     async with BinanceRest(
-        settings.rest_url, budget=budget, transport=transport, on_used_weight=on_used_weight
+        settings.rest_url,
+        budget=budget,
+        transport=transport,
+        on_used_weight=on_used_weight,
+        market=market,
     ) as rest:
         info = await check_symbols(rest, symbols)
         now_ms = info.get("serverTime")
@@ -364,10 +409,11 @@ async def run_backfill(
         if weight_limit is not None:
             budget.set_limit(*weight_limit)
         archives: dict[str, Archive] | None = {} if settings.source == "vision" else None
-        plan = await make_plan(settings, now_ms, empty, archives)
+        listing = parse_exchange_info(info, market)
+        plan = await make_plan(settings, now_ms, empty, archives, listing)
         checkpoint = Checkpoint(
             settings.state_dir,
-            plan_identity(settings.sink_target, settings.page_limit, settings.source),
+            plan_identity(settings.sink_target, settings.limit, settings.source),
         )
         done = checkpoint.load()
         own_sink = sink is None
@@ -381,7 +427,7 @@ async def run_backfill(
             return _finish(result, rest, started, reporter)
         vision = (
             VisionFetcher(
-                VisionClient(settings.vision_url), rest, archives, page_limit=settings.page_limit
+                VisionClient(settings.vision_url), rest, archives, page_limit=settings.limit
             )
             if archives is not None
             else None
@@ -468,7 +514,7 @@ async def _fetch_all(
                 else:
                     pages = fetch_range(
                         rest, page.symbol, page.interval, page.start, page.end,
-                        limit=settings.page_limit,
+                        limit=settings.limit, market=page.market,
                     )  # fmt: skip
                     rows = [k async for part in pages for k in part]
             except Exception as exc:  # stop taking pages; the first failure is raised below

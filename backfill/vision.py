@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from backfill.plan import Page, StreamPlan, plan_ranges
 from klinelake.binance_rest import BinanceRest
 from klinelake.intervals import count_between
+from klinelake.markets import Market
+from klinelake.publish import fetch_range
 from klinelake.row import Kline
 from klinelake.vision import Archive, cover
 from klinelake.vision_client import VisionClient
@@ -28,20 +30,27 @@ def archive_page(archive: Archive) -> Page:
     first, last = archive.first_open_time, archive.last_open_time
     return Page(
         archive.symbol, archive.interval, first, archive.end - 1,
-        count_between(first, last, archive.interval),
+        count_between(first, last, archive.interval), archive.market,
     )  # fmt: skip
 
 
 def plan_vision_stream(
-    symbol: str, interval: str, first: int, last: int, *, page_limit: int
+    symbol: str,
+    interval: str,
+    first: int,
+    last: int,
+    *,
+    page_limit: int,
+    market: Market = Market.SPOT,
 ) -> tuple[StreamPlan, dict[str, Archive]]:
-    """(the stream's pages in open-time order, the archive serving each archive page's key)."""
-    archives, rest = cover(symbol, interval, first, last)
+    """(the stream's pages in open-time order, the archive serving each archive page's key);
+    futures archives come from data/futures/um|cm (`klinelake.vision.Archive.path`)."""
+    archives, rest = cover(symbol, interval, first, last, market)
     keyed = {archive_page(a).key: a for a in archives}
     pages = [archive_page(a) for a in archives]
-    pages += plan_ranges(symbol, interval, rest, page_limit)
+    pages += plan_ranges(symbol, interval, rest, page_limit, market)
     pages.sort(key=lambda p: p.start)
-    return StreamPlan(symbol, interval, first, last, tuple(pages)), keyed
+    return StreamPlan(symbol, interval, first, last, tuple(pages), market), keyed
 
 
 class VisionFetcher:
@@ -66,15 +75,18 @@ class VisionFetcher:
             rows = await self.client.fetch(archive)
             if rows is not None:
                 return [r for r in rows if page.start <= r.open_time <= page.end]
+            edges = [(page.start, page.end)]
             return await self.rest_pages(
-                plan_ranges(page.symbol, page.interval, [(page.start, page.end)], self.page_limit)
+                plan_ranges(page.symbol, page.interval, edges, self.page_limit, page.market)
             )
         return await self.rest_pages([page])
 
     async def rest_pages(self, pages: Sequence[Page]) -> list[Kline]:
         rows: list[Kline] = []
-        for p in pages:
-            rows.extend(
-                await self.rest.klines(p.symbol, p.interval, p.start, p.end, limit=self.page_limit)
-            )
+        for p in pages:  # the core's pager: each market's paging rule (COIN-M's window)
+            parts = fetch_range(
+                self.rest, p.symbol, p.interval, p.start, p.end, limit=self.page_limit,
+                market=p.market,
+            )  # fmt: skip
+            rows.extend([k async for part in parts for k in part])
         return rows

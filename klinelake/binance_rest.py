@@ -1,5 +1,9 @@
 """Async client for Binance's public REST market data (klines, exchangeInfo, time).
 
+One client per market (`market=`): spot `/api/v3`, USD-M `/fapi/v1`, COIN-M `/dapi/v1`, with
+each market's paths, `limit` ceiling, weights by `limit` and COIN-M's end-anchored window from
+`klinelake.markets` (binance-futures-api.md §6-§8).
+
 Every request goes through a shared `WeightBudget` (klinelake.weight): weight is reserved before
 sending and the server's `X-MBX-USED-WEIGHT-1M` is learned from every response. Errors are
 translated here, at the edge, into the project's tree (binance-spot-api.md §8, §9):
@@ -48,15 +52,10 @@ from klinelake.config import (
 )
 from klinelake.errors import BinanceError, TransientError
 from klinelake.intervals import check_interval
+from klinelake.markets import Market, check_market_interval, spec, window_for_page
 from klinelake.row import Kline, parse_rest_page
 from klinelake.symbols import validate_symbol
-from klinelake.weight import (
-    WEIGHT_EXCHANGE_INFO,
-    WEIGHT_KLINES,
-    WEIGHT_TIME,
-    Banned,
-    WeightBudget,
-)
+from klinelake.weight import Banned, WeightBudget
 
 MAX_LIMIT = 1000
 USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
@@ -198,9 +197,14 @@ class BinanceRest:
         backoff_max_s: float = 10.0,
         max_rate_limited: int = 10,
         on_used_weight: Callable[[int], None] | None = None,
+        market: Market = Market.SPOT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.budget = budget if budget is not None else WeightBudget()
+        self.market = market
+        self.spec = spec(market)
+        self.budget = (
+            budget if budget is not None else WeightBudget(limit=self.spec.weight_limit_1m)
+        )
         self.counters = RestCounters()
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
@@ -229,15 +233,19 @@ class BinanceRest:
     async def klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
     ) -> list[Kline]:
-        """Klines with `start_ms <= open_time <= end_ms`, at most `limit` (≤ 1000), ascending.
+        """Klines with `start_ms <= open_time <= end_ms`, at most `limit` (≤ the market's
+        ceiling: 1000 spot, 1500 futures), ascending, the first from `start_ms` on.
 
         The still-forming kline comes back too if the range reaches it (binance-spot-api.md §6);
-        callers that want closed klines only bound `end_ms` by the server's time.
+        callers that want closed klines only bound `end_ms` by the server's time. On COIN-M the
+        server returns the newest bars of the window, so `endTime` is bounded to `limit` bars
+        from `start_ms` (and 200 days): the answer still starts at `start_ms`.
         """
         validate_symbol(symbol)
-        check_interval(interval)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        check_market_interval(self.market, check_interval(interval))
+        if not 1 <= limit <= self.spec.max_limit:
+            raise ValueError(f"limit must be 1..{self.spec.max_limit}, got {limit}")
+        end_ms = window_for_page(self.market, start_ms, end_ms, interval, limit)
         params = {
             "symbol": symbol,
             "interval": interval,
@@ -245,18 +253,21 @@ class BinanceRest:
             "endTime": str(end_ms),
             "limit": str(limit),
         }
-        body = await self._get("/api/v3/klines", params, WEIGHT_KLINES)
-        return parse_rest_page(body, symbol, interval)
+        weight = self.spec.weight_for_limit(limit)
+        body = await self._get(self.spec.klines_path, params, weight)
+        return parse_rest_page(body, symbol, interval, self.market)
 
     async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
         """`GET /api/v3/exchangeInfo`, for the given symbols (one request; -1121 if any is
-        unknown) or for all."""
+        unknown) or for all. Futures exchangeInfo takes no parameters (always every symbol,
+        weight 1: binance-futures-api.md §7); callers filter."""
         params: dict[str, str] = {}
         if symbols:
             for s in symbols:
                 validate_symbol(s)
-            params["symbols"] = orjson.dumps(symbols).decode()
-        body = await self._get("/api/v3/exchangeInfo", params, WEIGHT_EXCHANGE_INFO)
+            if not self.spec.is_futures:
+                params["symbols"] = orjson.dumps(symbols).decode()
+        body = await self._get(self.spec.exchange_info_path, params, self.spec.exchange_info_weight)
         info = orjson.loads(body)
         if not isinstance(info, dict):
             raise BinanceError("exchangeInfo: expected a JSON object")
@@ -264,7 +275,7 @@ class BinanceRest:
 
     async def server_time(self) -> int:
         """`GET /api/v3/time` → `{"serverTime": 1499827319559}`."""
-        body = await self._get("/api/v3/time", {}, WEIGHT_TIME)
+        body = await self._get(self.spec.time_path, {}, self.spec.time_weight)
         obj = orjson.loads(body)
         value = obj.get("serverTime") if isinstance(obj, dict) else None
         if type(value) is not int:

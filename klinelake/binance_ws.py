@@ -10,6 +10,7 @@ from typing import Any
 from klinelake.errors import InvalidData, InvalidRow
 from klinelake.intervals import NOMINAL_MS
 from klinelake.json_input import load_json
+from klinelake.markets import Market
 from klinelake.row import Kline, to_millis
 
 _STREAM = re.compile(r"(?P<symbol>[^@/\s]+)@kline_(?P<interval>[0-9]+[smhdwM])(?:@\+08:00)?")
@@ -65,8 +66,12 @@ def parse_stream_name(name: str) -> tuple[str, str] | None:
     return m["symbol"], m["interval"]
 
 
-def parse_kline_payload(data: dict[str, Any], stream: str | None = None) -> KlineEvent:
-    """The raw kline event:
+def parse_kline_payload(
+    data: dict[str, Any], stream: str | None = None, market: Market = Market.SPOT
+) -> KlineEvent:
+    """The raw kline event (same keys on every market; on COIN-M `v`/`V` are contracts and
+    `q`/`Q` base-asset volumes, binance-futures-api.md §2: kept in the same slots, named by
+    meaning when serialised):
 
     {"e":"kline","E":1617566591776,"s":"ETHUSDT","k":{"t":1617566580000,"T":1617566639999,
      "s":"ETHUSDT","i":"1m","f":346711017,"L":346711087,"o":"2063.88000000","c":"2064.73000000",
@@ -108,6 +113,7 @@ def parse_kline_payload(data: dict[str, Any], stream: str | None = None) -> Klin
             trades=k["n"],
             taker_buy_base_volume=k["V"],
             taker_buy_quote_volume=k["Q"],
+            market=market,
         )
     except InvalidRow as exc:
         names = {"open_time": "k.t", "close_time": "k.T", "trades": "k.n", "open": "k.o"}
@@ -117,8 +123,9 @@ def parse_kline_payload(data: dict[str, Any], stream: str | None = None) -> Klin
     return KlineEvent(stream, to_millis(event_time, "E", where), kline, k["x"])
 
 
-def parse_ws_frame(frame: str | bytes) -> WsMessage:
-    """Any text frame of a raw (`/ws`) or combined (`/stream`) market-stream connection."""
+def parse_ws_frame(frame: str | bytes, market: Market = Market.SPOT) -> WsMessage:
+    """Any text frame of a raw (`/ws`) or combined (`/stream`) market-stream connection of
+    `market` (a connection serves one market)."""
     obj = load_json(frame, "ws frame", dict)
     if "id" in obj and ("result" in obj or "error" in obj):
         err = obj.get("error")
@@ -133,7 +140,7 @@ def parse_ws_frame(frame: str | bytes) -> WsMessage:
             raise InvalidData(f"malformed combined-stream frame: {str(obj)[:80]}")
     event_type = data.get("e")
     if event_type == "kline":
-        return parse_kline_payload(data, stream)
+        return parse_kline_payload(data, stream, market)
     if event_type == "serverShutdown":
         return ServerShutdown(int(data.get("E") or 0))
     if isinstance(event_type, str):

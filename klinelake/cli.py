@@ -18,7 +18,7 @@ from klinelake.intervals import Gap
 from klinelake.lake import open_store
 from klinelake.status import StreamReport, inspect_lines, lake_halts
 from klinelake.storage import ObjectStore
-from klinelake.symbols import OBJECT_PREFIX, parse_object_name
+from klinelake.symbols import OBJECT_PREFIX, parse_stream_object
 from klinelake.verify_vision import verify_vision
 
 # Exit codes: 1 the lake violates its invariants, 2 the lake cannot be read at all.
@@ -62,7 +62,8 @@ def collect(
     streams: frozenset[str] = frozenset(),
 ) -> tuple[list[StreamReport], list[str]]:
     """(a report per stream object, the names under raw/ that are not stream objects); with
-    `streams` (lowercased `symbol@interval`), only those, and no unknown objects."""
+    `streams` (lowercased stream ids: `symbol@interval`, `um:symbol@interval`), only those, and
+    no unknown objects."""
     from klinelake.lake import read_lines
 
     try:
@@ -73,17 +74,18 @@ def collect(
         raise LakeUnavailable(f"lake {uri}: {exc}") from None
     reports, unknown = [], []
     for info in listed:
-        parsed = parse_object_name(info.name)
+        parsed = parse_stream_object(info.name)
         if parsed is None:
             if not streams:
                 unknown.append(info.name)
             continue
-        symbol, interval = parsed
-        if streams and f"{symbol}@{interval}".lower() not in streams:
-            continue
+        market, symbol, interval = parsed
         report = StreamReport(info.name, symbol, interval, info.size, info.generation)
-        recorded, problem = lake_halts(store, symbol, interval)
-        halts = [*recorded, *confirmed.get(f"{symbol}@{interval}".lower(), [])]
+        report.market = market
+        if streams and report.stream.lower() not in streams:
+            continue
+        recorded, problem = lake_halts(store, symbol, interval, market)
+        halts = [*recorded, *confirmed.get(report.stream.lower(), [])]
         reports.append(inspect_lines(report, read_lines(store, info.name), halts, now_ms))
         if problem:
             report.problems.append(problem)
@@ -99,7 +101,7 @@ def _as_json(r: StreamReport) -> dict[str, Any]:
         "ordering_violations": r.ordering_violations, "invalid_rows": r.invalid_rows,
         "foreign_rows": r.foreign_rows,
         "freshness_lag_ms": r.freshness_lag_ms, "size": r.size, "generation": r.generation,
-        "ok": r.ok, "problems": r.problems,
+        "ok": r.ok, "problems": r.problems, "market": str(r.market),
     }  # fmt: skip
 
 
@@ -114,7 +116,7 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
     for r in reports:
         lag = "-" if r.freshness_lag_ms is None else f"{r.freshness_lag_ms / 60000:.0f} min"
         table.add_row(
-            f"{r.symbol}@{r.interval}", str(r.rows), _iso(r.first_open_time),
+            r.stream, str(r.rows), _iso(r.first_open_time),
             _iso(r.last_open_time), f"{len(r.collector_gaps)} ({r.missing_klines})",
             str(len(r.exchange_gaps)), str(r.duplicates), str(r.ordering_violations), lag,
             f"{r.size:,}", str(r.generation), "yes" if r.ok else "NO",
@@ -122,7 +124,7 @@ def _print_table(reports: Sequence[StreamReport]) -> None:
     Console(width=160).print(table)
     for r in reports:
         for p in r.problems:
-            click.echo(f"{r.symbol}@{r.interval}: {p}")
+            click.echo(f"{r.stream}: {p}")
 
 
 @click.group(context_settings=cfg.CONTEXT_SETTINGS)

@@ -197,3 +197,16 @@ def check_topic(topic: str) -> str:
 def split_csv(text: str) -> tuple[str, ...]:
     """`"BTCUSDC, ETHUSDC"` → `("BTCUSDC", "ETHUSDC")`: commas or spaces, empties dropped."""
     return tuple(p for p in text.replace(" ", ",").split(",") if p)
+
+
+def market_option() -> Callable[[F], F]:
+    """`--market spot|um|cm` (env MARKET), the same on every entry point (docs/markets.md)."""
+    return click.option(
+        "--market",
+        envvar="MARKET",
+        show_envvar=True,
+        type=click.Choice(["spot", "um", "cm"]),
+        default="spot",
+        help="spot, um (USD-M futures, /fapi, fstream) or cm (COIN-M futures, /dapi, dstream); "
+        "with um/cm the spot default REST/WS bases become the market's (docs/markets.md)",
+    )

@@ -6,6 +6,9 @@ attributes:  symbol, interval, open_time (first row, ms), count, source (ws|rest
 ordering:    "{SYMBOL}@{interval}", e.g. "BTCUSDC@1h"
 JSON Schema: klinelake/schema/message.schema.json (packaged; `message_schema()` loads it)
 
+Markets (futures): data gains `"market": "um" | "cm"` and the attribute `market`, the ordering
+key becomes `um:BTCUSDT@1m`, and COIN-M rows use the COIN-M row keys (klinelake.markets). Spot
+messages carry no `market` at all, so they are byte-for-byte what they were; absent = spot.
 Extension (contract 4): `"empty": [{"from": MS, "to": MS}, ...]`, confirmed-empty ranges of the
 stream (exchange halts); with a non-empty `empty`, `klines` may be `[]` (then the attribute
 `open_time` is the first range's `from` and `count` is 0). A message without it is unchanged.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,6 +39,7 @@ from klinelake.errors import InvalidData, InvalidMessage
 from klinelake.halts import check_range, ranges_from_json, ranges_to_json
 from klinelake.intervals import Gap, check_interval
 from klinelake.json_input import load_json
+from klinelake.markets import Market, check_market_interval, parse_market
 from klinelake.row import Kline, kline_from_dict, regular_message_rows
 from klinelake.symbols import stream_id, validate_symbol
 
@@ -46,10 +51,12 @@ SOURCES: frozenset[str] = frozenset(get_args(Source))
 MAX_ROWS = 5000
 # Pub/Sub refuses messages over 10 MB; we refuse to even parse more than that.
 MAX_DATA_BYTES = 10_000_000
-ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema")
+ATTRIBUTE_NAMES = ("symbol", "interval", "open_time", "count", "source", "schema", "market")
 # The keys of the message data and the JSON type each must have. A contract extension (e.g.
 # `empty`, `market`) adds its key here and its check in `decode_message`.
-DATA_KEYS: dict[str, type] = {"symbol": str, "interval": str, "klines": list, "empty": list}
+DATA_KEYS: dict[str, type] = {
+    "symbol": str, "interval": str, "klines": list, "empty": list, "market": str,
+}  # fmt: skip
 REQUIRED_DATA_KEYS = ("symbol", "interval", "klines")
 _JSON_NAMES = {str: "string", list: "array", dict: "object", int: "integer"}
 _OPEN_TIME = operator.attrgetter("open_time")
@@ -87,6 +94,8 @@ class KlineBatch:
     rows: tuple[Kline, ...]
     empty: tuple[Gap, ...] = ()
     lake_lines: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    # keyword-only: a batch of another market than spot is always named so at its call site
+    market: Market = field(default=Market.SPOT, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.lake_lines is not None and len(self.lake_lines) != len(self.rows):
@@ -95,6 +104,7 @@ class KlineBatch:
         if self.symbol != self.symbol.upper():
             raise InvalidMessage(f"symbol {self.symbol!r} must be the uppercase exchange symbol")
         check_interval(self.interval)
+        check_market_interval(self.market, self.interval)
         for i, (first, last) in enumerate(self.empty):
             check_range(first, last, self.interval, where=f"empty[{i}]")
         if len(self.empty) > MAX_ROWS:
@@ -109,6 +119,8 @@ class KlineBatch:
                     f"row {i} is {row.symbol}@{row.interval}, the batch is "
                     f"{self.symbol}@{self.interval}"
                 )
+            if row.market != self.market:
+                raise InvalidMessage(f"row {i} is a {row.market} row, the batch is {self.market}")
             if prev is not None and row.open_time <= prev:
                 raise InvalidMessage(
                     f"row {i} open_time {row.open_time} is not after {prev}: rows must be "
@@ -118,7 +130,7 @@ class KlineBatch:
 
     @property
     def stream(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def first_open_time(self) -> int:
@@ -172,11 +184,15 @@ def make_batches(rows: Sequence[Kline], max_rows: int = MAX_ROWS) -> Iterator[Kl
     ordered = sort_unique(rows)
     for i in range(0, len(ordered), max_rows):
         chunk = tuple(ordered[i : i + max_rows])
-        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk)
+        yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk, market=chunk[0].market)
 
 
 def with_empty(
-    symbol: str, interval: str, batches: Sequence[KlineBatch], empty: Sequence[Gap]
+    symbol: str,
+    interval: str,
+    batches: Sequence[KlineBatch],
+    empty: Sequence[Gap],
+    market: Market = Market.SPOT,
 ) -> list[KlineBatch]:
     """`batches` with the confirmed-empty ranges riding on the last one (or alone, if there are
     no rows), so that they are durable exactly when the rows sent with them are."""
@@ -184,9 +200,10 @@ def with_empty(
         return list(batches)
     ranges = tuple(sorted(empty))
     if not batches:
-        return [KlineBatch(symbol, interval, (), ranges)]
+        return [KlineBatch(symbol, interval, (), ranges, market=market)]
     last = batches[-1]
-    return [*batches[:-1], KlineBatch(last.symbol, last.interval, last.rows, last.empty + ranges)]
+    merged = dataclasses.replace(last, empty=last.empty + ranges, lake_lines=last.lake_lines)
+    return [*batches[:-1], merged]
 
 
 def check_source(source: str) -> Source:
@@ -198,15 +215,17 @@ def check_source(source: str) -> Source:
 
 def encode_batch(batch: KlineBatch, source: Source) -> PubsubMessage:
     check_source(source)
-    body: dict[str, Any] = {
-        "symbol": batch.symbol,
-        "interval": batch.interval,
-        "klines": [row.to_dict() for row in batch.rows],
-    }
+    body: dict[str, Any] = {"symbol": batch.symbol, "interval": batch.interval}
+    if batch.market != Market.SPOT:  # spot messages stay byte-for-byte as before markets
+        body["market"] = str(batch.market)
+    body["klines"] = [row.to_dict() for row in batch.rows]
     if batch.empty:  # absent otherwise: a message without halts keeps its exact old bytes
         body["empty"] = ranges_to_json(batch.empty)
     data = orjson.dumps(body)
-    return PubsubMessage(data, {**batch_attributes(batch), "source": source}, batch.stream)
+    attributes = {**batch_attributes(batch), "source": source}
+    if batch.market != Market.SPOT:
+        attributes["market"] = str(batch.market)
+    return PubsubMessage(data, attributes, batch.stream)
 
 
 def batch_attributes(batch: KlineBatch) -> dict[str, str]:
@@ -235,6 +254,10 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         if key in obj and not isinstance(obj[key], kind):
             raise InvalidMessage(f"data {key!r} must be a JSON {_JSON_NAMES[kind]}")
     symbol, interval, klines = obj["symbol"], obj["interval"], obj["klines"]
+    market = _market_of(obj.get("market", Market.SPOT), "data")
+    claimed = attributes.get("market")
+    if claimed is not None and _market_of(claimed, "attribute") != market:
+        raise InvalidMessage(f"attribute market={claimed!r} contradicts the data ({market!s})")
     try:
         check_interval(interval)
         empty = ranges_from_json(obj["empty"], interval) if "empty" in obj else ()
@@ -247,22 +270,31 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         raise InvalidMessage(f"'klines' holds {least} to {MAX_ROWS} rows, got {len(klines)}")
     try:
         validate_symbol(symbol)
-        check_interval(interval)  # before the rows, so the reason names the interval
+        # before the rows, so the reason names the interval (futures have no `1s`)
+        check_market_interval(market, check_interval(interval))
         # A regular array (what publishers send) is validated in bulk; anything else row by
-        # row, which names the first offending field. Both accept exactly the same rows.
-        regular = regular_message_rows(klines, symbol, interval)
+        # row, which names the first offending field. Both accept exactly the same rows, for
+        # every market (COIN-M rows have their own keys: regular_message_rows checks them).
+        regular = regular_message_rows(klines, symbol, interval, market)
         if regular is not None:
             rows, lake_lines = tuple(regular[0]), tuple(regular[1])
         else:
-            rows = tuple(kline_from_dict(r, where=f"klines[{i}]") for i, r in enumerate(klines))
+            rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
             lake_lines = None
     except InvalidMessage:
         raise
     except InvalidData as exc:
         raise InvalidMessage(str(exc)) from None
-    batch = KlineBatch(symbol, interval, rows, empty, lake_lines)
+    batch = KlineBatch(symbol, interval, rows, empty, lake_lines, market=market)
     _check_attributes(batch, attributes)
     return batch
+
+
+def _market_of(value: object, where: str) -> Market:
+    try:
+        return parse_market(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{where}: {exc}") from None
 
 
 def _load_json_object(data: bytes) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from klinelake.contract import (
     without_dead_letter_attributes,
 )
 from klinelake.errors import InvalidData
+from klinelake.markets import Market, stream_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +41,14 @@ class DeadLetter:
         return without_dead_letter_attributes(self.attributes)
 
 
+_MARKETS = frozenset(m.value for m in Market)
+
+
 def _stream_of(data: bytes, attributes: dict[str, str]) -> str:
-    if "symbol" in attributes and "interval" in attributes:
-        return f"{attributes['symbol']}@{attributes['interval']}"
+    market = attributes.get("market", "spot")
+    if "symbol" in attributes and "interval" in attributes and market in _MARKETS:
+        # the ordering key: `BTCUSDT@1m`, `um:BTCUSDT@1m` (DESIGN.md contract 3)
+        return stream_key(market, attributes["symbol"], attributes["interval"])
     try:
         return decode_message(data, {}).stream
     except InvalidData:

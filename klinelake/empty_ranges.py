@@ -27,6 +27,7 @@ import orjson
 
 from klinelake.halts import coalesce
 from klinelake.intervals import Gap
+from klinelake.markets import Market
 from klinelake.symbols import stream_id
 
 FILE_NAME = "confirmed_empty.json"
@@ -54,14 +55,16 @@ class EmptyRanges:
         """Every stream's ranges, keyed `SYMBOL@interval` (what `klinelake status` reads)."""
         return self.load()
 
-    def get(self, symbol: str, interval: str) -> list[Gap]:
-        return self.load().get(stream_id(symbol, interval), [])
+    def get(self, symbol: str, interval: str, market: Market = Market.SPOT) -> list[Gap]:
+        return self.load().get(stream_id(symbol, interval, market), [])
 
-    def add(self, symbol: str, interval: str, ranges: Iterable[Gap]) -> None:
+    def add(
+        self, symbol: str, interval: str, ranges: Iterable[Gap], market: Market = Market.SPOT
+    ) -> None:
         new = list(ranges)
         if not new:
             return
-        key = stream_id(symbol, interval)
+        key = stream_id(symbol, interval, market)
         with self._locked():
             data = self.load()
             data[key] = coalesce([*data.get(key, []), *new], interval)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from klinelake.errors import InvalidData
 from klinelake.halts import (
     SPOT_MARKET,
     coalesce,
@@ -32,6 +33,7 @@ from klinelake.halts import (
 )
 from klinelake.intervals import Gap
 from klinelake.logs import log_event
+from klinelake.markets import market_of_token
 from klinelake.row import open_time_of_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import object_name
@@ -81,7 +83,10 @@ def write_empty(
 ) -> HaltsResult:
     """Merge `ranges` into the stream's meta object (rows win); see the module docstring."""
     name = meta_object_name(market, symbol, interval)
-    rows_name = object_name(symbol, interval)  # the market threads through here with futures
+    rows_market = market_of_token(market)
+    if rows_market is None:
+        raise InvalidData(f"{market!r} is not a market token (binance, binance-um, binance-cm)")
+    rows_name = object_name(symbol, interval, rows_market)
     incoming = coalesce(ranges, interval)
     store = writer.store
 

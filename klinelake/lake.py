@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from klinelake.errors import ObjectNotFound
+from klinelake.markets import Market
 from klinelake.row import Kline, parse_lake_line
 from klinelake.storage import ObjectStore
 from klinelake.symbols import object_name
@@ -43,7 +44,9 @@ def read_object(store: ObjectStore, name: str) -> bytes:
     return b"".join(read_lines(store, name))
 
 
-def read_rows(store: ObjectStore, symbol: str, interval: str) -> Iterator[Kline]:
-    name = object_name(symbol, interval)
+def read_rows(
+    store: ObjectStore, symbol: str, interval: str, market: Market = Market.SPOT
+) -> Iterator[Kline]:
+    name = object_name(symbol, interval, market)
     for i, line in enumerate(read_lines(store, name)):
-        yield parse_lake_line(line, where=f"{name} line {i + 1}")
+        yield parse_lake_line(line, f"{name} line {i + 1}", market)

@@ -7,11 +7,18 @@
   resumes) passes a `Patience` with a bounded number of attempts and a test for permanent
   errors, which end the call at once.
 - `fetch_range` / `next_page_start`: the REST range pager. Every kline in an inclusive
-  open-time range, one `GET /api/v3/klines` page at a time (binance-spot-api.md §6); the pure
-  `next_page_start` decides where the next request starts, or that the range is complete.
+  open-time range, one `klines` page at a time (binance-spot-api.md §6, binance-futures-api.md
+  §6); the pure `next_page_start` decides where the next request starts, or that the range is
+  complete. Spot and USD-M answer from `startTime` on, so a short page ends the range. COIN-M
+  answers the NEWEST bars of a window of at most 200 days, so each request's window is bounded
+  (`klinelake.markets.window_for_page`) and a short page only ends that window. `has_klines`:
+  whether a range has any kline at all (the streamer's silent-stream check), on the same pager.
 - `confirmed_empty`: halt inference. What a complete answer for a range lacks does not exist on
   Binance (an exchange halt or outage): those open times are confirmed empty.
-- `check_listed`: symbols checked against exchangeInfo (-1121 names the unknown one).
+- `check_listed`: symbols checked against exchangeInfo, per market (spot: `symbols=[...]`, at
+  most 100 a request, -1121 names the unknown one; futures: one parameterless request lists
+  every symbol, binance-futures-api.md §7). `read_listing`: the exchangeInfo to re-read a
+  symbol set's listing from (the same per-market rule, and never a -1121 for a delisted one).
 
 Where to build the sink is `klinelake.sink.make_sink`. This module imports no network client
 (the REST client is a protocol; its -1121 error type is imported only when checking symbols).
@@ -20,7 +27,8 @@ Where to build the sink is `klinelake.sink.make_sink`. This module imports no ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -33,15 +41,23 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from klinelake.intervals import Gap, find_gaps, grid_is_documented, next_open_time
+from klinelake.intervals import (
+    Gap,
+    align_down,
+    count_between,
+    find_gaps,
+    grid_is_documented,
+    next_open_time,
+)
+from klinelake.markets import Market, spec, window_for_page
 
 if TYPE_CHECKING:
     from klinelake.contract import KlineBatch, Source
     from klinelake.row import Kline
     from klinelake.sink import Sink
 
-PAGE_LIMIT = 1000  # GET /api/v3/klines `limit` maximum
-SYMBOLS_PER_REQUEST = 100  # keeps exchangeInfo's `symbols=[...]` query short
+PAGE_LIMIT = 1000  # GET /api/v3/klines `limit` maximum (spot)
+SYMBOLS_PER_REQUEST = 100  # keeps spot exchangeInfo's `symbols=[...]` query short
 T = TypeVar("T")
 
 
@@ -124,14 +140,28 @@ class KlineSource(Protocol):
 
 
 def next_page_start(
-    rows: Sequence[Kline], *, returned: int, last: int, limit: int, interval: str
+    rows: Sequence[Kline],
+    *,
+    returned: int,
+    last: int,
+    limit: int,
+    interval: str,
+    window_end: int | None = None,
 ) -> int | None:
     """Where the next request of a range ending at `last` starts, after a page that returned
-    `returned` klines of which `rows` lie in the range; None when the range is complete (a short
-    page: Binance has nothing more; or the range's end reached)."""
-    if returned < limit or not rows:
+    `returned` klines of which `rows` lie in the range; None when the range is complete.
+
+    `window_end` is the `endTime` the request was bounded to (COIN-M: `window_for_page`; None
+    or `last` elsewhere). A full page continues after its last kline. A short page means
+    Binance has nothing more up to `window_end`: the range is complete when that window
+    reached `last` (spot, USD-M), else it continues after the window (COIN-M: a halt inside a
+    window, or a window that ends before the range does)."""
+    if returned >= limit and rows:
+        start = next_open_time(rows[-1].open_time, interval)
+    elif window_end is not None and window_end < last:
+        start = next_open_time(align_down(window_end, interval), interval)
+    else:
         return None
-    start = next_open_time(rows[-1].open_time, interval)
     return start if start <= last else None
 
 
@@ -143,14 +173,46 @@ async def fetch_range(
     last: int,
     *,
     limit: int = PAGE_LIMIT,
-) -> AsyncIterator[list[Kline]]:
-    """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty)."""
+    market: Market | str = Market.SPOT,
+) -> AsyncGenerator[list[Kline], None]:
+    """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty).
+    `market` decides each request's window (COIN-M's 200-day, newest-bars rule)."""
     start: int | None = first
     while start is not None and start <= last:
-        page = await rest.klines(symbol, interval, start, last, limit)
-        rows = [k for k in page if start <= k.open_time <= last]
+        window_end = window_for_page(market, start, last, interval, limit)
+        page = await rest.klines(symbol, interval, start, window_end, limit)
+        rows = [k for k in page if start <= k.open_time <= window_end]
         yield rows
-        start = next_page_start(rows, returned=len(page), last=last, limit=limit, interval=interval)
+        start = next_page_start(
+            rows, returned=len(page), last=last, limit=limit, interval=interval,
+            window_end=window_end,
+        )  # fmt: skip
+
+
+async def has_klines(
+    rest: KlineSource,
+    symbol: str,
+    interval: str,
+    first: int,
+    last: int,
+    *,
+    market: Market | str = Market.SPOT,
+) -> bool:
+    """Does REST have any kline with `first <= open_time <= last` (a silent stream's question)?
+    Pages with the most bars the market's least weight buys (spot 1000 for 2, futures 99 for
+    1), and stops at the first kline: on COIN-M a one-bar request would ask only the first bar
+    of the range (its window is bounded to `limit` bars), so a halt ending inside the range
+    would look like no kline at all."""
+    s = spec(market)
+    cheapest = s.weight_for_limit(1)
+    per_request = max(n for n in range(1, s.max_limit + 1) if s.weight_for_limit(n) == cheapest)
+    limit = max(1, min(per_request, count_between(first, align_down(last, interval), interval)))
+    pages = fetch_range(rest, symbol, interval, first, last, limit=limit, market=market)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            if page:
+                return True
+    return False
 
 
 # --- halt inference -------------------------------------------------------------------------------
@@ -181,14 +243,24 @@ class UnlistedSymbols(Exception):
         super().__init__(", ".join(self.symbols))
 
 
-async def check_listed(rest: ExchangeInfoSource, symbols: Sequence[str]) -> dict[str, Any]:
-    """exchangeInfo for `symbols` (one request per 100); raises `UnlistedSymbols` naming exactly
-    the unknown ones (a -1121 for a group is narrowed down symbol by symbol). Other errors (e.g.
-    Binance unreachable) propagate: the caller decides whether to start without the check."""
+async def check_listed(
+    rest: ExchangeInfoSource, symbols: Sequence[str], market: Market | str = Market.SPOT
+) -> dict[str, Any]:
+    """exchangeInfo for `symbols` of `market`; raises `UnlistedSymbols` naming exactly the
+    unknown ones. Spot: one request per 100 symbols (a -1121 for a group is narrowed down
+    symbol by symbol). Futures exchangeInfo takes no parameters and lists every symbol at
+    weight 1 (binance-futures-api.md §7): one request, filtered here. The answer keeps the
+    first response's top level (serverTime, rateLimits) and only the asked-for symbols.
+    Other errors (e.g. Binance unreachable) propagate: the caller decides whether to start
+    without the check."""
+    if not symbols:
+        return {"symbols": []}
+    if spec(market).is_futures:
+        info = await rest.exchange_info(None)
+        return _only_listed(info, symbols)
     from klinelake.binance_rest import UnknownSymbol  # the HTTP client only when checking
 
     merged: dict[str, Any] = {}
-    listed: set[Any] = set()
     for i in range(0, len(symbols), SYMBOLS_PER_REQUEST):
         chunk = list(symbols[i : i + SYMBOLS_PER_REQUEST])
         try:
@@ -204,10 +276,35 @@ async def check_listed(rest: ExchangeInfoSource, symbols: Sequence[str]) -> dict
         if not merged:
             merged = dict(info)  # serverTime, rateLimits: from the first answer
             merged["symbols"] = []
-        entries = [s for s in info.get("symbols", []) if isinstance(s, dict)]
-        merged["symbols"].extend(entries)
-        listed.update(s.get("symbol") for s in entries)
+        merged["symbols"].extend(s for s in info.get("symbols", []) if isinstance(s, dict))
+    return _only_listed(merged, symbols)
+
+
+def _only_listed(info: dict[str, Any], symbols: Sequence[str]) -> dict[str, Any]:
+    """`info` with only the entries of `symbols`; `UnlistedSymbols` if any is absent."""
+    wanted = set(symbols)
+    entries = [
+        s for s in info.get("symbols", []) if isinstance(s, dict) and s.get("symbol") in wanted
+    ]
+    listed = {s["symbol"] for s in entries}
     missing = [s for s in symbols if s not in listed]
     if missing:
         raise UnlistedSymbols(missing)
-    return merged
+    return {**info, "symbols": entries}
+
+
+async def read_listing(
+    rest: ExchangeInfoSource, symbols: Sequence[str] | None, market: Market | str = Market.SPOT
+) -> dict[str, Any]:
+    """exchangeInfo to read the listing of `symbols` from (None: every symbol, as a selector
+    needs). Futures: always the one parameterless request (weight 1). Spot: `symbols=[...]`
+    when at most 100 (weight 20 either way), else everything; a -1121 (one of them delisted)
+    asks for everything, so the caller sees the delisting instead of an error."""
+    if spec(market).is_futures or symbols is None or len(symbols) > SYMBOLS_PER_REQUEST:
+        return await rest.exchange_info(None)
+    from klinelake.binance_rest import UnknownSymbol  # the HTTP client only when asking
+
+    try:
+        return await rest.exchange_info(list(symbols))
+    except UnknownSymbol:
+        return await rest.exchange_info(None)

@@ -25,6 +25,7 @@ from klinelake.intervals import (
     next_open_time,
 )
 from klinelake.json_input import load_json
+from klinelake.markets import CM_ROW_KEYS, SPECS, SPOT_ROW_KEYS, Market, row_keys
 from klinelake.symbols import validate_symbol
 
 # The bounds of every numeric field (docs/contracts.md; the packaged JSON Schema says the same):
@@ -41,16 +42,23 @@ _MICROS_THRESHOLD = 10**14
 _MIN_MS = 1_230_768_000_000  # 2009-01-01
 _MAX_MS = 4_102_444_800_000  # 2100-01-01
 
-FIELDS: tuple[str, ...] = (
-    "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close",
-    "volume", "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume",
-)  # fmt: skip
+FIELDS: tuple[str, ...] = SPOT_ROW_KEYS  # spot and USD-M; COIN-M: markets.CM_ROW_KEYS
 _LINE_PREFIX = b'{"open_time":'
+_CM_NAMES = dict(zip(SPOT_ROW_KEYS, CM_ROW_KEYS, strict=True))  # slot name -> COIN-M row key
 
 
 @dataclass(frozen=True, slots=True)
 class Kline:
-    """One closed (or, from REST, possibly forming) candle, exactly as the lake stores it."""
+    """One closed (or, from REST, possibly forming) candle, exactly as the lake stores it.
+
+    The four volume slots hold Binance's kline columns 5, 7, 9 and 10 (WS `v`, `q`, `V`, `Q`)
+    and are named by their spot/USD-M meaning. On COIN-M (`market="cm"`) those columns mean
+    contracts, base volume, taker-buy contracts, taker-buy base volume (binance-futures-api.md
+    §6), so a COIN-M row is serialised and parsed under `markets.CM_ROW_KEYS` (`volume`,
+    `base_volume`, `taker_buy_volume`, `taker_buy_base_volume`): the lake and the messages never
+    label a value with a name that means something else (`to_dict()` gives the row by meaning);
+    `market` itself is not a row key (the object name and the message carry it).
+    """
 
     open_time: int
     close_time: int
@@ -65,15 +73,33 @@ class Kline:
     trades: int
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
+    market: Market = Market.SPOT
 
     def __post_init__(self) -> None:
-        validate_kline(self)
+        try:
+            validate_kline(self)
+        except InvalidRow as exc:
+            if self.market != Market.CM:
+                raise
+            # name the field as a COIN-M row does (`base_volume`, not `quote_volume`)
+            field = _CM_NAMES.get(exc.field, exc.field)
+            raise InvalidRow(field, exc.value, exc.reason, where=exc.where) from None
 
     def to_line(self) -> bytes:
         """Canonical serialisation: compact JSON, keys in contract order, then `\\n`."""
         return orjson.dumps(self.to_dict()) + b"\n"
 
+    def values(self) -> tuple[object, ...]:
+        """The 13 row values in contract order (the keys are `markets.row_keys(market)`)."""
+        return (
+            self.open_time, self.close_time, self.symbol, self.interval, self.open, self.high,
+            self.low, self.close, self.volume, self.quote_volume, self.trades,
+            self.taker_buy_base_volume, self.taker_buy_quote_volume,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
+        if self.market == Market.CM:
+            return dict(zip(CM_ROW_KEYS, self.values(), strict=True))
         return {
             "open_time": self.open_time,
             "close_time": self.close_time,
@@ -129,6 +155,11 @@ def validate_kline(k: Kline, where: str = "") -> None:
         raise InvalidRow("trades", trades, f"must be 0 to 2^53-1 ({MAX_TRADES})", where=where)
     if interval not in NOMINAL_MS:
         raise InvalidRow("interval", interval, "not a Binance interval", where=where)
+    if k.market != Market.SPOT:
+        if k.market not in SPECS:
+            raise InvalidRow("market", k.market, "not one of spot, um, cm", where=where)
+        if interval == "1s":
+            raise InvalidRow("interval", interval, "futures have no 1s klines", where=where)
     try:
         _checked_symbol(k.symbol)
     except InvalidData as exc:
@@ -173,7 +204,9 @@ def _int_field(value: object, field: str, where: str) -> int:
     return value
 
 
-def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> Kline:
+def _build(
+    values: Sequence[object], symbol: str, interval: str, where: str, market: Market
+) -> Kline:
     """From the 12 Binance columns (REST/CSV order) with typed values."""
     try:
         return Kline(
@@ -190,6 +223,7 @@ def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> 
             trades=_int_field(values[8], "trades", where),
             taker_buy_base_volume=values[9],  # type: ignore[arg-type]
             taker_buy_quote_volume=values[10],  # type: ignore[arg-type]
+            market=market,
         )
     except InvalidRow as exc:
         if where and not exc.where:
@@ -200,7 +234,9 @@ def _build(values: Sequence[object], symbol: str, interval: str, where: str) -> 
 # --- REST /api/v3/klines -------------------------------------------------------------------
 
 
-def parse_rest_row(row: object, symbol: str, interval: str, where: str = "") -> Kline:
+def parse_rest_row(
+    row: object, symbol: str, interval: str, where: str = "", market: Market = Market.SPOT
+) -> Kline:
     """One element of a `/api/v3/klines` response:
 
     [1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",
@@ -209,26 +245,31 @@ def parse_rest_row(row: object, symbol: str, interval: str, where: str = "") -> 
     if not isinstance(row, list) or len(row) != 12:
         n = len(row) if isinstance(row, list) else type(row).__name__
         raise InvalidRow("row", row, f"expected a 12-element array, got {n}", where=where)
-    return _build(row, symbol, interval, where)
+    return _build(row, symbol, interval, where, market)
 
 
-def parse_rest_page(body: bytes | str, symbol: str, interval: str) -> list[Kline]:
-    """A whole `/api/v3/klines` response body; rows must ascend by open_time.
+def parse_rest_page(
+    body: bytes | str, symbol: str, interval: str, market: Market = Market.SPOT
+) -> list[Kline]:
+    """A whole `/api/v3/klines` (`/fapi/v1/klines`, `/dapi/v1/klines`) response body; rows
+    must ascend by open_time. Futures rows have the same 12 columns (binance-futures-api.md §6).
 
     A regular page (compact JSON, contiguous open times, full-length candles: what Binance
     sends outside halts) is validated in bulk (`regular_rest_page`); anything else goes row by
     row, which also names the first offending field. Both accept exactly the same pages.
     """
     rows = load_json(body, "klines response", list)
-    regular = regular_rest_page(body, rows, symbol, interval)
+    regular = regular_rest_page(body, rows, symbol, interval, market)
     if regular is not None:
         return regular
-    return parse_rest_rows(rows, symbol, interval)
+    return parse_rest_rows(rows, symbol, interval, market)
 
 
-def parse_rest_rows(rows: list[Any], symbol: str, interval: str) -> list[Kline]:
+def parse_rest_rows(
+    rows: list[Any], symbol: str, interval: str, market: Market = Market.SPOT
+) -> list[Kline]:
     """The decoded rows of a `/api/v3/klines` body, one by one (the reference path)."""
-    out = [parse_rest_row(r, symbol, interval, where=f"row {i}") for i, r in enumerate(rows)]
+    out = [parse_rest_row(r, symbol, interval, f"row {i}", market) for i, r in enumerate(rows)]
     for i in range(1, len(out)):
         if out[i].open_time <= out[i - 1].open_time:
             raise InvalidRow("open_time", out[i].open_time, "not ascending", where=f"row {i}")
@@ -278,7 +319,7 @@ def _decimal_digit_runs_ok(body: bytes, decimals: int) -> bool:
 
 
 def regular_rest_page(
-    body: bytes | str, rows: list[Any], symbol: str, interval: str
+    body: bytes | str, rows: list[Any], symbol: str, interval: str, market: Market = Market.SPOT
 ) -> list[Kline] | None:
     """The page's Klines if it is regular (see `parse_rest_page`), else None (never raises for
     bad data: the row-by-row path then decides, and names what is wrong)."""
@@ -286,6 +327,8 @@ def regular_rest_page(
     grid = _GRID.get(interval)
     if not n or grid is None or _valid_symbol_or_none(symbol) is None:
         return None
+    if market != Market.SPOT and (market not in SPECS or interval == "1s"):
+        return None  # the row-by-row path names the problem
     raw = body.encode() if isinstance(body, str) else body
     if not _rest_page_shape_ok(raw, n):
         return None
@@ -295,7 +338,7 @@ def regular_rest_page(
         return None
     return _trusted_klines(
         opens, closes, repeat(symbol), repeat(interval), columns[1], columns[2], columns[3],
-        columns[4], columns[5], columns[7], trades, columns[9], columns[10],
+        columns[4], columns[5], columns[7], trades, columns[9], columns[10], repeat(market),
     )  # fmt: skip
 
 
@@ -361,7 +404,9 @@ def _trusted_klines(*columns: Iterable[object]) -> list[Kline]:
 # --- data.binance.vision CSV ---------------------------------------------------------------
 
 
-def parse_csv_line(line: str, symbol: str, interval: str, where: str = "") -> Kline:
+def parse_csv_line(
+    line: str, symbol: str, interval: str, where: str = "", market: Market = Market.SPOT
+) -> Kline:
     """One headerless dump line (ms before 2025, µs since):
 
     1640995200000,46216.93000000,46731.39000000,46208.37000000,46656.13000000,1503.33095000,
@@ -376,11 +421,18 @@ def parse_csv_line(line: str, symbol: str, interval: str, where: str = "") -> Kl
         if not text.isascii() or not text.isdigit():
             raise InvalidRow(name, parts[idx], "must be an integer", where=where)
         values[idx] = int(text)
-    return _build(values, symbol, interval, where)
+    return _build(values, symbol, interval, where, market)
 
 
-def iter_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> Iterator[Kline]:
-    """Rows of a dump file: optional header line, LF or CRLF, ms or µs timestamps."""
+def iter_csv(
+    text: str | bytes,
+    symbol: str,
+    interval: str,
+    source: str = "csv",
+    market: Market = Market.SPOT,
+) -> Iterator[Kline]:
+    """Rows of a dump file: optional header line (futures files have one), LF or CRLF, ms or µs
+    timestamps."""
     if isinstance(text, bytes):
         text = text.decode("utf-8-sig")
     for n, line in enumerate(text.splitlines(), start=1):
@@ -388,7 +440,7 @@ def iter_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv")
             continue
         if n == 1 and not line.lstrip("\ufeff")[:1].isdigit():
             continue  # a header line ("open_time,open,..." or "Opentime,Open,...")
-        yield parse_csv_line(line, symbol, interval, where=f"{source} line {n}")
+        yield parse_csv_line(line, symbol, interval, f"{source} line {n}", market)
 
 
 def parse_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv") -> list[Kline]:
@@ -398,18 +450,24 @@ def parse_csv(text: str | bytes, symbol: str, interval: str, source: str = "csv"
 # --- lake rows and message rows (JSON objects) ---------------------------------------------
 
 
-def kline_from_dict(obj: object, where: str = "") -> Kline:
-    """A row in the lake schema (from the lake or a Pub/Sub message); unknown keys are refused."""
+def kline_from_dict(obj: object, where: str = "", market: Market = Market.SPOT) -> Kline:
+    """A row in the lake schema of `market` (from the lake or a Pub/Sub message); unknown keys
+    are refused, so a COIN-M row cannot pass as a spot/USD-M one or the other way round."""
     if not isinstance(obj, Mapping):
         raise InvalidRow("row", obj, "must be a JSON object", where=where)
-    missing = [f for f in FIELDS if f not in obj]
+    keys = row_keys(market)
+    missing = [f for f in keys if f not in obj]
     if missing:
-        raise InvalidRow(missing[0], None, "missing", where=where)
-    extra = [k for k in obj if k not in FIELDS]
+        raise InvalidRow(missing[0], None, f"missing (a {market} row)", where=where)
+    extra = [k for k in obj if k not in keys]
     if extra:
-        raise InvalidRow(str(extra[0]), obj[extra[0]], "unknown field", where=where)
+        raise InvalidRow(
+            str(extra[0]), obj[extra[0]], f"unknown field in a {market} row", where=where
+        )
     try:
-        return Kline(**{f: obj[f] for f in FIELDS})
+        # The n-th key of any market holds the n-th slot (markets.py), slots being spot's names.
+        slots = {slot: obj[key] for slot, key in zip(SPOT_ROW_KEYS, keys, strict=True)}
+        return Kline(**slots, market=market)
     except InvalidRow as exc:
         raise InvalidRow(exc.field, exc.value, exc.reason, where=where) from None
 
@@ -424,22 +482,27 @@ _DECIMAL_FIELDS = tuple(f for f in FIELDS if f not in ("open_time", "close_time"
                                                      "symbol", "interval"))  # fmt: skip
 
 
-def _message_row_shape(symbol: str, interval: str) -> bytes:
-    """One canonical message row with its ASCII digits deleted (decimals as "d.d")."""
-    values: dict[str, object] = dict.fromkeys(FIELDS, 0)
-    values.update(symbol=symbol, interval=interval, **dict.fromkeys(_DECIMAL_FIELDS, "0.0"))
-    return orjson.dumps(values).translate(None, _ASCII_DIGITS)
+def _message_row_shape(symbol: str, interval: str, market: Market = Market.SPOT) -> bytes:
+    """One canonical message row of `market` (its row keys) with its ASCII digits deleted
+    (decimals as "d.d")."""
+    values = dict.fromkeys(SPOT_ROW_KEYS, "0.0") | dict(
+        open_time=0, close_time=0, symbol=symbol, interval=interval, trades=0
+    )
+    # the n-th key of any market holds the n-th slot (markets.py)
+    keyed = {key: values[slot] for slot, key in zip(SPOT_ROW_KEYS, row_keys(market), strict=True)}
+    return orjson.dumps(keyed).translate(None, _ASCII_DIGITS)
 
 
 def regular_message_rows(
-    klines: list[Any], symbol: str, interval: str
+    klines: list[Any], symbol: str, interval: str, market: Market = Market.SPOT
 ) -> tuple[list[Kline], list[bytes]] | None:
     """The Klines of a message's `klines` array, and their lake lines (`Kline.to_line()`, cut
     from the bytes the check read), if it is regular (each row an object with
     exactly the contract's keys in contract order, this stream's symbol and interval, decimals
     with a fractional part, contiguous full-length candles), else None. Never raises for bad
     data: `kline_from_dict` row by row then decides and names what is wrong. Accepts only what
-    that path accepts, with the same rows (tests/core/test_message_bulk.py)."""
+    that path accepts, with the same rows (tests/core/test_message_bulk.py). Futures rows take
+    their market's keys (COIN-M: `markets.CM_ROW_KEYS`, same slots in the same order)."""
     n = len(klines)
     grid = _GRID.get(interval)
     if (
@@ -449,13 +512,15 @@ def regular_message_rows(
         or not symbol.isascii()
         or "." in symbol
         or _valid_symbol_or_none(symbol) is None
+        or market not in SPECS
+        or (market != Market.SPOT and interval == "1s")  # the row-by-row path names it
     ):
         return None
     try:
         body = orjson.dumps(klines)
     except orjson.JSONEncodeError:  # e.g. an integer over 64 bits: the slow path names it
         return None
-    shape = _message_row_shape(symbol, interval)
+    shape = _message_row_shape(symbol, interval, market)
     if body.translate(None, _ASCII_DIGITS) != b"[" + b",".join([shape] * n) + b"]":
         return None
     if not _decimal_digit_runs_ok(body, len(_DECIMAL_FIELDS) * n):
@@ -472,20 +537,21 @@ def regular_message_rows(
     ):
         return None
     rows = _trusted_klines(
-        opens, closes, repeat(symbol), repeat(interval), *columns[4:10], trades, *columns[11:]
-    )
+        opens, closes, repeat(symbol), repeat(interval), *columns[4:10], trades, *columns[11:],
+        repeat(Market(market)),
+    )  # fmt: skip
     # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
     # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
     lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
     return rows, lines
 
 
-def parse_lake_line(line: bytes, where: str = "") -> Kline:
+def parse_lake_line(line: bytes, where: str = "", market: Market = Market.SPOT) -> Kline:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise InvalidRow("row", line[:80], f"not JSON: {exc}", where=where) from None
-    return kline_from_dict(obj, where)
+    return kline_from_dict(obj, where, market)
 
 
 def open_time_of_line(line: bytes) -> int:

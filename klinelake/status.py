@@ -18,6 +18,7 @@ from klinelake.intervals import (
     next_open_time,
     prev_open_time,
 )
+from klinelake.markets import Market, spec, stream_key
 from klinelake.row import parse_lake_line
 from klinelake.storage import ObjectStore
 
@@ -45,10 +46,16 @@ class StreamReport:
     missing_klines: int = 0
     freshness_lag_ms: int | None = None
     problems: list[str] = field(default_factory=list)
+    market: Market = Market.SPOT
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def stream(self) -> str:
+        """`btcusdt@1h` / `um:btcusdt@1m` (the symbol as the object name spells it)."""
+        return stream_key(self.market, self.symbol, self.interval)
 
 
 def inspect_lines(
@@ -61,7 +68,7 @@ def inspect_lines(
     prev: int | None = None
     for n, line in enumerate(lines, start=1):
         try:
-            row = parse_lake_line(line, where=f"line {n}")
+            row = parse_lake_line(line, f"line {n}", report.market)
         except InvalidData as exc:
             report.invalid_rows += 1
             if report.invalid_rows <= MAX_LISTED:
@@ -117,9 +124,11 @@ def inspect_lines(
     return report
 
 
-def lake_halts(store: ObjectStore, symbol: str, interval: str) -> tuple[list[Gap], str | None]:
+def lake_halts(
+    store: ObjectStore, symbol: str, interval: str, market: Market = Market.SPOT
+) -> tuple[list[Gap], str | None]:
     """(the stream's recorded halts, a problem if its meta object is unreadable)."""
     try:
-        return read_empty(store, symbol, interval), None
+        return read_empty(store, symbol, interval, spec(market).object_token), None
     except InvalidData as exc:
         return [], f"meta object unreadable, halts ignored: {exc}"

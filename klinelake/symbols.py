@@ -25,6 +25,7 @@ import unicodedata
 
 from klinelake.errors import InvalidData, InvalidSymbol
 from klinelake.intervals import check_interval
+from klinelake.markets import Market, check_market_interval, market_of_token, spec, stream_key
 
 MAX_SYMBOL_LEN = 40
 # Binance's historic legal range is ^[A-Z0-9-_.]{1,20}$; since 2025-12 symbols may be Unicode.
@@ -32,7 +33,7 @@ MAX_SYMBOL_LEN = 40
 # (`_` also separates futures symbols such as BTCUSD_PERP).
 _SEPARATORS = frozenset("-_.")
 OBJECT_PREFIX = "raw/"
-SPOT_MARKET = "binance"
+SPOT_MARKET = spec(Market.SPOT).object_token  # "binance" (klinelake.markets)
 _SUFFIX = ".jsonl"
 
 
@@ -73,33 +74,50 @@ def validate_symbol(symbol: object) -> str:
     return symbol
 
 
-def stream_id(symbol: str, interval: str) -> str:
-    """`BTCUSDC@1h`: the Pub/Sub ordering key and the name used in logs and state."""
-    return f"{validate_symbol(symbol)}@{check_interval(interval)}"
+def stream_id(symbol: str, interval: str, market: Market | str = Market.SPOT) -> str:
+    """`BTCUSDC@1h` (spot) or `um:BTCUSDT@1m`: the Pub/Sub ordering key, the name in logs/state."""
+    check_market_interval(market, check_interval(interval))
+    return stream_key(market, validate_symbol(symbol), interval)
 
 
-def object_name(symbol: str, interval: str) -> str:
-    """`raw/binance_btcusdc_1h.jsonl`."""
+def object_name(symbol: str, interval: str, market: Market | str = Market.SPOT) -> str:
+    """`raw/binance_btcusdc_1h.jsonl`, `raw/binance-um_btcusdt_1m.jsonl` (DESIGN.md contract 2:
+    the first `_`-token names the market, spot's is `binance` as ever)."""
     validate_symbol(symbol)
-    check_interval(interval)
-    return f"{OBJECT_PREFIX}{SPOT_MARKET}_{symbol.lower()}_{interval}{_SUFFIX}"
+    check_market_interval(market, check_interval(interval))
+    return f"{OBJECT_PREFIX}{spec(market).object_token}_{symbol.lower()}_{interval}{_SUFFIX}"
 
 
 def parse_object_name(name: str) -> tuple[str, str] | None:
-    """(symbol, interval) of a canonical lake object name, None for anything else.
+    """(symbol, interval) of a canonical spot lake object name, None for anything else
+    (futures objects included: see `parse_stream_object`).
 
     Canonical means `object_name(*parse_object_name(name)) == name`: `raw/binance_BTCUSDT_1h.jsonl`
     or `raw/binance_btcusdt_1H.jsonl` are strays, not streams.
     """
-    head = f"{OBJECT_PREFIX}{SPOT_MARKET}_"
-    if not (name.startswith(head) and name.endswith(_SUFFIX)):
+    parsed = parse_stream_object(name)
+    if parsed is None or parsed[0] is not Market.SPOT:
         return None
-    lowered, sep, interval = name[len(head) : -len(_SUFFIX)].rpartition("_")
-    if not sep:
+    return parsed[1], parsed[2]
+
+
+def parse_stream_object(name: str) -> tuple[Market, str, str] | None:
+    """(market, symbol, interval) of a canonical lake object name of any market, else None.
+
+    The market is the first `_`-separated token (`binance`, `binance-um`, `binance-cm`), the
+    interval the last, the symbol what lies between (futures symbols contain `_`:
+    `raw/binance-cm_btcusd_perp_1h.jsonl` → (cm, BTCUSD_PERP, 1h)).
+    """
+    if not (name.startswith(OBJECT_PREFIX) and name.endswith(_SUFFIX)):
+        return None
+    token, sep, stem = name[len(OBJECT_PREFIX) : -len(_SUFFIX)].partition("_")
+    market = market_of_token(token)
+    lowered, sep2, interval = stem.rpartition("_")
+    if market is None or not sep or not sep2:
         return None
     symbol = lowered.upper()
     try:
-        canonical = object_name(symbol, interval)
-    except InvalidData:  # not a symbol or not an interval
+        canonical = object_name(symbol, interval, market)
+    except InvalidData:  # not a symbol, not an interval, or not one of this market
         return None
-    return (symbol, interval) if canonical == name else None
+    return (market, symbol, interval) if canonical == name else None

@@ -27,9 +27,10 @@ from klinelake.archive_diff import Difference, diff_rows
 from klinelake.errors import InvalidData, KlineLakeError
 from klinelake.intervals import DAY, align_down
 from klinelake.lake import open_store, read_lines
+from klinelake.markets import Market
 from klinelake.row import Kline, parse_lake_line
 from klinelake.storage import ObjectStore
-from klinelake.symbols import OBJECT_PREFIX, parse_object_name, stream_id
+from klinelake.symbols import OBJECT_PREFIX, parse_stream_object, stream_id
 from klinelake.vision import (
     DAILY_INTERVALS,
     Archive,
@@ -52,16 +53,18 @@ class StreamCheck:
         return not any(d.failing for d in self.differences)
 
 
-def _rows(store: ObjectStore, name: str) -> Iterator[Kline]:
+def _rows(store: ObjectStore, name: str, market: Market = Market.SPOT) -> Iterator[Kline]:
     for n, line in enumerate(read_lines(store, name), start=1):
-        yield parse_lake_line(line, where=f"{name} line {n}")
+        yield parse_lake_line(line, f"{name} line {n}", market)
 
 
-def _span(store: ObjectStore, name: str) -> tuple[str, int, int] | None:
+def _span(
+    store: ObjectStore, name: str, market: Market = Market.SPOT
+) -> tuple[str, int, int] | None:
     """(exchange symbol, first open time, last open time) of a lake object, None if empty."""
     first: Kline | None = None
     last = None
-    for row in _rows(store, name):
+    for row in _rows(store, name, market):
         first = first or row
         last = row.open_time
     return None if first is None or last is None else (first.symbol, first.open_time, last)
@@ -81,7 +84,7 @@ async def _archives(
             check.archives += 1
             yield a, rows
         elif a.period == "monthly" and a.interval in DAILY_INTERVALS:
-            days = [day(a.symbol, a.interval, t) for t in range(a.start, a.end, DAY)]
+            days = [day(a.symbol, a.interval, t, a.market) for t in range(a.start, a.end, DAY)]
             async for pair in _archives(client, days, check):
                 yield pair
         else:
@@ -90,22 +93,22 @@ async def _archives(
 
 
 async def check_stream(store: ObjectStore, client: VisionClient, name: str) -> StreamCheck | None:
-    parsed = parse_object_name(name)
+    parsed = parse_stream_object(name)  # any market: futures archives are data/futures/um|cm
     if parsed is None:
         return None
-    span = _span(store, name)
+    market, _, interval = parsed
+    span = _span(store, name, market)
     if span is None:
         return None
     symbol, first, last = span
-    interval = parsed[1]
-    check = StreamCheck(stream_id(symbol, interval))
+    check = StreamCheck(stream_id(symbol, interval, market))
     day_first = first - first % DAY
     day_last = align_down(last - last % DAY + DAY - 1, interval)
-    archives, rest = cover(symbol, interval, day_first, day_last)
+    archives, rest = cover(symbol, interval, day_first, day_last, market)
     for lo, hi in rest:  # intervals without daily files: partial months have no archive
         detail = f"open times {lo}..{hi}: no archive covers them, not compared"
         check.differences.append(Difference(check.stream, "unchecked", lo, detail))
-    lake = _rows(store, name)
+    lake = _rows(store, name, market)
     pending: Kline | None = next(lake, None)
     async for archive, archive_rows in _archives(client, archives, check):
         lo, hi = max(archive.start, first), min(archive.end - 1, last)
@@ -130,8 +133,9 @@ async def verify_lake(
     checks: list[StreamCheck] = []
     try:
         for info in store.list(OBJECT_PREFIX):
-            parsed = parse_object_name(info.name)
-            if parsed is None or (wanted and f"{parsed[0]}@{parsed[1]}".lower() not in wanted):
+            parsed = parse_stream_object(info.name)
+            if parsed is None or (wanted and stream_id(parsed[1], parsed[2], parsed[0]).lower()
+                                  not in wanted):  # fmt: skip
                 continue
             check = await check_stream(store, client, info.name)
             if check is not None:
@@ -153,7 +157,9 @@ def _as_json(c: StreamCheck) -> dict[str, object]:
 @click.command("verify-vision")
 @cfg.option(cfg.LAKE)
 @cfg.option(cfg.VISION_URL)
-@click.option("--stream", "streams", multiple=True, help="SYMBOL@interval (repeat); default all")
+@click.option(
+    "--stream", "streams", multiple=True, help="SYMBOL@interval or um:SYMBOL@interval (repeat)"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def verify_vision(lake: str, vision_url: str, streams: tuple[str, ...], as_json: bool) -> None:
     """Compare the lake with the data.binance.vision archives; exit 1 on any difference."""

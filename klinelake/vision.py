@@ -8,8 +8,12 @@ Layout (spot; `1mo` stands for `1M` in paths and names):
 
 Each zip holds one headerless CSV of the same stem in Binance's 12-column order (times in µs
 for files from 2025-01-01 on, ms before; `klinelake.row.parse_csv` reads both). Daily files
-exist for intervals up to `1d`. This module is the one home of the layout and of the checksum
-verification: the backfill, `klinelake verify --against vision` and the simulator use it.
+exist for intervals up to `1d`. Futures archives (binance-futures-api.md §10) live under
+`data/futures/um/...` and `data/futures/cm/...` (`markets.MarketSpec.archive_prefix`), keep ms
+times, and their CSVs start with a header line (skipped by `klinelake.row.iter_csv`); futures
+symbols may contain `_` (`BTCUSD_PERP`). This module is the one home of the layout and of
+the checksum verification: the backfill, `klinelake verify --against vision` and the simulator
+use it.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from klinelake.intervals import (
     next_open_time,
     prev_open_time,
 )
-from klinelake.row import Kline, parse_csv
+from klinelake.markets import Market, spec
+from klinelake.row import Kline, iter_csv
 
 MICROS_FROM_MS = 1_735_689_600_000  # 2025-01-01 00:00 UTC: spot files use µs from here on
 DAILY_INTERVALS = frozenset({"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h",
                              "8h", "12h", "1d"})  # fmt: skip
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _NAME = re.compile(
-    r"(?P<symbol>[A-Z0-9]+)-(?P<interval>[0-9]+[smhdw]|1mo)-(?P<y>\d{4})-(?P<m>\d{2})(?:-(?P<d>\d{2}))?"
+    r"(?P<symbol>[A-Z0-9_]+)-(?P<interval>[0-9]+[smhdw]|1mo)-(?P<y>\d{4})-(?P<m>\d{2})(?:-(?P<d>\d{2}))?"
 )
 
 Period = Literal["monthly", "daily"]
@@ -65,6 +70,7 @@ class Archive:
     period: Period
     symbol: str
     interval: str
+    market: Market = Market.SPOT
 
     @property
     def end(self) -> int:
@@ -82,7 +88,7 @@ class Archive:
     @property
     def path(self) -> str:
         return (
-            f"data/spot/{self.period}/klines/{self.symbol}/{path_interval(self.interval)}/"
+            f"{spec(self.market).archive_prefix}/{self.period}/klines/{self.symbol}/{path_interval(self.interval)}/"
             f"{self.stem}.zip"
         )
 
@@ -98,18 +104,21 @@ class Archive:
 
     @property
     def micros(self) -> bool:
-        return self.start >= MICROS_FROM_MS
+        """Spot files use µs from 2025 on; futures files keep ms (FS §10)."""
+        return self.market == Market.SPOT and self.start >= MICROS_FROM_MS
 
 
-def month(symbol: str, interval: str, index: int) -> Archive:
-    return Archive(_month_start(index), "monthly", symbol, interval)
+def month(symbol: str, interval: str, index: int, market: Market = Market.SPOT) -> Archive:
+    return Archive(_month_start(index), "monthly", symbol, interval, market)
 
 
-def day(symbol: str, interval: str, start_ms: int) -> Archive:
-    return Archive(start_ms - start_ms % DAY, "daily", symbol, interval)
+def day(symbol: str, interval: str, start_ms: int, market: Market = Market.SPOT) -> Archive:
+    return Archive(start_ms - start_ms % DAY, "daily", symbol, interval, market)
 
 
-def parse_archive_path(symbol: str, path_iv: str, name: str) -> tuple[Archive, bool] | None:
+def parse_archive_path(
+    symbol: str, path_iv: str, name: str, market: Market = Market.SPOT
+) -> tuple[Archive, bool] | None:
     """(the archive, whether `name` is its .CHECKSUM) for a served file name, else None."""
     checksum = name.endswith(".zip.CHECKSUM")
     if not name.endswith((".zip", ".zip.CHECKSUM")):
@@ -122,30 +131,31 @@ def parse_archive_path(symbol: str, path_iv: str, name: str) -> tuple[Archive, b
         check_interval(interval)
         if m["d"] is None:
             start = datetime(int(m["y"]), int(m["m"]), 1, tzinfo=UTC)
-            return Archive(int(start.timestamp() * 1000), "monthly", symbol, interval), checksum
+            monthly = Archive(int(start.timestamp() * 1000), "monthly", symbol, interval, market)
+            return monthly, checksum
         start = datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=UTC)
     except (InvalidData, ValueError):
         return None
     if interval not in DAILY_INTERVALS:
         return None
-    return Archive(int(start.timestamp() * 1000), "daily", symbol, interval), checksum
+    return Archive(int(start.timestamp() * 1000), "daily", symbol, interval, market), checksum
 
 
 def cover(
-    symbol: str, interval: str, first: int, last: int
+    symbol: str, interval: str, first: int, last: int, market: Market = Market.SPOT
 ) -> tuple[list[Archive], list[tuple[int, int]]]:
     """The archives whose open times all lie in [first, last] (whole months, then whole days of
     the partial months when the interval has daily files), and the (first, last) open-time
     ranges left for REST, in open-time order."""
     archives: list[Archive] = []
     for index in range(_month_index(first), _month_index(last) + 1):
-        whole = month(symbol, interval, index)
+        whole = month(symbol, interval, index, market)
         if _inside(whole, first, last):
             archives.append(whole)
         elif interval in DAILY_INTERVALS:
             lo = max(whole.start, first - first % DAY)
             for start in range(lo, min(whole.end, last + 1), DAY):
-                if _inside(d := day(symbol, interval, start), first, last):
+                if _inside(d := day(symbol, interval, start, market), first, last):
                     archives.append(d)
     rest: list[tuple[int, int]] = []
     t = first
@@ -186,5 +196,6 @@ def read_archive(zip_bytes: bytes, checksum: str, archive: Archive, source: str)
             data = zf.read(names[0])
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"{source}: not a zip: {exc}") from exc
-    rows = parse_csv(data, archive.symbol, archive.interval, source=source)
+    # futures CSVs start with a header line (skipped); COIN-M columns mean other things
+    rows = iter_csv(data, archive.symbol, archive.interval, source, archive.market)
     return [r for r in rows if archive.start <= r.open_time < archive.end]

@@ -29,7 +29,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from klinelake.binance_limits import WEIGHT_LIMIT_1M, WEIGHT_WINDOW_S
+from klinelake.binance_limits import WEIGHT_WINDOW_S
+from klinelake.markets import SPECS, Market
+
+WEIGHT_LIMIT_1M = SPECS[Market.SPOT].weight_limit_1m  # the default budget: spot's
 
 WINDOW_MS = int(WEIGHT_WINDOW_S * 1000)
 DEFAULT_SHARE = 0.8

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
+from klinelake.markets import Market, spec
 from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_line, merge_lines
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
@@ -125,33 +126,46 @@ class LakeWriter:
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
         # A KlineBatch is already ascending, unique and of one stream (checked when built).
+        m = batch.market
         if batch.lake_lines is not None:
             lines = list(zip(map(_OPEN_TIME, batch.rows), batch.lake_lines, strict=True))
-            result = self._write_lines(batch.symbol, batch.interval, lines)
+            result = self._write_lines(batch.symbol, batch.interval, lines, m)
         else:
-            result = self._write_ordered(batch.symbol, batch.interval, batch.rows)
+            result = self._write_ordered(batch.symbol, batch.interval, batch.rows, m)
         if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
             from klinelake.halts_writer import write_empty
 
-            halts = write_empty(self, batch.symbol, batch.interval, batch.empty)
+            token = spec(m).object_token
+            halts = write_empty(self, batch.symbol, batch.interval, batch.empty, token)
             result = dataclasses.replace(result, halts=halts)
         return result
 
-    def write_rows(self, symbol: str, interval: str, rows: Iterable[Kline]) -> WriteResult:
+    def write_rows(
+        self,
+        symbol: str,
+        interval: str,
+        rows: Iterable[Kline],
+        market: Market = Market.SPOT,
+    ) -> WriteResult:
         """Write rows of one stream (any order; for a repeated open_time the last wins)."""
         ordered = sort_unique(rows)
         for r in ordered:
-            if r.symbol != symbol or r.interval != interval:
-                raise InvalidData(f"row {r.symbol}@{r.interval} in a batch for {symbol}@{interval}")
-        return self._write_ordered(symbol, interval, ordered)
+            if r.symbol != symbol or r.interval != interval or r.market != market:
+                raise InvalidData(
+                    f"row {r.market}:{r.symbol}@{r.interval} in a batch for "
+                    f"{market}:{symbol}@{interval}"
+                )
+        return self._write_ordered(symbol, interval, ordered, market)
 
-    def _write_ordered(self, symbol: str, interval: str, ordered: Sequence[Kline]) -> WriteResult:
-        return self._write_lines(symbol, interval, batch_lines(ordered))
+    def _write_ordered(
+        self, symbol: str, interval: str, ordered: Sequence[Kline], market: Market
+    ) -> WriteResult:
+        return self._write_lines(symbol, interval, batch_lines(ordered), market)
 
     def _write_lines(
-        self, symbol: str, interval: str, lines: Sequence[tuple[int, bytes]]
+        self, symbol: str, interval: str, lines: Sequence[tuple[int, bytes]], market: Market
     ) -> WriteResult:
-        name = object_name(symbol, interval)
+        name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
         result = self.retry_conditional(
             name, lambda retries: self._attempt(counting, name, lines, retries)

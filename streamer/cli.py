@@ -18,12 +18,19 @@ from klinelake import config as cfg
 from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
-from streamer.config import Settings, parse_streams
+from klinelake.markets import Market, spec
+from klinelake.selector import parse_symbol_set
+from streamer.config import Settings, StreamSpec, parse_intervals, parse_streams
 
 EPILOG = (
     cfg.env_help(cfg.STATE_DIRECTORY, cfg.NOTIFY_SOCKET, *cfg.EMULATORS)
     + "\n\n\bExit codes: 0 stopped (SIGTERM), 1 a task died, 2 bad configuration,"
     + "\n4 blocked by Binance (HTTP 451/403) or exchangeInfo never answered."
+    + "\n\n\b\n--symbols also takes a selector followed as the market changes (docs/markets.md):"
+    + "\n  [MARKET:]KEY=VALUE[|VALUE],...  KEY: quote, base, status (default TRADING),"
+    + "\n  contract, symbol; e.g. 'um:quote=USDT', 'quote=USDC', 'cm:contract=PERPETUAL'."
+    + "\nListings start streaming, symbols leaving TRADING are retired; a renamed symbol is a"
+    + "\nnew stream."
 )
 
 
@@ -34,6 +41,7 @@ def default_state_dir() -> str:
 
 @click.command(context_settings=cfg.CONTEXT_SETTINGS, epilog=EPILOG)
 @cfg.version_option("streamer")
+@cfg.market_option()
 @cfg.option(cfg.SYMBOLS)
 @cfg.option(cfg.INTERVALS)
 @cfg.option(cfg.TOPIC)
@@ -68,8 +76,15 @@ def default_state_dir() -> str:
     "print one line, exit 0 or non-zero",
 )
 @click.option("--check-timeout", type=float, default=20.0, help="seconds per --check step")
+@click.option(
+    "--exchange-info-interval",
+    type=float,
+    default=60.0,
+    help="seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
+)
 @click.option("--log-level", default="INFO")
 def main(  # noqa: PLR0917 - click passes every option
+    market: str,
     symbols: str,
     intervals: str,
     topic: str | None,
@@ -88,14 +103,33 @@ def main(  # noqa: PLR0917 - click passes every option
     exchange_info_deadline: float,
     check: bool,
     check_timeout: float,
+    exchange_info_interval: float,
     log_level: str,
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
     setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
+        symbol_set = parse_symbol_set(symbols)
+        if symbol_set.market is not None:
+            if market not in ("spot", symbol_set.market.value):
+                raise ValueError(f"--symbols says {symbol_set.market}, --market says {market}")
+            market = symbol_set.market.value
+        ivs = parse_intervals(intervals, Market(market))
+        if not ivs:
+            raise ValueError("at least one interval is needed")
+        streams: tuple[StreamSpec, ...] = ()
+        if not symbol_set.is_selector:
+            streams = parse_streams(",".join(symbol_set.symbols), intervals, Market(market))
+        if market != "spot":  # the spot defaults do not serve futures
+            rest_url = spec(market).rest_url if rest_url == cfg.DEFAULT_REST_URL else rest_url
+            ws_url = spec(market).ws_url if ws_url == cfg.DEFAULT_WS_URL else ws_url
         settings = Settings(
-            streams=parse_streams(symbols, intervals),
+            streams=streams,
+            market=Market(market),
+            symbol_set=symbol_set,
+            intervals=ivs,
+            exchange_info_interval_s=exchange_info_interval,
             topic=topic or None,
             lake_uri=lake_uri,
             rest_url=rest_url,

@@ -15,6 +15,8 @@ from klinelake.config import (
     split_csv,
 )
 from klinelake.intervals import check_interval
+from klinelake.markets import Market, check_market_interval, spec
+from klinelake.selector import SymbolSet
 from klinelake.symbols import stream_id, validate_symbol
 
 
@@ -22,10 +24,11 @@ from klinelake.symbols import stream_id, validate_symbol
 class StreamSpec:
     symbol: str  # uppercase exchange symbol
     interval: str
+    market: Market = Market.SPOT
 
     @property
     def sid(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     @property
     def ws_name(self) -> str:
@@ -61,9 +64,21 @@ class Settings:
     # StartLimitIntervalSec (tests/infra checks the arithmetic).
     exchange_info_deadline_s: float = 60.0
     log_level: str = "INFO"
+    market: Market = Market.SPOT  # one market per process (docs/markets.md)
+    # A selector (`um:quote=USDT`) resolved from exchangeInfo at start; `streams` then empty.
+    symbol_set: SymbolSet | None = None
+    intervals: tuple[str, ...] = ()  # with a selector: the intervals of every selected symbol
+    exchange_info_interval_s: float = 60.0  # re-read (real s): listings, delistings, BREAK
+
+    @property
+    def subscribe_frames_per_s(self) -> float:
+        """Under the 5 (spot) / 10 (futures) incoming messages per second (FS §3), with room
+        for pongs."""
+        return spec(self.market).max_incoming_msgs_per_s * 0.8
 
     def __post_init__(self) -> None:
-        if not self.streams:
+        selector = self.symbol_set is not None and self.symbol_set.is_selector
+        if not self.streams and not (selector and self.intervals):
             raise ValueError("streams: at least one symbol and one interval are needed")
         if self.topic is not None:
             check_topic(self.topic)
@@ -87,15 +102,22 @@ class Settings:
         return int(max(self.stall_grace_s, self.stall_grace_real_s * self.clock_speed) * 1000)
 
 
-def parse_streams(symbols: str, intervals: str) -> tuple[StreamSpec, ...]:
+def parse_intervals(intervals: str, market: Market = Market.SPOT) -> tuple[str, ...]:
+    """`1m,1h` → ("1m", "1h"), each valid on `market` (futures have no `1s`)."""
+    return tuple(check_market_interval(market, check_interval(i)) for i in split_csv(intervals))
+
+
+def parse_streams(
+    symbols: str, intervals: str, market: Market = Market.SPOT
+) -> tuple[StreamSpec, ...]:
     """`--symbols BTCUSDC,ETHUSDC --intervals 1m,1h` → every (symbol, interval) pair, in order."""
     syms = [validate_symbol(s.upper()) for s in split_csv(symbols)]
-    ivs = [check_interval(i) for i in split_csv(intervals)]
+    ivs = parse_intervals(intervals, market)
     if not syms or not ivs:
         raise ValueError("at least one symbol and one interval are needed")
     seen: dict[str, StreamSpec] = {}
     for s in syms:
         for i in ivs:
-            spec = StreamSpec(s, i)
-            seen.setdefault(spec.sid, spec)
+            stream = StreamSpec(s, i, market)
+            seen.setdefault(stream.sid, stream)
     return tuple(seen.values())

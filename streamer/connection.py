@@ -34,6 +34,7 @@ from klinelake.binance_ws import (
 )
 from klinelake.errors import InvalidData
 from klinelake.logs import log_event
+from klinelake.markets import Market, spec, stream_key
 from klinelake.row import Kline
 from streamer.clock import ServerClock
 from streamer.shards import send_offsets, subscribe_frames
@@ -94,9 +95,12 @@ class Connection:
         frames_per_s: float = 4.0,
         open_timeout_s: float = 10.0,
         counters: ConnCounters | None = None,
+        market: Market = Market.SPOT,
     ) -> None:
         self.conn_id = conn_id
-        self.url = ws_url.rstrip("/") + "/stream"
+        self.market = market
+        # USD-M klines live on the `/market` route (binance-futures-api.md §1)
+        self.url = ws_url.rstrip("/") + spec(market).ws_route + "/stream"
         self.streams = streams
         self._by_sid = {s.sid: s for s in streams}
         self.on_closed = on_closed
@@ -114,6 +118,9 @@ class Connection:
         self.frames_received = 0
         self._pending: dict[int, asyncio.Future[ControlReply]] = {}
         self._closing = False
+        self._next_id = 0
+        self._last_frame_at = 0.0  # loop time of the last control frame sent (pacing)
+        self._control = asyncio.Lock()
 
     async def open(self, first_id: int = 1) -> None:
         """Connect, start reading, subscribe every stream and wait for the acks."""
@@ -124,9 +131,12 @@ class Connection:
             ((s.sid, s.interval) for s in self.streams), now, self.stall_grace_ms
         )
         self.read_task = asyncio.create_task(self._read(), name=f"ws-read-{self.conn_id}")
+        self._by_sid = {s.sid: s for s in self.streams}  # what this connection subscribes
         frames = subscribe_frames([s.name for s in self.streams], first_id, self.max_params)
+        self._next_id = first_id + len(frames)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        self._last_frame_at = start + len(frames) / self.frames_per_s
         try:
             for (frame_id, frame), offset in zip(
                 frames, send_offsets(len(frames), self.frames_per_s), strict=True
@@ -191,7 +201,7 @@ class Connection:
             self.clock.observe(forming_at)
             return
         try:
-            msg = parse_ws_frame(frame)
+            msg = parse_ws_frame(frame, self.market)
         except InvalidData as exc:
             self.counters.malformed += 1
             log_event(log, "WARNING", "malformed ws frame", conn=self.conn_id, error=str(exc)[:300])
@@ -201,7 +211,7 @@ class Connection:
             if not msg.closed:
                 return
             k = msg.kline
-            sid = f"{k.symbol}@{k.interval}"
+            sid = stream_key(self.market, k.symbol, k.interval)
             if sid not in self._by_sid:
                 return
             self.counters.closed_klines += 1
@@ -215,6 +225,67 @@ class Connection:
         elif isinstance(msg, ServerShutdown):
             self.shutdown_notice = True
             log_event(log, "WARNING", "serverShutdown received", conn=self.conn_id)
+
+    async def sync(self) -> None:
+        """Subscribe what the slot gained, unsubscribe what it lost, while this connection was
+        opening (a listing or a retirement racing a reconnect)."""
+        current = {r.sid: r for r in self.streams}
+        gained = [r for sid, r in current.items() if sid not in self._by_sid]
+        lost = [r for sid, r in self._by_sid.items() if sid not in current]
+        if gained:
+            await self.change("SUBSCRIBE", gained)
+        if lost:
+            await self.change("UNSUBSCRIBE", lost)
+
+    async def change(self, method: str, refs: list[StreamRef]) -> bool:
+        """SUBSCRIBE or UNSUBSCRIBE `refs` on this live connection (a listing, a retirement):
+        no reconnect; frames paced under the market's messages-per-second limit. The stall
+        tracker learns at once. False if the server did not confirm (the caller's slot list
+        is already updated, so a later reconnect subscribes the right set)."""
+        now = self.clock.now_ms()
+        for ref in refs:
+            if method == "SUBSCRIBE":
+                self._by_sid[ref.sid] = ref
+                if self.tracker is not None:
+                    self.tracker.add(ref.sid, ref.interval, now)
+            else:
+                self._by_sid.pop(ref.sid, None)
+                if self.tracker is not None:
+                    self.tracker.remove(ref.sid)
+        if self.ws is None or not self.alive:
+            return False
+        loop = asyncio.get_running_loop()
+        async with self._control:
+            frames = subscribe_frames(
+                [r.name for r in refs], self._next_id, self.max_params, method
+            )
+            self._next_id += len(frames)
+            waits = []
+            try:
+                for frame_id, frame in frames:
+                    self._last_frame_at = max(
+                        loop.time(), self._last_frame_at + 1 / self.frames_per_s
+                    )
+                    await asyncio.sleep(max(0.0, self._last_frame_at - loop.time()))
+                    fut: asyncio.Future[ControlReply] = loop.create_future()
+                    self._pending[frame_id] = fut
+                    waits.append(fut)
+                    await self.ws.send(frame.decode())
+                replies = [
+                    await asyncio.wait_for(asyncio.shield(f), self.open_timeout_s) for f in waits
+                ]
+            except (ConnectionClosed, TimeoutError, OSError) as exc:
+                log_event(log, "WARNING", f"{method} not confirmed", conn=self.conn_id,
+                          error=repr(exc)[:200])  # fmt: skip
+                return False
+            finally:
+                for frame_id, _ in frames:
+                    self._pending.pop(frame_id, None)
+        refused = [r for r in replies if r.error_code is not None]
+        for r in refused:
+            log_event(log, "WARNING", f"{method} refused", conn=self.conn_id, code=r.error_code,
+                      msg=r.error_msg)  # fmt: skip
+        return not refused
 
     @property
     def alive(self) -> bool:

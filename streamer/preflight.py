@@ -2,9 +2,12 @@
 streams before a deployment says "done" (infra/deploy_vm.sh runs it on the VM).
 
 Two questions, each bounded by `timeout_s`:
-1. does `GET /api/v3/exchangeInfo?symbols=[...]` answer 200 (and list every symbol)?
+1. does exchangeInfo answer 200 and list every symbol (`klinelake.publish.check_listed`, per
+   market: spot `/api/v3/exchangeInfo?symbols=[...]`, futures `/fapi|/dapi/v1/exchangeInfo`)?
+   A selector (`um:quote=USDT`) is resolved from that answer.
 2. does one kline frame arrive over the WS for every configured stream (Binance pushes the
-   forming kline every 2 s, binance-spot-api.md §2)?
+   forming kline every 2 s on spot, 250 ms on futures: binance-spot-api.md §2,
+   binance-futures-api.md §2)? USD-M klines are on the `/market` route.
 
 The answer is one line and an exit code: 0 OK, EXIT_BAD_CONFIG (2) a symbol Binance does not list,
 EXIT_BLOCKED (4) a 451/403 from REST or the WS handshake, or no answer in time.
@@ -18,10 +21,13 @@ from urllib.parse import quote
 
 from websockets.exceptions import ConnectionClosed
 
-from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer, UnknownSymbol
+from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer
 from klinelake.binance_ws import KlineEvent, parse_ws_frame
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.errors import InvalidData
+from klinelake.exchange_info import parse_exchange_info
+from klinelake.markets import spec, stream_key
+from klinelake.publish import UnlistedSymbols, check_listed
 from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnectionFailed, open_ws
 from streamer.shards import shard
@@ -29,20 +35,33 @@ from streamer.shards import shard
 URL_STREAMS = 200  # streams per check connection, subscribed in the URL (keeps it short)
 
 
-async def check_rest(settings: Settings, timeout_s: float) -> None:
-    symbols = sorted({spec.symbol for spec in settings.streams})
-    async with BinanceRest(settings.rest_url, max_attempts=2, timeout_s=timeout_s) as rest:
-        for i in range(0, len(symbols), 100):
-            await asyncio.wait_for(rest.exchange_info(symbols[i : i + 100]), timeout_s)
+async def check_rest(settings: Settings, timeout_s: float) -> tuple[StreamSpec, ...]:
+    """The streams to check: the configured ones (every symbol listed), or a selector's."""
+    market = settings.market
+    async with BinanceRest(
+        settings.rest_url, max_attempts=2, timeout_s=timeout_s, market=market
+    ) as rest:
+        selector = settings.symbol_set
+        if selector is not None and selector.is_selector:
+            info = await asyncio.wait_for(rest.exchange_info(None), timeout_s)
+            chosen = selector.resolve(parse_exchange_info(info, market))
+            return tuple(StreamSpec(s, iv, market) for s in chosen for iv in settings.intervals)
+        symbols = sorted({s.symbol for s in settings.streams})
+        await asyncio.wait_for(check_listed(rest, symbols, market), timeout_s * 2)
+        return settings.streams
 
 
-async def check_ws(settings: Settings, timeout_s: float) -> None:
+async def check_ws(
+    settings: Settings, timeout_s: float, streams: tuple[StreamSpec, ...] | None = None
+) -> None:
     """Raise TimeoutError naming the silent streams unless each sends a frame in time."""
     deadline = time.monotonic() + timeout_s
-    for group in shard(list(settings.streams), URL_STREAMS):
+    market = settings.market
+    base = settings.ws_url.rstrip("/") + spec(market).ws_route
+    for group in shard(list(settings.streams if streams is None else streams), URL_STREAMS):
         waiting: dict[str, StreamSpec] = {spec.sid: spec for spec in group}
         names = "/".join(spec.ws_name for spec in group)
-        url = f"{settings.ws_url.rstrip('/')}/stream?streams={quote(names, safe='/@_')}"
+        url = f"{base}/stream?streams={quote(names, safe='/@_')}"
         ws = await open_ws(url, max(1.0, deadline - time.monotonic()))
         try:
             while waiting:
@@ -50,11 +69,11 @@ async def check_ws(settings: Settings, timeout_s: float) -> None:
                 if left <= 0:
                     raise TimeoutError(f"no WS frame within {timeout_s:g} s for {sorted(waiting)}")
                 try:
-                    msg = parse_ws_frame(await asyncio.wait_for(ws.recv(), left))
+                    msg = parse_ws_frame(await asyncio.wait_for(ws.recv(), left), market)
                 except InvalidData:
                     continue
                 if isinstance(msg, KlineEvent):
-                    waiting.pop(f"{msg.kline.symbol}@{msg.kline.interval}", None)
+                    waiting.pop(stream_key(market, msg.kline.symbol, msg.kline.interval), None)
         finally:
             await ws.close()
 
@@ -62,20 +81,22 @@ async def check_ws(settings: Settings, timeout_s: float) -> None:
 async def preflight(settings: Settings, timeout_s: float = 20.0) -> tuple[int, str]:
     """(exit code, one line)."""
     try:
-        await check_rest(settings, timeout_s)
+        streams = await check_rest(settings, timeout_s)
     except Blocked as exc:
         return EXIT_BLOCKED, str(exc)
-    except UnknownSymbol as exc:
-        return EXIT_BAD_CONFIG, f"Binance does not list one of the symbols: {exc}"
+    except UnlistedSymbols as exc:
+        return EXIT_BAD_CONFIG, f"Binance does not list these symbols: {exc}"
     except Exception as exc:
         return EXIT_BLOCKED, str(NoAnswer(settings.rest_url, f"{timeout_s:g} s", repr(exc)))
     try:
-        await check_ws(settings, timeout_s)
+        if not streams:
+            return EXIT_BAD_CONFIG, "the selector matches no symbol listed now"
+        await check_ws(settings, timeout_s, streams)
     except Blocked as exc:
         return EXIT_BLOCKED, str(exc)
     except (ConnectionFailed, ConnectionClosed, TimeoutError, OSError) as exc:
         return EXIT_BLOCKED, f"blocked: WS {settings.ws_url}: {exc}"[:400]
     return 0, (
         f"ok: exchangeInfo at {settings.rest_url} lists every symbol; a kline frame arrived from "
-        f"{settings.ws_url} for each of {len(settings.streams)} stream(s)"
+        f"{settings.ws_url} for each of {len(streams)} stream(s)"
     )

@@ -21,8 +21,15 @@ from klinelake.contract import MAX_ROWS, KlineBatch, check_source
 from klinelake.empty_ranges import EmptyRanges
 from klinelake.errors import BinanceError, TransientError
 from klinelake.halts import subtract
-from klinelake.intervals import Gap, last_closed_open_time, next_open_time
+from klinelake.intervals import (
+    Gap,
+    align_down,
+    last_closed_open_time,
+    next_open_time,
+    prev_open_time,
+)
 from klinelake.logs import log_event
+from klinelake.markets import Market
 from klinelake.publish import (
     KlineSource,
     Patience,
@@ -60,8 +67,14 @@ class StreamSender:
     batch_rows: int = MAX_ROWS
     backoff_cap_s: float = 30.0
     empty: EmptyRanges | None = None
+    market: Market = Market.SPOT
     wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     repair_target: int | None = field(init=False, default=None)
+    # retired: no kline opens at or after this
+    end_ms: int | None = field(init=False, default=None)
+    # A listing seen while running: its history starts at its onboard bar, not at the first
+    # live kline (which may close before the SUBSCRIBE is acked).
+    history_from: int | None = field(init=False, default=None)
     stats: StreamStats = field(init=False, default_factory=StreamStats)
     # set when nothing is spooled and nothing is in flight
     idle: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -71,13 +84,21 @@ class StreamSender:
 
     @property
     def stream(self) -> str:
-        return stream_id(self.symbol, self.interval)
+        return stream_id(self.symbol, self.interval, self.market)
 
     def request_repair(self) -> None:
         """On start and after a reconnect: make sure everything closed by now is published."""
         target = last_closed_open_time(self.server_now(), self.interval)
+        if self.end_ms is not None:  # a retired stream is complete at its end, not at "now"
+            target = min(target, align_down(self.end_ms - 1, self.interval))
         self.repair_target = max(self.repair_target or target, target)
         self.wake.set()
+
+    def retire(self, end_ms: int) -> None:
+        """The stream ended at `end_ms` (delivery, delisting): repair up to its last kline."""
+        self.end_ms = end_ms
+        self.repair_target = None
+        self.request_repair()
 
     async def run(self, draining: asyncio.Event) -> None:
         while True:
@@ -120,7 +141,9 @@ class StreamSender:
             self.repair_target = None
         if not rows and not self.pending_empty:
             return False
-        batch = KlineBatch(self.symbol, self.interval, tuple(rows), tuple(self.pending_empty))
+        batch = KlineBatch(
+            self.symbol, self.interval, tuple(rows), tuple(self.pending_empty), market=self.market
+        )
         await self._send(batch, source)
         return True
 
@@ -130,6 +153,8 @@ class StreamSender:
 
         async def attempt() -> tuple[list[Gap], int]:
             last = self.spool.last_published(self.stream)
+            if last is None and self.history_from is not None:
+                last = prev_open_time(self.history_from, self.interval)
             gaps = plan_gaps(
                 last_published=last,
                 spooled=self.spool.open_times(self.stream, target),
@@ -138,7 +163,9 @@ class StreamSender:
                 interval=self.interval,
             )
             if gaps:
-                known = self.empty.get(self.symbol, self.interval) if self.empty else []
+                known = (
+                    self.empty.get(self.symbol, self.interval, self.market) if self.empty else []
+                )
                 gaps = subtract(gaps, [*known, *self.pending_empty], self.interval)
             if not gaps:
                 return gaps, 0
@@ -147,8 +174,9 @@ class StreamSender:
             assert self.rest is not None
             for first, last_open in gaps:
                 async for page in fetch_range(
-                    self.rest, self.symbol, self.interval, first, min(last_open, closed)
-                ):
+                    self.rest, self.symbol, self.interval, first, min(last_open, closed),
+                    market=self.market,
+                ):  # fmt: skip
                     if page:
                         self._store_rest(page)
                         added += len(page)
@@ -220,7 +248,7 @@ class StreamSender:
             del self.pending_empty[: len(batch.empty)]
             if self.empty is not None:
                 try:
-                    self.empty.add(self.symbol, self.interval, batch.empty)
+                    self.empty.add(self.symbol, self.interval, batch.empty, self.market)
                 except OSError as exc:  # only an optimisation: repair would fetch them again
                     log_event(
                         log, "WARNING", "cannot record confirmed-empty ranges",

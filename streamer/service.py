@@ -20,15 +20,19 @@ from typing import Any
 from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
 from klinelake.empty_ranges import EmptyRanges
+from klinelake.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.intervals import align_down, next_open_time
 from klinelake.logs import log_event
-from klinelake.publish import UnlistedSymbols, check_listed
+from klinelake.publish import UnlistedSymbols, check_listed, has_klines, read_listing
 from klinelake.row import Kline
+from klinelake.selector import SymbolSet
 from klinelake.sink import Sink, make_sink
 from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
-from streamer.config import Settings
+from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnCounters, Connection, ConnectionFailed, StreamRef
 from streamer.health import HealthState, sd_notify, serve_http, write_atomic
+from streamer.listing import Retirement, next_delivery, plan_changes
 from streamer.sender import StreamSender
 from streamer.shards import shard
 from streamer.slot_policy import Act, Replacement, SlotView, decide
@@ -65,6 +69,14 @@ class Service:
         self.counters = ConnCounters()
         self._conn_seq = 0
         self.exit_code = 0
+        self.active: dict[str, list[StreamSpec]] = {}  # symbol -> its streams, while streamed
+        self.ended: dict[str, dict[str, Any]] = {}  # sid -> how and when it ended (health)
+        self.listing: dict[str, SymbolInfo] = {}
+        self.sender_tasks: list[asyncio.Task[None]] = []
+        self.slot_tasks: list[asyncio.Task[None]] = []
+        self._sink_obj: Sink | None = None
+        self.started_at = 0  # server ms at start: listings after it are new (history repaired)
+        self._rest_obj: Any = None
         self.state: HealthState = "starting"
         self.reason: str | None = None
         self._health_error: int | None = None
@@ -87,7 +99,7 @@ class Service:
         sink = self._sink
         if sink is None:
             sink = make_sink(s.topic, s.lake_uri, publish_timeout_s=s.publish_timeout_s)
-        rest = self._rest if self._rest is not None else BinanceRest(s.rest_url)
+        rest = self._rest if self._rest is not None else BinanceRest(s.rest_url, market=s.market)
         # The endpoint answers from the start, so a streamer that cannot start says why; the
         # file is first written when the checks fail (`blocked`) or pass (the health loop).
         server = await serve_http(s.health_port, self.snapshot) if s.health_port else None
@@ -108,25 +120,21 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        refs = [StreamRef(spec.ws_name, spec.sid, spec.interval) for spec in s.streams]
+        self._sink_obj, self._rest_obj = sink, rest
+        self.started_at = self.clock.now_ms()
+        streams = await self._initial_streams(rest)
+        refs = [StreamRef(spec.ws_name, spec.sid, spec.interval) for spec in streams]
         self.slots = shard(refs, s.streams_per_connection)
         self.slot_reconnects = [0] * len(self.slots)
         self.slot_conns = [None] * len(self.slots)
-        for spec in s.streams:
-            self.senders[spec.sid] = StreamSender(
-                symbol=spec.symbol,
-                interval=spec.interval,
-                spool=self.spool,
-                sink=sink,
-                rest=rest,
-                server_now=self.clock.now_ms,
-                empty=self.empty,
-            )
+        for spec in streams:
+            self._new_sender(spec)
+            self.active.setdefault(spec.symbol, []).append(spec)
         log_event(
             log,
             "INFO",
             "streamer starting",
-            streams=len(s.streams),
+            streams=len(streams),
             connections=len(self.slots),
             sink=sink.description,
             state_dir=str(s.state_dir),
@@ -135,19 +143,24 @@ class Service:
         # The spool is re-sent first, in order; then everything closed since is repaired.
         for sender in self.senders.values():
             sender.request_repair()
-        sender_tasks = [
-            asyncio.create_task(snd.run(self.draining), name=f"send-{sid}")
-            for sid, snd in self.senders.items()
-        ]
+        # Streams that ended while we were down (a delivery): repaired to their end, retired.
+        _, gone = plan_changes(self._symbol_set(), self.listing, self.active, self.clock.now_ms())
+        for retirement in gone if self.listing else []:
+            await self._retire(retirement)
+        for snd in self.senders.values():
+            self._start_sender(snd)
         flusher = asyncio.create_task(self._flush_loop(), name="spool-flush")
-        slot_tasks = [
-            asyncio.create_task(self._run_slot(i), name=f"slot-{i}") for i in range(len(self.slots))
-        ]
+        for i in range(len(self.slots)):
+            self._start_slot(i)
         sd_notify("READY=1")
         health = asyncio.create_task(self._health_loop(rest), name="health")
-        for task in (*sender_tasks, flusher, *slot_tasks, health):
+        listing = asyncio.create_task(self._listing_loop(rest), name="listing")
+        for task in (flusher, health, listing):
             task.add_done_callback(self._task_done)
         await self.stopping.wait()
+        sender_tasks, slot_tasks = self.sender_tasks, self.slot_tasks
+        listing.cancel()
+        await asyncio.gather(listing, return_exceptions=True)
 
         # --- drain ---
         sd_notify("STOPPING=1")
@@ -230,6 +243,181 @@ class Service:
     def request_stop(self) -> None:
         self.stopping.set()
 
+    # --- the market: listings, delistings, deliveries (streamer/listing.py) -------------------
+
+    def _symbol_set(self) -> SymbolSet:
+        s = self.settings
+        if s.symbol_set is not None:
+            return s.symbol_set
+        return SymbolSet(s.market, tuple(dict.fromkeys(spec.symbol for spec in s.streams)))
+
+    async def _read_listing(self, rest: Any) -> dict[str, SymbolInfo] | None:
+        """exchangeInfo now (spot: only our symbols unless a selector needs them all; futures
+        always lists every symbol at weight 1); None if Binance cannot be asked."""
+        symbols = self._symbol_set()
+        wanted = None if symbols.is_selector else sorted(set(symbols.symbols) | set(self.active))
+        try:
+            info = await asyncio.wait_for(read_listing(rest, wanted, self.settings.market), 60)
+        except Exception as exc:
+            log_event(log, "WARNING", "exchangeInfo unavailable", error=repr(exc)[:300])
+            return None
+        listing = parse_exchange_info(info, self.settings.market)
+        self.listing = listing
+        return listing
+
+    async def _initial_streams(self, rest: Any) -> list[StreamSpec]:
+        """The configured streams, or the selector's resolved against exchangeInfo (retried
+        until Binance answers: a selector cannot be resolved without it)."""
+        s = self.settings
+        symbols = self._symbol_set()
+        backoff = Backoff(1.0, 30.0)
+        listing = await self._read_listing(rest)
+        while listing is None and symbols.is_selector:
+            delay = backoff.next_delay()
+            log_event(log, "WARNING", "selector waits for exchangeInfo", retry_in_s=delay)
+            await asyncio.sleep(delay)
+            listing = await self._read_listing(rest)
+        if not symbols.is_selector:
+            return list(s.streams)
+        chosen = symbols.resolve(self.listing)
+        log_event(log, "INFO", "selector resolved", symbols=len(chosen), first=chosen[:20])
+        return [StreamSpec(sym, iv, s.market) for sym in chosen for iv in s.intervals]
+
+    def _new_sender(self, spec: StreamSpec) -> StreamSender:
+        assert self._sink_obj is not None
+        snd = StreamSender(
+            symbol=spec.symbol,
+            interval=spec.interval,
+            spool=self.spool,
+            sink=self._sink_obj,
+            rest=self._rest_obj,
+            server_now=self.clock.now_ms,
+            empty=self.empty,
+            market=spec.market,
+        )
+        self.senders[spec.sid] = snd
+        return snd
+
+    def _start_sender(self, snd: StreamSender) -> None:
+        task = asyncio.create_task(snd.run(self.draining), name=f"send-{snd.stream}")
+        task.add_done_callback(self._task_done)
+        self.sender_tasks.append(task)
+
+    def _start_slot(self, idx: int) -> None:
+        task = asyncio.create_task(self._run_slot(idx), name=f"slot-{idx}")
+        task.add_done_callback(self._task_done)
+        self.slot_tasks.append(task)
+
+    async def _listing_loop(self, rest: Any) -> None:
+        """Re-read exchangeInfo every interval (and at the next delivery): add and retire."""
+        s = self.settings
+        while True:
+            now = self.clock.now_ms()
+            wait_s = s.exchange_info_interval_s
+            due = next_delivery(self.listing, self.active, now)
+            if due is not None:  # wake when the contract settles, not a period later
+                wait_s = min(wait_s, max(0.05, (due - now) / 1000 / max(s.clock_speed, 1e-9)))
+            await asyncio.sleep(wait_s)
+            listing = await self._read_listing(rest)
+            if listing is None:
+                listing = self.listing  # deliveries are known in advance; apply them anyway
+            if not listing:
+                continue
+            add, gone = plan_changes(self._symbol_set(), listing, self.active, self.clock.now_ms())
+            for retirement in gone:
+                await self._retire(retirement)
+            if add:
+                await self._add_symbols(add)
+            self._log_ended()
+
+    async def _retire(self, r: Retirement) -> None:
+        """Unsubscribe the symbol's streams on their live connections (no reconnect), stop
+        expecting their klines, repair them up to their end, and record the end."""
+        specs = self.active.pop(r.symbol, [])
+        sids = {spec.sid for spec in specs}
+        for idx, refs in enumerate(self.slots):
+            leaving = [ref for ref in refs if ref.sid in sids]
+            if not leaving:
+                continue
+            refs[:] = [ref for ref in refs if ref.sid not in sids]
+            conn = self.slot_conns[idx]
+            if conn is not None:
+                await conn.change("UNSUBSCRIBE", leaving)
+        for spec in specs:
+            self.senders[spec.sid].retire(r.end_ms)
+            last = align_down(r.end_ms - 1, spec.interval)
+            self.ended[spec.sid] = {
+                "reason": r.reason, "end_ms": r.end_ms, "last_open_time": last, "logged": False,
+                "final_repair": False,
+            }  # fmt: skip
+            log_event(
+                log, "INFO", "stream retired", stream=spec.sid, reason=r.reason,
+                end_ms=r.end_ms, last_open_time=last,
+            )  # fmt: skip
+
+    def _log_ended(self) -> None:
+        """Once a retired stream's last kline has closed, repair it once more (a delisting
+        mid-kline: that kline still closes), and once that is published log the real end."""
+        now = self.clock.now_ms()
+        for sid, end in self.ended.items():
+            snd = self.senders[sid]
+            if end["logged"] or now < next_open_time(end["last_open_time"], snd.interval):
+                continue
+            if not end.get("final_repair"):
+                end["final_repair"] = True
+                snd.request_repair()
+                continue
+            if not snd.idle.is_set() or snd.repair_target is not None:
+                continue
+            end["logged"] = True
+            # What this streamer published last; if it published nothing (a backfill covered
+            # the stream) the exchange's bound stands.
+            published = self.spool.last_published(sid)
+            end["published_upto"] = published
+            if published is not None:
+                end["last_open_time"] = published
+            log_event(log, "INFO", "stream ended", stream=sid, reason=end["reason"],
+                      last_open_time=end["last_open_time"])  # fmt: skip
+
+    async def _add_symbols(self, symbols: list[str]) -> None:
+        """New listings: subscribe on connections with room (no reconnect), else a new one."""
+        s = self.settings
+        for symbol in symbols:
+            specs = [StreamSpec(symbol, iv, s.market) for iv in s.intervals or self._intervals()]
+            self.active[symbol] = specs
+            log_event(log, "INFO", "symbol listed: streaming", symbol=symbol, streams=len(specs))
+            info = self.listing.get(symbol)
+            onboard = info.onboard_ms if info is not None else None
+            for spec in specs:
+                self.ended.pop(spec.sid, None)
+                snd = self.senders.get(spec.sid)
+                if snd is None:
+                    snd = self._new_sender(spec)
+                    self._start_sender(snd)
+                else:  # back from BREAK: the same stream continues
+                    snd.end_ms = None
+                if onboard is not None and onboard >= self.started_at:
+                    snd.history_from = align_down(onboard, spec.interval)  # a new listing
+                    snd.request_repair()
+                ref = StreamRef(spec.ws_name, spec.sid, spec.interval)
+                idx = next(
+                    (i for i, r in enumerate(self.slots) if len(r) < s.streams_per_connection),
+                    None,
+                )
+                if idx is None:
+                    self.slots.append([ref])
+                    self.slot_reconnects.append(0)
+                    self.slot_conns.append(None)
+                    self._start_slot(len(self.slots) - 1)
+                    continue
+                self.slots[idx].append(ref)
+                conn = self.slot_conns[idx]
+                if conn is not None:
+                    await conn.change("SUBSCRIBE", [ref])
+
+    def _intervals(self) -> list[str]:
+        return list(dict.fromkeys(spec.interval for spec in self.settings.streams))
+
     def fatal(self, line: str, exit_code: int) -> None:
         """A configuration error (Binance refuses us, or a symbol it does not list): one log
         line, `blocked` in the health, stop and exit non-zero; restarting cannot help."""
@@ -250,7 +438,9 @@ class Service:
         while True:
             left = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(check_listed(rest, symbols), max(0.1, min(10, left)))
+                await asyncio.wait_for(
+                    check_listed(rest, symbols, self.settings.market), max(0.1, min(10, left))
+                )
                 break
             except UnlistedSymbols as exc:
                 return self.fatal(
@@ -327,6 +517,8 @@ class Service:
                 max_params=s.subscribe_params,
                 open_timeout_s=s.subscribe_timeout_s,
                 counters=self.counters,
+                market=s.market,
+                frames_per_s=s.subscribe_frames_per_s,
             )
             try:
                 await conn.open(first_id=self._conn_seq * 10_000)
@@ -340,6 +532,7 @@ class Service:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             log_event(log, "INFO", "connected", conn=conn.conn_id, streams=len(self.slots[idx]))
+            await conn.sync()
             return conn
         return None
 
@@ -479,10 +672,12 @@ class Service:
         """One stream is silent while the connection delivers: do its klines exist on REST?"""
         tracker, snd = conn.tracker, self.senders[sid]
         assert tracker is not None and self.rest is not None
+        if not tracker.watches(sid):  # retired meanwhile (a delivery, a delisting)
+            return RestVerdict.MOOT
         window = tracker.rest_window(sid, self.clock.now_ms())
         try:
-            rows = await asyncio.wait_for(
-                self.rest.klines(snd.symbol, snd.interval, window[0], window[1], limit=1), 10
+            rest_has = await asyncio.wait_for(
+                has_klines(self.rest, snd.symbol, snd.interval, *window, market=snd.market), 10
             )
         except asyncio.CancelledError:
             raise
@@ -491,7 +686,7 @@ class Service:
                       error=repr(exc)[:300])  # fmt: skip
             await asyncio.sleep(REST_RETRY_S)
             return RestVerdict.UNKNOWN
-        verdict = tracker.on_rest(sid, window, bool(rows), self.clock.now_ms())
+        verdict = tracker.on_rest(sid, window, rest_has, self.clock.now_ms())
         if verdict is RestVerdict.HALTED:
             log_event(
                 log, "WARNING", "stream halted: no closed klines on WS or REST, not reconnecting",
@@ -514,7 +709,9 @@ class Service:
                 tracker = conn.tracker if conn is not None else None
                 streams[ref.sid] = {
                     # live | silent (REST asked why) | halted (REST has none either)
-                    "ws_state": tracker.state(ref.sid).value if tracker else "connecting",
+                    "ws_state": tracker.state(ref.sid).value
+                    if tracker and tracker.watches(ref.sid)
+                    else "connecting",
                     "last_closed_open_time": self.spool.last_published(ref.sid),
                     "lag_ms": snd.lag_ms(),
                     "reconnects": self.slot_reconnects[idx],
@@ -523,6 +720,18 @@ class Service:
                     "repaired_rows": snd.stats.repaired_rows,
                     "send_failures": snd.stats.send_failures,
                 }
+        for sid, end in self.ended.items():  # retired streams: their end, for operators
+            snd = self.senders[sid]
+            streams[sid] = {
+                "last_closed_open_time": self.spool.last_published(sid),
+                "ended": {
+                    k: end.get(k) for k in ("reason", "end_ms", "last_open_time", "published_upto")
+                },
+                "spool_depth": depth.get(sid, 0),
+                "published_rows": snd.stats.published_rows,
+                "repaired_rows": snd.stats.repaired_rows,
+                "send_failures": snd.stats.send_failures,
+            }
         return {
             "state": self.state,
             "reason": self.reason,

@@ -36,15 +36,15 @@ def shard(streams: Sequence[T], per_connection: int) -> list[list[T]]:
 
 
 def subscribe_frames(
-    streams: Sequence[str], first_id: int, max_params: int
+    streams: Sequence[str], first_id: int, max_params: int, method: str = "SUBSCRIBE"
 ) -> list[tuple[int, bytes]]:
-    """`(id, frame)` pairs: `{"method":"SUBSCRIBE","params":[...],"id":N}`."""
+    """`(id, frame)` pairs: `{"method":"SUBSCRIBE","params":[...],"id":N}` (or UNSUBSCRIBE)."""
     if max_params < 1:
         raise ValueError("max_params must be positive")
     frames = []
     for k, i in enumerate(range(0, len(streams), max_params)):
         frame_id = first_id + k
-        body = {"method": "SUBSCRIBE", "params": list(streams[i : i + max_params]), "id": frame_id}
+        body = {"method": method, "params": list(streams[i : i + max_params]), "id": frame_id}
         frames.append((frame_id, orjson.dumps(body)))
     return frames
 

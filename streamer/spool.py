@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from klinelake.logs import log_event
+from klinelake.markets import split_stream_key
 from klinelake.row import Kline, parse_lake_line
 
 log = logging.getLogger("streamer.spool")
@@ -207,13 +208,14 @@ class Spool:
         merged = heapq.merge(cur, self._held_rows(stream), key=lambda r: r[0])
         rows: list[Kline] = []
         source, last = "ws", None
+        market = split_stream_key(stream)[0]  # `um:BTCUSDT@1m`: COIN-M rows have COIN-M keys
         for t, line, src in merged:
             if t == last:
                 continue
             if len(rows) == limit:
                 break
             last = t
-            rows.append(parse_lake_line(line))
+            rows.append(parse_lake_line(line, market=market))
             if src != "ws":
                 source = src
         return rows, source

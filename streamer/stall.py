@@ -91,6 +91,17 @@ class StallTracker:
         w.state = StreamState.LIVE
         self.last_activity = max(self.last_activity, now_ms)
 
+    def add(self, stream: str, interval: str, now_ms: int) -> None:
+        """A stream subscribed on the live connection (a new listing)."""
+        self._watch.setdefault(stream, _Watch(interval, align_down(now_ms, interval)))
+
+    def remove(self, stream: str) -> None:
+        """A retired stream (delivered, delisted): nothing is expected of it any more."""
+        self._watch.pop(stream, None)
+
+    def watches(self, stream: str) -> bool:
+        return stream in self._watch
+
     def on_frames(self, frames_received: int, now_ms: int) -> None:
         """The connection's frame counter, read at each check: any change is activity."""
         if frames_received != self._frames:

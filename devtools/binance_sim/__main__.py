@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from binance_sim.config import SimConfig
+from binance_sim.contracts import parse_contract
 from binance_sim.market import DataFileError, SyntheticSpec, parse_time
 from binance_sim.ratelimit import DEFAULT_BAN_SECONDS
 from binance_sim.server import make_sim, serve
@@ -85,6 +86,37 @@ BUNDLED_DATA = Path(__file__).parent / "data"
     type=float,
     help="serverShutdown -> close, s",
 )
+@click.option(
+    "--futures",
+    multiple=True,
+    help="a futures contract MARKET:SYMBOL[:onboard=T,delivery=T], e.g. um:BTCUSDT, "
+    "um:BTCUSDT_260327:delivery=2026-03-27T08:00, cm:BTCUSD_PERP (default: um:BTCUSDT, "
+    "um:ETHUSDT, cm:BTCUSD_PERP); served on /fapi, /dapi, ws /fstream/market, /dstream",
+)
+@click.option(
+    "--futures-weight-limit",
+    default=SimConfig.futures_weight_limit,
+    type=int,
+    help="one pool for fapi+dapi",
+)
+@click.option(
+    "--futures-ping-interval",
+    default=SimConfig.futures_ping_interval,
+    type=float,
+    help="real seconds",
+)
+@click.option(
+    "--futures-pong-timeout",
+    default=SimConfig.futures_pong_timeout,
+    type=float,
+    help="real seconds",
+)
+@click.option(
+    "--futures-update-ms",
+    default=SimConfig.futures_update_ms,
+    type=int,
+    help="open-kline push, simulated ms",
+)
 @click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
 @click.option(
     "--block-rest",
@@ -98,7 +130,8 @@ BUNDLED_DATA = Path(__file__).parent / "data"
 @click.option("--ready-file", default=None, type=click.Path(path_type=Path))
 @click.option("--log-level", default="WARNING")
 def main(**options: Any) -> None:
-    """A Binance spot market-data simulator (REST + WebSocket streams) for tests and demos."""
+    """A Binance spot, USD-M and COIN-M futures market-data simulator (REST + WebSocket
+    streams) for tests and demos."""
     host, port, ready_file = options.pop("host"), options.pop("port"), options.pop("ready_file")
     logging.basicConfig(level=options.pop("log_level").upper(), stream=sys.stderr)
     start = options.pop("start")
@@ -111,6 +144,7 @@ def main(**options: Any) -> None:
             data_dirs=options.pop("data_dirs") or (BUNDLED_DATA,),
             start_ms=parse_time(start) if start else None,
             synthetic=tuple(SyntheticSpec.parse(s) for s in options.pop("synthetic")),
+            futures=tuple(parse_contract(s) for s in options.pop("futures")),
             ban_seconds=tuple(float(s) for s in options.pop("ban_seconds").split(",")),
             **options,
         )

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from klinelake.intervals import INTERVALS, NOMINAL_MS, align_down, next_open_time, prev_open_time
+from klinelake.markets import Market as KlineMarket
 from klinelake.row import FIELDS, Kline, iter_csv
 
 # Pre-rendered REST rows: klines are rendered in chunks of this many open times, once, and kept
@@ -189,6 +190,7 @@ def _unchecked(*values: object) -> Kline:
     k = object.__new__(Kline)
     for name, value in zip(FIELDS, values, strict=True):
         object.__setattr__(k, name, value)
+    object.__setattr__(k, "market", KlineMarket.SPOT)  # a slot without __init__ has no default
     return k
 
 
@@ -280,12 +282,15 @@ class Market:
             OrderedDict()
         )
         self._chunk_bytes = 0
-        for spec in synthetic or []:
-            s = self.series.setdefault(
-                (spec.symbol, spec.interval), Series(spec.symbol, spec.interval)
-            )
-            s.synthetic_start = spec.start
         self._symbols = frozenset(sym for sym, _ in self.series)
+        for spec in synthetic or []:
+            self.add_synthetic(spec)
+
+    def add_synthetic(self, spec: SyntheticSpec) -> None:
+        """A synthetic stream, also at run time (a futures listing)."""
+        s = self.series.setdefault((spec.symbol, spec.interval), Series(spec.symbol, spec.interval))
+        s.synthetic_start = spec.start
+        self._symbols = self._symbols | {spec.symbol}
 
     @property
     def symbols(self) -> list[str]:

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from klinelake.binance_limits import WEIGHT_LIMIT_1M, WEIGHT_WINDOW_S
+from klinelake.binance_limits import WEIGHT_WINDOW_S
+from klinelake.weight import WEIGHT_LIMIT_1M
 
 DEFAULT_BAN_SECONDS: tuple[float, ...] = (120, 600, 3600, 21600, 86400, 259200)
 

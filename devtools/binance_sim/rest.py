@@ -54,6 +54,21 @@ def too_much_weight(limit: int, unit: str, num: int) -> str:
     )
 
 
+def futures_too_many(limit: int) -> str:
+    """The futures -1003 text (binance-futures-api.md §8), not spot's."""
+    return (
+        f"Too many requests; current limit is {limit} requests per minute. Please use the "
+        "websocket for live updates to avoid polling the API."
+    )
+
+
+def futures_banned_until(ms: int) -> str:
+    return (
+        f"Way too many requests; IP banned until {ms}. Please use the websocket for live "
+        "updates to avoid bans."
+    )
+
+
 def banned_until(ms: int) -> str:
     return (
         f"Way too much request weight used; IP banned until {ms}. "
@@ -253,6 +268,9 @@ class Route:
     path: str
     weight: int
     handler: Callable[[Sim, web.Request], bytes]
+    # Futures klines cost by `limit` (binance-futures-api.md §6): the weight from the request.
+    weight_of: Callable[[web.Request], int] | None = None
+    futures: bool = False  # futures -1003 wording
 
 
 ROUTES = (
@@ -296,17 +314,23 @@ async def serve(sim: Sim, route: Route, request: web.Request) -> web.Response:
     elif faults.take("rest_418"):
         verdict = limiter.ban(ip, faults.ban_seconds)
     else:
-        stats.weight += route.weight
-        verdict = limiter.charge(ip, route.weight)
+        weight = route.weight if route.weight_of is None else route.weight_of(request)
+        stats.weight += weight
+        verdict = limiter.charge(ip, weight)
     if verdict.status == 418:
         stats.responses_418 += 1
-        body = error_body(-1003, banned_until(verdict.banned_until_ms))
+        until = verdict.banned_until_ms
+        text = futures_banned_until(until) if route.futures else banned_until(until)
+        body = error_body(-1003, text)
         return _response(sim, 418, body, verdict.used, max(1, verdict.retry_after))
     unit, num = limiter.describe_window()
     if verdict.status == 429 or faults.take("rest_429"):
         stats.responses_429 += 1
         retry = verdict.retry_after or limiter.seconds_to_reset()
-        body = error_body(-1003, too_much_weight(limiter.limit, unit, num))
+        if route.futures:
+            body = error_body(-1003, futures_too_many(limiter.limit))
+        else:
+            body = error_body(-1003, too_much_weight(limiter.limit, unit, num))
         return _response(sim, 429, body, verdict.used, retry)
     if faults.take("rest_5xx"):
         stats.responses_5xx += 1

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from binance_sim import admin, rest, vision
+from binance_sim import admin, futures, rest, vision
 from binance_sim.clock import SimClock
 from binance_sim.config import SimConfig
+from binance_sim.contracts import default_contracts
 from binance_sim.faults import Faults, Stats
 from binance_sim.market import Market, Series, load_dir
 from binance_sim.ratelimit import WeightLimiter
@@ -33,6 +34,7 @@ class Sim:
     faults: Faults = field(default_factory=Faults)
     stats: Stats = field(default_factory=Stats)
     hub: Hub = field(init=False)
+    venues: dict[str, futures.Venue] = field(default_factory=dict)  # "um", "cm" (futures.py)
 
     def __post_init__(self) -> None:
         self.hub = Hub(self)
@@ -56,6 +58,7 @@ def make_sim(config: SimConfig) -> Sim:
         ),
     )
     sim.faults.latency_ms = config.latency_ms
+    sim.venues.update(futures.make_venues(sim, config.futures or default_contracts()))
     return sim
 
 
@@ -68,6 +71,7 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_get("/ws/{names:.+}", sim.hub.handle)
     app.router.add_get("/stream", sim.hub.handle)
     app.add_routes(vision.routes(sim))
+    futures.add_to_app(app, sim, sim.venues)
     if sim.config.admin:
         app.add_routes(admin.routes(sim))
     app.router.add_route("*", "/{tail:.*}", rest.not_found(sim))

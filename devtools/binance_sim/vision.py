@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from klinelake.markets import Market, spec
 from klinelake.row import Kline
 from klinelake.vision import Archive, checksum_text, parse_archive_path
 
@@ -64,8 +65,16 @@ def zip_bytes(csv_name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+# Futures CSVs start with this header and keep ms (binance-futures-api.md §10).
+FUTURES_HEADER = (
+    b"open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    b"taker_buy_quote_volume,ignore\n"
+)
+
+
 def build_archive(sim: Sim, archive: Archive) -> bytes | None:
-    """The zip for one period, or None (incomplete in simulated time, unknown, or no rows)."""
+    """The zip for one period, or None (incomplete in simulated time, unknown, or no rows).
+    Futures archives: a header line, and ms times whatever the period (`Archive.micros`)."""
     now = sim.clock.now_ms()
     if archive.end > now:
         return None
@@ -73,15 +82,21 @@ def build_archive(sim: Sim, archive: Archive) -> bytes | None:
                                   archive.end - 1))  # fmt: skip
     if not rows:
         return None
-    return zip_bytes(archive.stem + ".csv", csv_bytes(rows, micros=archive.micros))
+    data = csv_bytes(rows, micros=archive.micros)
+    if spec(archive.market).archive_has_header:
+        data = FUTURES_HEADER + data
+    return zip_bytes(archive.stem + ".csv", data)
 
 
-def routes(sim: Sim) -> list[web.RouteDef]:
+def routes(sim: Sim, market: Market = Market.SPOT) -> list[web.RouteDef]:
+    """The archive routes of `market` (futures: `/data/futures/um|cm/{monthly,daily}/klines`)."""
     faults = VisionFaults()
+    futures = market != Market.SPOT
+    prefix = f"/{spec(market).archive_prefix}/{{period:monthly|daily}}/klines"
 
     async def serve(request: web.Request) -> web.Response:
         info = request.match_info
-        parsed = parse_archive_path(info["symbol"], info["interval"], info["name"])
+        parsed = parse_archive_path(info["symbol"], info["interval"], info["name"], market)
         if parsed is None or parsed[0].period != info["period"]:
             raise web.HTTPNotFound()
         archive, checksum = parsed
@@ -108,7 +123,7 @@ def routes(sim: Sim) -> list[web.RouteDef]:
         faults.corrupt = body["corrupt"]
         return web.json_response({"ok": True, "corrupt": faults.corrupt})
 
-    out = [web.get(PREFIX + "/{symbol}/{interval}/{name}", serve)]
-    if sim.config.admin:
+    out = [web.get(prefix + "/{symbol}/{interval}/{name}", serve)]
+    if sim.config.admin and not futures:
         out.append(web.post("/_sim/vision", admin))
     return out

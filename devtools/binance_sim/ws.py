@@ -7,9 +7,14 @@ closes (in order, none skipped at any speed; E = T + 3 ms) and the forming kline
 simulated time (1 s for `1s`; due on a 250 ms grid, E = the due time), at most `max_update_hz`
 forming frames per stream per real second.
 
-The control-frame protocol (replies, errors, rate windows) is `binance_sim.ws_control`, pure;
-here: the sockets. Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the
-301st connection attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
+The control-frame protocol (replies, errors, rate windows) and each market's WS rules
+(`ws_control.ws_rules`: futures have no `1s`/`@+08:00` streams and no timeUnit, and close after
+the reply to invalid JSON) are `binance_sim.ws_control`, pure; here: the sockets. A futures
+venue's hub (binance_sim.futures) runs with its market's config: 10 client frames a second,
+pings every 180 s, a 600 s pong deadline, the open kline every 250 ms.
+
+Undocumented choices: a URL with more than 1024 streams gets HTTP 400; the 301st connection
+attempt in 5 min from one IP gets HTTP 429 on the upgrade; the pong deadline
 and the 24 h cut close with 1000, serverShutdown and process shutdown with 1001.
 """
 
@@ -28,7 +33,16 @@ from aiohttp import WSMsgType, web
 
 from binance_sim.faults import block_answer
 from binance_sim.rest import JSON_TYPE, error_body
-from binance_sim.ws_control import ConnView, SlidingWindow, Sub, classify, control_reply
+from binance_sim.ws_control import (
+    ConnView,
+    Reply,
+    SlidingWindow,
+    Sub,
+    classify,
+    control_reply,
+    is_combined_path,
+    ws_rules,
+)
 from klinelake.intervals import align_down, next_open_time
 from klinelake.row import Kline
 
@@ -46,9 +60,10 @@ _CLOSE_BURST = 2000  # closed frames per stream per pusher pass, so other stream
 _TICK_MS = 250
 
 
-def next_forming_due(sent_at: int, interval: str) -> int:
-    """When the stream's next forming frame is due, the last one having been stamped `sent_at`."""
-    period = 1000 if interval == "1s" else 2000
+def next_forming_due(sent_at: int, interval: str, period_ms: int = 2000) -> int:
+    """When the stream's next forming frame is due, the last one having been stamped `sent_at`
+    (every `period_ms`: 2 s on spot, 250 ms on futures)."""
+    period = 1000 if interval == "1s" else period_ms
     return -(-(sent_at + period) // _TICK_MS) * _TICK_MS
 
 
@@ -110,6 +125,7 @@ class Hub:
         self.sim = sim
         self.conns: set[Conn] = set()
         self.attempts: dict[str, SlidingWindow] = {}
+        self.rules = ws_rules(sim.config.venue_market)
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -174,11 +190,13 @@ class Hub:
             cfg = sim.config
             msg = f"Too many connection attempts; at most {cfg.ws_conn_limit} per "
             return refuse(429, -1003, msg + f"{int(cfg.ws_conn_window)} s.")
-        unit = request.query.get("timeUnit")
+        # futures have no timeUnit option (milliseconds only): the parameter is ignored there
+        unit = request.query.get("timeUnit") if self.rules.time_unit else None
         if unit is not None and unit.upper() not in ("MICROSECOND", "MILLISECOND"):
             return refuse(400, -1194, "Invalid value for time unit; expected either "
                           "MICROSECOND or MILLISECOND.")  # fmt: skip
-        combined = request.path.startswith("/stream")
+        # `/stream`, and under a host prefix or route (`/fstream/market/stream`, futures.py)
+        combined = is_combined_path(request.path)
         raw = request.query.get("streams", "") if combined else request.match_info.get("names", "")
         names = [n for n in raw.split("/") if n]
         if len(names) > sim.config.max_streams:
@@ -193,7 +211,7 @@ class Hub:
         conn = Conn(ws, transport, combined, bool(unit and unit.upper() == "MICROSECOND"),
                     sim.clock.now_ms())  # fmt: skip
         for n in names:
-            sub = classify(self._served, n)
+            sub = classify(self._served, n, self.rules)
             if sub is not None:
                 self._add(conn, sub)
         self.conns.add(conn)
@@ -244,7 +262,12 @@ class Hub:
                 self._pong(conn, bytes(msg.data))
             elif msg.type == WSMsgType.TEXT and not stalled:
                 reply = self.control(conn, msg.data)
-                await ws.send_str(reply.decode())
+                await ws.send_str(reply.payload.decode())
+                if reply.error_code == 3 and self.rules.close_on_invalid_json:
+                    # futures: invalid JSON is answered, then the connection is closed (FS §3;
+                    # the close code is undocumented: 1008 as for the rate limit)
+                    await self._close(conn, 1008, b"Invalid JSON")
+                    return
 
     def _pong(self, conn: Conn, payload: bytes) -> None:
         """Only a pong echoing an outstanding ping counts; it settles that ping and older ones."""
@@ -261,10 +284,10 @@ class Hub:
     def _served(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self.sim.market.series
 
-    def control(self, conn: Conn, text: str) -> bytes:
+    def control(self, conn: Conn, text: str) -> Reply:
         """Answer one control frame (`ws_control.control_reply`) and apply what it changes."""
         view = ConnView(
-            conn.subs, conn.combined, lambda name: classify(self._served, name),
+            conn.subs, conn.combined, lambda name: classify(self._served, name, self.rules),
             self.sim.config.max_streams,
         )  # fmt: skip
         reply = control_reply(text, view)
@@ -274,7 +297,7 @@ class Hub:
             self._add(conn, sub)
         if reply.combined is not None:
             conn.combined = reply.combined
-        return reply.payload
+        return reply
 
     # --- pinger -----------------------------------------------------------------------------
 
@@ -360,7 +383,7 @@ class Hub:
                     k_now = market.forming(symbol, interval, due)
                     if k_now is not None:
                         await self._send(conn, sub, k_now, False, due)
-                    sub.next_forming_sim = next_forming_due(due, interval)
+                    sub.next_forming_sim = next_forming_due(due, interval, cfg.forming_update_ms)
                     sub.last_forming_real = real
                 forming_due = max(
                     clock.real_seconds_until(sub.next_forming_sim),

@@ -6,6 +6,13 @@ what to change (`Reply`); `classify` reads a stream name; `SlidingWindow` is the
 on messages per second and on connection attempts per IP. `binance_sim.ws` applies the replies
 to its sockets.
 
+`WsRules` is what differs between the markets' WS endpoints, from `klinelake.markets` (one
+table): futures have no `1s` kline streams, no `@+08:00` variant and no `timeUnit` option, and
+close the connection after the code-3 reply to invalid JSON (binance-futures-api.md §1-§3). The
+numeric limits (5 / 10 client frames per second, pings every 20 s / 3 min, pong deadlines,
+1024 streams) are the run's `SimConfig`, which `binance_sim.futures` fills from the same
+table (all configurable); USD-M's `/market` route is `binance_sim.futures.ws_paths`.
+
 Undocumented choice: a 1025th stream is refused with `{"error":{"code":2,"msg":"Invalid
 request: too many streams"},"id":..}`.
 """
@@ -21,13 +28,43 @@ from typing import Any
 
 import orjson
 
-from klinelake.intervals import INTERVALS, interval_ms
+from klinelake.intervals import interval_ms
+from klinelake.markets import Market, spec
 
 _NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
 _KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")
 _ID = re.compile(r"[A-Za-z0-9]{1,36}")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _EIGHT_HOURS = 8 * 3600 * 1000
+_COMBINED_PATH = re.compile(r"(?:^|/)stream$")
+
+
+def is_combined_path(path: str) -> bool:
+    """`/stream`, also under a host prefix or route (`/fstream/market/stream`: futures.py)."""
+    return _COMBINED_PATH.search(path) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WsRules:
+    """The WS protocol differences of one market."""
+
+    intervals: frozenset[str]  # kline stream intervals (futures: no `1s`, FS §2)
+    timezone_variant: bool  # spot's `@+08:00` kline streams (none on futures, FS §2)
+    time_unit: bool  # spot's `timeUnit=MICROSECOND` (futures: milliseconds only, FS §1)
+    close_on_invalid_json: bool  # futures: the code-3 reply, then a disconnect (FS §3)
+
+
+def ws_rules(market: Market | str) -> WsRules:
+    s = spec(market)
+    return WsRules(
+        intervals=frozenset(s.intervals),
+        timezone_variant=not s.is_futures,
+        time_unit=not s.is_futures,
+        close_on_invalid_json=s.is_futures,
+    )
+
+
+SPOT_RULES = ws_rules(Market.SPOT)
 
 
 class ControlError(Exception):
@@ -48,9 +85,12 @@ class Sub:
     last_forming_real: float = -1e9
 
 
-def classify(served: Callable[[str, str], bool], name: str) -> Sub | None:
+def classify(
+    served: Callable[[str, str], bool], name: str, rules: WsRules = SPOT_RULES
+) -> Sub | None:
     """A `Sub` for a well-formed stream name, None for a malformed one (error code 2);
-    `served(symbol, interval)` says whether the market has that series."""
+    `served(symbol, interval)` says whether the market has that series; `rules` which kline
+    names the market has at all (futures: no `1s`, no `@+08:00`)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         return None
     symbol_part, _, rest = name.partition("@")
@@ -59,7 +99,7 @@ def classify(served: Callable[[str, str], bool], name: str) -> Sub | None:
     if m is None:
         return Sub(key, None, "")
     interval = m["iv"]
-    if interval not in INTERVALS:
+    if interval not in rules.intervals or (m["tz"] and not rules.timezone_variant):
         return None
     symbol = m["sym"].upper()
     has = served(symbol, interval)
@@ -77,6 +117,7 @@ class Reply:
     subscribe: list[Sub] = field(default_factory=list)
     unsubscribe: list[str] = field(default_factory=list)
     combined: bool | None = None  # SET_PROPERTY combined
+    error_code: int | None = None  # the error reply's code (3: invalid JSON)
 
 
 @dataclass(frozen=True)
@@ -123,7 +164,8 @@ def control_reply(text: str, conn: ConnView) -> Reply:
         reply.payload = orjson.dumps({"result": result, "id": req_id})
         return reply
     except ControlError as exc:
-        return Reply(orjson.dumps({"error": {"code": exc.code, "msg": exc.msg}, "id": req_id}))
+        body = {"error": {"code": exc.code, "msg": exc.msg}, "id": req_id}
+        return Reply(orjson.dumps(body), error_code=exc.code)
 
 
 def _method(reply: Reply, method: str, params: Any, conn: ConnView) -> Any:

@@ -8,8 +8,10 @@ import sys
 PURE = [
     "klinelake.errors", "klinelake.intervals", "klinelake.symbols", "klinelake.row",
     "klinelake.binance_ws", "klinelake.contract", "klinelake.merge", "klinelake.storage",
-    "klinelake.writer", "klinelake.halts", "klinelake.halts_writer", "klinelake.vision",
-    "klinelake.publish", "klinelake.json_input", "klinelake.binance_limits",
+    "klinelake.writer", "klinelake.markets", "klinelake.exchange_info", "klinelake.selector",
+    "klinelake.halts", "klinelake.halts_writer", "klinelake.vision", "klinelake.publish",
+    "klinelake.json_input", "klinelake.binance_limits", "streamer.listing",
+    "binance_sim.ws_control",
 ]  # fmt: skip
 # (the bare `google` namespace package is imported by a .pth file at start-up, so name clients)
 FORBIDDEN = (

@@ -14,7 +14,8 @@ from klinelake import publish
 from klinelake.binance_rest import UnknownSymbol
 from klinelake.contract import KlineBatch
 from klinelake.errors import InvalidData, TransientError
-from klinelake.intervals import MINUTE, find_gaps
+from klinelake.intervals import DAY, MINUTE, NOMINAL_MS, find_gaps
+from klinelake.markets import Market
 from klinelake.publish import Patience
 from klinelake.row import Kline
 
@@ -22,10 +23,11 @@ T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday
 _SEEDED = settings(derandomize=True, max_examples=200, deadline=None)
 
 
-def kline(i: int) -> Kline:
-    t = T0 + i * MINUTE
+def kline(i: int, interval: str = "1m") -> Kline:
+    bar = NOMINAL_MS[interval]
+    t = T0 + i * bar
     return Kline(
-        open_time=t, close_time=t + MINUTE - 1, symbol="AAAUSDC", interval="1m", open="1",
+        open_time=t, close_time=t + bar - 1, symbol="AAAUSDC", interval=interval, open="1",
         high="2", low="0.5", close="1.5", volume="10", quote_volume="15", trades=3,
         taker_buy_base_volume="5", taker_buy_quote_volume="7.5",
     )  # fmt: skip
@@ -34,8 +36,8 @@ def kline(i: int) -> Kline:
 class ListRest:
     """REST over a fixed set of kline indexes: at most `limit` per request, ascending."""
 
-    def __init__(self, present: set[int]) -> None:
-        self.rows = [kline(i) for i in sorted(present)]
+    def __init__(self, present: set[int], interval: str = "1m") -> None:
+        self.rows = [kline(i, interval) for i in sorted(present)]
         self.requests = 0
 
     async def klines(
@@ -45,10 +47,33 @@ class ListRest:
         return [k for k in self.rows if start_ms <= k.open_time <= end_ms][:limit]
 
 
-def _fetch(rest: ListRest, first: int, last: int, limit: int) -> list[list[Kline]]:
+class CoinMRest(ListRest):
+    """COIN-M's klines (binance-futures-api.md §6): endTime − startTime ≤ 200 days, and the
+    answer is the NEWEST `limit` bars of the window, not the first."""
+
+    async def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1500
+    ) -> list[Kline]:
+        self.requests += 1
+        if end_ms - start_ms > 200 * DAY:
+            raise AssertionError("-4088 Maximum time interval is 200 days")
+        return [k for k in self.rows if start_ms <= k.open_time <= end_ms][-limit:]
+
+
+def _fetch(
+    rest: ListRest,
+    first: int,
+    last: int,
+    limit: int,
+    *,
+    market: Market = Market.SPOT,
+    interval: str = "1m",
+) -> list[list[Kline]]:
+    bar = NOMINAL_MS[interval]
+
     async def go() -> list[list[Kline]]:
-        pages = publish.fetch_range(rest, "AAAUSDC", "1m", T0 + first * MINUTE, T0 + last * MINUTE,
-                            limit=limit)  # fmt: skip
+        pages = publish.fetch_range(rest, "AAAUSDC", interval, T0 + first * bar, T0 + last * bar,
+                                    limit=limit, market=market)  # fmt: skip
         return [p async for p in pages]
 
     return asyncio.run(go())
@@ -72,6 +97,39 @@ def test_pager_returns_every_kline_of_the_range_once_in_order(
     assert all(len(p) <= limit for p in pages)
     # one request per full page, plus the one that finds the range complete (at most)
     assert rest.requests <= len(got) // limit + 1
+
+
+@_SEEDED
+@given(
+    present=st.sets(st.integers(0, 60), max_size=61),
+    first=st.integers(0, 60),
+    span=st.integers(0, 60),
+    limit=st.integers(1, 7),
+)
+def test_coin_m_pager_returns_every_kline_although_pages_are_newest_first_windows(
+    present: set[int], first: int, span: int, limit: int
+) -> None:
+    """COIN-M answers the newest bars of a window: a short page (a halt inside the window)
+    is not the end of the range (the spot rule would stop there and lose the rest)."""
+    last = first + span
+    rest = CoinMRest(present)
+    pages = _fetch(rest, first, last, limit, market=Market.CM)
+    got = [k.open_time for p in pages for k in p]
+    assert got == [T0 + i * MINUTE for i in sorted(present) if first <= i <= last]
+    assert all(len(p) <= limit for p in pages)
+    # one request per window of `limit` bars, never more
+    assert rest.requests <= span // limit + 1
+
+
+def test_coin_m_pager_keeps_each_window_within_200_days() -> None:
+    """1d bars, limit 1500: each request spans at most 200 days; a halt at a window's start
+    and a window with no bar at all do not end the range."""
+    present = set(range(600)) - set(range(200, 215)) - set(range(401, 602))
+    rest = CoinMRest(present, "1d")
+    pages = _fetch(rest, 0, 700, 1500, market=Market.CM, interval="1d")
+    got = [(k.open_time - T0) // DAY for p in pages for k in p]
+    assert got == sorted(present)
+    assert rest.requests == 4  # days 0-200, 201-401, 402-602, 603-700
 
 
 @_SEEDED
@@ -192,3 +250,76 @@ def test_check_listed_names_exactly_the_unknown_symbols() -> None:
     info = asyncio.run(publish.check_listed(rest, many))
     assert [len(r) for r in rest.requests] == [100, 100, 50]
     assert [s["symbol"] for s in info["symbols"]] == many
+
+
+class FuturesInfoRest:
+    """Futures exchangeInfo: no parameters, every symbol of the market (FS §7)."""
+
+    def __init__(self, listed: list[str]) -> None:
+        self.listed = listed
+        self.requests: list[list[str] | None] = []
+
+    async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
+        self.requests.append(symbols)
+        if symbols is not None:
+            raise AssertionError("futures exchangeInfo takes no symbols parameter")
+        return {"serverTime": 7, "symbols": [{"symbol": s} for s in self.listed]}
+
+
+@pytest.mark.parametrize("market", [Market.UM, Market.CM])
+def test_check_listed_futures_one_parameterless_request_filtered(market: Market) -> None:
+    listed = [f"S{i:03d}USD_PERP" for i in range(300)]
+    rest = FuturesInfoRest(listed)
+    wanted = listed[::2]  # 150 symbols: one request all the same (no 100-symbol chunks)
+    info = asyncio.run(publish.check_listed(rest, wanted, market))
+    assert rest.requests == [None]
+    assert info["serverTime"] == 7 and [s["symbol"] for s in info["symbols"]] == wanted
+    rest = FuturesInfoRest(listed)
+    with pytest.raises(publish.UnlistedSymbols) as err:
+        asyncio.run(publish.check_listed(rest, [listed[0], "NOPE_PERP", listed[1], "GONEUSDT"],
+                                         market))  # fmt: skip
+    assert err.value.symbols == ("NOPE_PERP", "GONEUSDT") and rest.requests == [None]
+
+
+def test_read_listing_asks_per_market() -> None:
+    """Spot: `symbols=[...]` up to 100, everything past that or after a -1121 (a delisting is
+    then seen as absent, not as an error); futures: always the parameterless request."""
+
+    class Recording(InfoRest):
+        async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
+            if symbols is None:
+                self.requests.append(["*"])
+                return {"symbols": [{"symbol": s} for s in sorted(self.listed)]}
+            return await super().exchange_info(symbols)
+
+    rest = Recording({"AUSDT", "BUSDT"})
+    asyncio.run(publish.read_listing(rest, ["AUSDT"]))
+    asyncio.run(publish.read_listing(rest, ["AUSDT", "GONEUSDT"]))
+    asyncio.run(publish.read_listing(rest, [f"S{i:03d}USDT" for i in range(101)]))
+    asyncio.run(publish.read_listing(rest, None))
+    assert [r if r == ["*"] else len(r) for r in rest.requests] == [1, 2, ["*"], ["*"], ["*"]]
+    futures = FuturesInfoRest(["BTCUSD_PERP"])
+    info = asyncio.run(publish.read_listing(futures, ["BTCUSD_PERP"], Market.CM))
+    assert futures.requests == [None] and info["symbols"] == [{"symbol": "BTCUSD_PERP"}]
+
+
+@_SEEDED
+@given(
+    present=st.sets(st.integers(0, 300), max_size=20),
+    first=st.integers(0, 300),
+    span=st.integers(0, 300),
+    market=st.sampled_from([Market.SPOT, Market.UM, Market.CM]),
+)
+def test_has_klines_sees_any_kline_of_the_range_on_every_market(
+    present: set[int], first: int, span: int, market: Market
+) -> None:
+    """The silent-stream question. On COIN-M a one-bar request asks only the range's first bar
+    (its window is bounded to `limit` bars): a halt ending inside the range must not read as
+    'no kline'."""
+    last = first + span
+    rest = CoinMRest(present) if market is Market.CM else ListRest(present)
+    got = asyncio.run(publish.has_klines(rest, "AAAUSDC", "1m", T0 + first * MINUTE,
+                                         T0 + last * MINUTE, market=market))  # fmt: skip
+    assert got == any(first <= i <= last for i in present)
+    # the least weight per request: spot one request, futures pages of 99 bars (weight 1)
+    assert rest.requests <= (1 if market is Market.SPOT else span // 99 + 1)

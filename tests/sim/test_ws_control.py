@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binance_sim.ws_control import ConnView, SlidingWindow, Sub, classify, control_reply
+from binance_sim.ws_control import (
+    ConnView,
+    SlidingWindow,
+    Sub,
+    classify,
+    control_reply,
+    ws_rules,
+)
+from klinelake.markets import Market
 
 
 def _served(symbol: str, interval: str) -> bool:
@@ -88,3 +96,25 @@ def test_utc_plus_8_streams(name: str) -> None:
     sub = classify(_served, name)
     assert sub is not None
     assert (sub.symbol is not None) == name.endswith("1h@+08:00")  # 1M boundaries differ
+
+
+@pytest.mark.parametrize("market", [Market.UM, Market.CM])
+def test_futures_rules_have_no_1s_and_no_utc_plus_8_and_close_on_invalid_json(
+    market: Market,
+) -> None:
+    """binance-futures-api.md §1-§3: no `1s` kline streams, no `@+08:00` variant, no timeUnit;
+    invalid JSON is answered with code 3 and then the connection is closed."""
+    futures, spot = ws_rules(market), ws_rules(Market.SPOT)
+    for name in ("btcusdt@kline_1s", "btcusdt@kline_1h@+08:00"):
+        assert classify(_served, name, futures) is None  # error code 2, as any bad name
+        assert classify(_served, name, spot) is not None
+    for iv in ("1m", "3m", "1h", "1d", "1w", "1M"):
+        sub = classify(_served, f"btcusdt@kline_{iv}", futures)
+        assert sub is not None and sub.symbol == "BTCUSDT"
+    assert (futures.time_unit, futures.timezone_variant) == (False, False)
+    assert (spot.time_unit, spot.timezone_variant) == (True, True)
+    assert futures.close_on_invalid_json and not spot.close_on_invalid_json
+    view = ConnView({}, False, lambda n: classify(_served, n, futures), 1024)
+    bad = control_reply("{not json", view)
+    assert bad.error_code == 3 and orjson.loads(bad.payload)["error"]["code"] == 3
+    assert control_reply('{"method":"LIST_SUBSCRIPTIONS","id":1}', view).error_code is None
