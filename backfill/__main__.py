@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from backfill.run import BadInput, Settings, iso, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import BadInput, Settings, iso
 from klinelake import config as cfg
 from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
