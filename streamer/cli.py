@@ -52,21 +52,46 @@ def default_state_dir() -> str:
 @click.option(
     "--streams-per-connection",
     type=click.IntRange(1, MAX_STREAMS_PER_CONNECTION),
-    default=MAX_STREAMS_PER_CONNECTION,
+    default=Settings.streams_per_connection,
 )
 @click.option("--health-port", type=int, default=None, help="HTTP health on 127.0.0.1:PORT")
-@click.option("--clock-speed", type=float, default=1.0, help="server time / real time")
-@click.option("--drain-timeout", type=float, default=10.0, help="seconds allowed after SIGTERM")
 @click.option(
-    "--max-conn-age", type=float, default=23 * 3600.0, help="replace connections after S (server)"
+    "--clock-speed", type=float, default=Settings.clock_speed, help="server time / real time"
 )
-@click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
-@click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
-@click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=Settings.drain_timeout_s,
+    help="seconds allowed after SIGTERM",
+)
+@click.option(
+    "--max-conn-age",
+    type=float,
+    default=Settings.max_conn_age_s,
+    help="replace connections after S (server)",
+)
+@click.option(
+    "--stall-grace",
+    type=float,
+    default=Settings.stall_grace_s,
+    help="seconds (server) after a close",
+)
+@click.option(
+    "--subscribe-timeout",
+    type=float,
+    default=Settings.subscribe_timeout_s,
+    help="seconds to wait for acks",
+)
+@click.option(
+    "--publish-timeout",
+    type=float,
+    default=Settings.publish_timeout_s,
+    help="seconds per Pub/Sub publish",
+)
 @click.option(
     "--exchange-info-deadline",
     type=float,
-    default=60.0,
+    default=Settings.exchange_info_deadline_s,
     help="seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
 )
 @click.option(
@@ -79,10 +104,10 @@ def default_state_dir() -> str:
 @click.option(
     "--exchange-info-interval",
     type=float,
-    default=60.0,
+    default=Settings.exchange_info_interval_s,
     help="seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
 )
-@click.option("--log-level", default="INFO")
+@click.option("--log-level", default=Settings.log_level)
 def main(  # noqa: PLR0917 - click passes every option
     market: str,
     symbols: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,39 @@ from binance_sim.server import make_sim, serve
 from klinelake.config import CONTEXT_SETTINGS, version_option
 
 BUNDLED_DATA = Path(__file__).parent / "data"
+
+
+# SimConfig fields settable from the command line as --FIELD-NAME: each option's type and
+# default are SimConfig's own (one definition); only the help text is said here.
+_TUNABLE: dict[str, str | None] = {
+    "speed": "simulated seconds per real second",
+    "seed": None,
+    "latency_ms": "added delay per REST request",
+    "ping_interval": "real seconds",
+    "pong_timeout": "real seconds",
+    "max_conn_age": "simulated seconds",
+    "max_update_hz": "forming frames/stream/real s",
+    "max_streams": None,
+    "max_msgs_per_s": "client frames/s before 1008",
+    "ws_conn_limit": None,
+    "ws_conn_window": "real seconds",
+    "weight_limit": None,
+    "weight_window": "real seconds, fixed windows",
+    "ban_after": "429s in a window before a 418 ban",
+    "shutdown_grace": "serverShutdown -> close, s",
+    "futures_weight_limit": "one pool for fapi+dapi",
+    "futures_ping_interval": "real seconds",
+    "futures_pong_timeout": "real seconds",
+    "futures_update_ms": "open-kline push, simulated ms",
+}
+
+
+def _sim_config_options(command: Callable[..., None]) -> Callable[..., None]:
+    for name, help_text in reversed(_TUNABLE.items()):
+        default = getattr(SimConfig, name)
+        flag = "--" + name.replace("_", "-")
+        command = click.option(flag, default=default, type=type(default), help=help_text)(command)
+    return command
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -36,44 +70,8 @@ BUNDLED_DATA = Path(__file__).parent / "data"
     default=None,
     help="simulated now at startup: ISO time or epoch ms (default: the real clock)",
 )
-@click.option(
-    "--speed", default=SimConfig.speed, type=float, help="simulated seconds per real second"
-)
+@_sim_config_options
 @click.option("--synthetic", multiple=True, help="SYMBOL:INTERVAL[:START] synthesised stream")
-@click.option("--seed", default=SimConfig.seed, type=int)
-@click.option(
-    "--latency-ms", default=SimConfig.latency_ms, type=int, help="added delay per REST request"
-)
-@click.option("--ping-interval", default=SimConfig.ping_interval, type=float, help="real seconds")
-@click.option("--pong-timeout", default=SimConfig.pong_timeout, type=float, help="real seconds")
-@click.option(
-    "--max-conn-age", default=SimConfig.max_conn_age, type=float, help="simulated seconds"
-)
-@click.option(
-    "--max-update-hz",
-    default=SimConfig.max_update_hz,
-    type=float,
-    help="forming frames/stream/real s",
-)
-@click.option("--max-streams", default=SimConfig.max_streams, type=int)
-@click.option(
-    "--max-msgs-per-s",
-    default=SimConfig.max_msgs_per_s,
-    type=int,
-    help="client frames/s before 1008",
-)
-@click.option("--ws-conn-limit", default=SimConfig.ws_conn_limit, type=int)
-@click.option("--ws-conn-window", default=SimConfig.ws_conn_window, type=float, help="real seconds")
-@click.option("--weight-limit", default=SimConfig.weight_limit, type=int)
-@click.option(
-    "--weight-window",
-    default=SimConfig.weight_window,
-    type=float,
-    help="real seconds, fixed windows",
-)
-@click.option(
-    "--ban-after", default=SimConfig.ban_after, type=int, help="429s in a window before a 418 ban"
-)
 @click.option(
     "--ban-seconds",
     default=",".join(str(int(s)) for s in DEFAULT_BAN_SECONDS),
@@ -81,41 +79,11 @@ BUNDLED_DATA = Path(__file__).parent / "data"
 )
 @click.option("--limit-over-max", type=click.Choice(["error", "clamp"]), default="error")
 @click.option(
-    "--shutdown-grace",
-    default=SimConfig.shutdown_grace,
-    type=float,
-    help="serverShutdown -> close, s",
-)
-@click.option(
     "--futures",
     multiple=True,
     help="a futures contract MARKET:SYMBOL[:onboard=T,delivery=T], e.g. um:BTCUSDT, "
     "um:BTCUSDT_260327:delivery=2026-03-27T08:00, cm:BTCUSD_PERP (default: um:BTCUSDT, "
     "um:ETHUSDT, cm:BTCUSD_PERP); served on /fapi, /dapi, ws /fstream/market, /dstream",
-)
-@click.option(
-    "--futures-weight-limit",
-    default=SimConfig.futures_weight_limit,
-    type=int,
-    help="one pool for fapi+dapi",
-)
-@click.option(
-    "--futures-ping-interval",
-    default=SimConfig.futures_ping_interval,
-    type=float,
-    help="real seconds",
-)
-@click.option(
-    "--futures-pong-timeout",
-    default=SimConfig.futures_pong_timeout,
-    type=float,
-    help="real seconds",
-)
-@click.option(
-    "--futures-update-ms",
-    default=SimConfig.futures_update_ms,
-    type=int,
-    help="open-kline push, simulated ms",
 )
 @click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
 @click.option(
