@@ -58,7 +58,7 @@ deploy() {
     "--run-service-account=$FUNCTION_SA_EMAIL"
     "--memory=$FUNCTION_MEMORY" "--timeout=$FUNCTION_TIMEOUT"
     "--max-instances=$FUNCTION_MAX_INSTANCES"
-    "--set-env-vars=LAKE_URI=${LAKE_URI},DEAD_LETTER_TOPIC=${DEAD_LETTER_TOPIC_PATH},GOOGLE_CLOUD_PROJECT=${PROJECT}"
+    "--set-env-vars=LAKE_URI=${LAKE_URI},DEAD_LETTER_TOPIC=${DEAD_LETTER_TOPIC_PATH},GOOGLE_CLOUD_PROJECT=${PROJECT},ACK_DEADLINE_S=${PUSH_ACK_DEADLINE}"
   )
   local fp have="" f
   local -a fp_flags=()

@@ -3,6 +3,8 @@
     event data ──unwrap──> ReceivedMessage ──decode──> KlineBatch ──LakeWriter──> WriteResult
          │                        │                        │
          └── InvalidData (poison) ┴────────────────────────┘──> WARNING log, dead-letter copy, ack
+                  WorkDeferred (a staged merge goes on, or another delivery holds the object's
+                  lease) ──> WARNING log, re-raise (Pub/Sub redelivers later)
                                        anything else ──> ERROR log, re-raise (Pub/Sub redelivers)
 
 `main.py` only builds an `IngestHandler` from the environment and calls `handle()`; tests
@@ -16,9 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from klinelake.config import DEAD_LETTER_TOPIC, DEFAULT_LAKE_URI, LAKE
+from klinelake.config import (
+    ACK_DEADLINE,
+    DEAD_LETTER_TOPIC,
+    DEFAULT_LAKE_URI,
+    LAKE,
+    MERGE_PIECE_BYTES,
+)
 from klinelake.contract import (
     DL_TRUNCATED,
     ReceivedMessage,
@@ -26,9 +34,10 @@ from klinelake.contract import (
     decode_received,
     unwrap_pubsub_event,
 )
-from klinelake.errors import InvalidData, TransientError
+from klinelake.errors import InvalidData, TransientError, WorkDeferred
 from klinelake.lake import open_store
 from klinelake.logs import log_event
+from klinelake.staged_merge import DEFAULT_PIECE_BYTES, MergeBudget
 from klinelake.storage import ObjectStore
 from klinelake.writer import LakeWriter, WriteResult
 
@@ -44,6 +53,8 @@ class IngestConfig:
     lake_uri: str
     dead_letter_topic: str | None
     project: str | None
+    ack_deadline_s: float = 300.0
+    merge_piece_bytes: int = DEFAULT_PIECE_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
@@ -51,7 +62,23 @@ class IngestConfig:
             lake_uri=LAKE.value(env) or DEFAULT_LAKE_URI,
             dead_letter_topic=DEAD_LETTER_TOPIC.value(env),
             project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+            ack_deadline_s=_positive(ACK_DEADLINE.env, ACK_DEADLINE.value(env), float),
+            merge_piece_bytes=_positive(MERGE_PIECE_BYTES.env, MERGE_PIECE_BYTES.value(env), int),
         )
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(env: str | None, raw: str | None, kind: Callable[[str], N]) -> N:
+    """A positive number from the environment, or a clear error naming the variable."""
+    try:
+        value = kind(raw or "")
+    except ValueError:
+        raise ValueError(f"{env}={raw!r}: not a number ({kind.__name__})") from None
+    if not value > 0:
+        raise ValueError(f"{env}={raw!r}: must be positive")
+    return value
 
 
 class PubsubDeadLetter:
@@ -85,8 +112,11 @@ class IngestHandler:
         *,
         log: logging.Logger = logger,
         clock: Callable[[], float] = time.perf_counter,
+        merge_budget: MergeBudget | None = None,
     ) -> None:
-        self.writer = LakeWriter(store)
+        # the budget keeps every delivery within the ack deadline (a large merge is staged
+        # over several deliveries: klinelake/staged_merge.py)
+        self.writer = LakeWriter(store, merge_budget=merge_budget)
         self.dead_letter = dead_letter
         self.log = log
         self.clock = clock
@@ -96,7 +126,8 @@ class IngestHandler:
         dead_letter = (
             PubsubDeadLetter(config.dead_letter_topic) if config.dead_letter_topic else None
         )
-        return cls(open_store(config.lake_uri), dead_letter)
+        budget = MergeBudget.for_ack_deadline(config.ack_deadline_s, config.merge_piece_bytes)
+        return cls(open_store(config.lake_uri), dead_letter, merge_budget=budget)
 
     def handle(self, event_data: object) -> WriteResult | None:
         """Write the message's batch; None if it was poison (dead-lettered). Raises if transient."""
@@ -115,6 +146,14 @@ class IngestHandler:
             except InvalidData as exc:
                 self._poison(received, exc)
                 return None
+        except WorkDeferred as exc:
+            # not a failure: the rest is left for the redelivery, on purpose (docs/runbook.md)
+            log_event(
+                self.log, "WARNING", f"ingest deferred, Pub/Sub will redeliver: {exc}",
+                message_id=message_id, error=type(exc).__name__, reason=str(exc),
+                transient=True, latency_ms=round((self.clock() - started) * 1000, 3),
+            )  # fmt: skip
+            raise
         except Exception as exc:
             log_event(
                 self.log, "ERROR", f"ingest failed, Pub/Sub will redeliver: {exc}",

@@ -12,6 +12,8 @@ shows every variable (click's `show_envvar`).
     SYMBOLS             --symbols      BTCUSDC
     INTERVALS           --intervals    1h
     DEAD_LETTER_TOPIC   (function)     unset: log poison messages only
+    ACK_DEADLINE_S      (function)     300 (the push subscription's --ack-deadline)
+    MERGE_PIECE_BYTES   (function)     33554432 (32 MiB: see klinelake/staged_merge.py)
     DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that
@@ -102,6 +104,18 @@ DEAD_LETTER_SUBSCRIPTION = Setting(
 DEAD_LETTER_TOPIC = Setting(
     "DEAD_LETTER_TOPIC", None, "the function's poison messages (unset: log only)", None
 )
+ACK_DEADLINE = Setting(
+    "ACK_DEADLINE_S",
+    None,
+    "the push subscription's ack deadline in seconds: bounds the function's work per message",
+    "300",
+)
+MERGE_PIECE_BYTES = Setting(
+    "MERGE_PIECE_BYTES",
+    None,
+    "bytes of a large merge one piece re-uploads (a delivery stages pieces within its budget)",
+    str(32 * 1024 * 1024),
+)
 
 # Read by the processes, set by their environment rather than by an operator's flag.
 STATE_DIRECTORY = Setting(
@@ -134,6 +148,8 @@ TABLE: tuple[Setting, ...] = (
     INTERVALS,
     DEAD_LETTER_TOPIC,
     DEAD_LETTER_SUBSCRIPTION,
+    ACK_DEADLINE,
+    MERGE_PIECE_BYTES,
     STATE_DIRECTORY,
     NOTIFY_SOCKET,
     *EMULATORS,

@@ -7,7 +7,10 @@
     │   ├── InvalidInterval    not one of Binance's 16 interval names
     │   └── InvalidMessage     a Pub/Sub message that breaks the message contract
     ├── TransientError         a failure worth retrying (GCS 429/5xx, network, 412 past the budget)
-    │   └── PreconditionFailed a generation precondition did not hold (HTTP 412): re-read, retry
+    │   ├── PreconditionFailed a generation precondition did not hold (HTTP 412): re-read, retry
+    │   └── WorkDeferred       left for a redelivery on purpose (a merge staged over several
+    │       ├── MergeInProgress  deliveries, each within the ack deadline; another delivery
+    │       └── LeaseHeld        holding the object's lease): logged at WARNING, not ERROR
     ├── ObjectNotFound         the object (or that generation of it) does not exist
     ├── LakeUnavailable        the lake itself (bucket or directory) is missing or unreadable
     └── BinanceError           Binance answered with an error (see klinelake.binance_rest)
@@ -58,6 +61,18 @@ class TransientError(KlineLakeError):
 
 class PreconditionFailed(TransientError):
     """A generation precondition failed (GCS HTTP 412)."""
+
+
+class WorkDeferred(TransientError):
+    """Not a failure: the rest of the work is left for Pub/Sub's redelivery, on purpose."""
+
+
+class MergeInProgress(WorkDeferred):
+    """A merge too large for one delivery staged what its time budget allowed."""
+
+
+class LeaseHeld(WorkDeferred):
+    """Another delivery holds this object's lease (it is doing this work right now)."""
 
 
 class ObjectNotFound(KlineLakeError):

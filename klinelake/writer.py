@@ -13,6 +13,10 @@ mutation on the generation it read, so a concurrent change means a 412 and a ret
   search over ranged reads), diff the batch against the rows from there (no-op detection reads
   only the batch's span), then rewrite the object from that offset on with the merged rows:
   the local disk rewrites only the suffix, in place; GCS streams the object once.
+- staged merge: with a `MergeBudget` (the function's, from its ack deadline), a merge into an
+  object larger than one piece is built as pieces under staging/ over as many deliveries as
+  it takes, each within the budget, then composed onto the object under the generation it
+  read (`staged_merge`); one delivery at a time does it (`lease`), the others are deferred.
 - 412 (or the generation vanishing under us) → re-read and retry with jittered backoff
   (`retry_conditional`, shared with every other conditional update of the lake).
 
@@ -33,8 +37,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from klinelake import staged_merge
 from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
+from klinelake.lease import held
 from klinelake.markets import Market, spec
 from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_line, merge_lines
 from klinelake.row import Kline, open_time_of_line
@@ -95,8 +101,15 @@ class LakeWriter:
         backoff_s: float = 0.02,
         max_backoff_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        merge_budget: staged_merge.MergeBudget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        # None: a merge rewrites the object in one go (the CLI, backfill: no deadline)
+        self.merge_budget = merge_budget
+        self.clock = clock
+        self.wall_clock = wall_clock  # lease expiry: shared by every instance of the function
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -167,8 +180,9 @@ class LakeWriter:
     ) -> WriteResult:
         name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
+        started = self.clock()
         result = self.retry_conditional(
-            name, lambda retries: self._attempt(counting, name, lines, retries)
+            name, lambda retries: self._attempt(counting, name, lines, retries, started)
         )
         return dataclasses.replace(result, storage_calls=dict(counting.calls))
 
@@ -179,7 +193,12 @@ class LakeWriter:
         return known
 
     def _attempt(
-        self, store: ObjectStore, name: str, lines: Sequence[tuple[int, bytes]], retries: int
+        self,
+        store: ObjectStore,
+        name: str,
+        lines: Sequence[tuple[int, bytes]],
+        retries: int,
+        started: float,
     ) -> WriteResult:
         if not lines:
             return WriteResult(name, "noop", 0, 0, 0, 0, None, None, retries)
@@ -212,7 +231,7 @@ class LakeWriter:
             return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)
         if cached is not None:  # a merge or no-op decides on the rows: read the current ones
             self._known.pop(name, None)
-            return self._attempt(store, name, lines, retries)
+            return self._attempt(store, name, lines, retries, started)
         assert have is not None  # _edge_route takes every empty object
         offset = _offset_of(store, info, first_new)
         with store.open_lines(name, gen, offset) as existing:
@@ -221,14 +240,39 @@ class LakeWriter:
             self._remember(info, have)
             return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
         bounds = Bounds(min(have.first, first_new), max(have.last, last_new))
-        with store.open_lines(name, gen, offset) as existing:
-            merged = chunked(merge_lines(existing, lines))
-            after = store.replace_from(name, offset, merged, if_generation_match=gen, bounds=bounds)
+        if self.merge_budget is not None and self.merge_budget.staged(info.size):
+            after = self._staged_merge(store, info, lines, bounds, started)
+        else:
+            with store.open_lines(name, gen, offset) as existing:
+                merged = chunked(merge_lines(existing, lines))
+                after = store.replace_from(
+                    name, offset, merged, if_generation_match=gen, bounds=bounds
+                )
         self._remember(after, bounds)
         return WriteResult(
             name, "merge", n, stats.added, stats.replaced, stats.unchanged, gen,
             after.generation, retries,
         )  # fmt: skip
+
+    def _staged_merge(
+        self,
+        store: ObjectStore,
+        info: ObjectInfo,
+        lines: Sequence[tuple[int, bytes]],
+        bounds: Bounds,
+        started: float,
+    ) -> ObjectInfo:
+        """Stage this delivery's share of a large merge; commit it when every piece exists.
+        Raises MergeInProgress (pieces left for a redelivery) or LeaseHeld (another delivery
+        is at it): both leave the object as it was."""
+        budget = self.merge_budget
+        assert budget is not None
+        with held(store, info.name, budget.lease_s, clock=self.wall_clock):
+            plan = staged_merge.Plan(store, info, lines, budget.piece_bytes)
+            progress = staged_merge.stage(plan, budget, clock=self.clock, started=started)
+            if progress.staged < progress.total:
+                raise staged_merge.in_progress(info.name, progress)
+            return staged_merge.commit(plan, bounds)
 
 
 def _edge_route(have: Bounds | None, first_new: int, last_new: int) -> tuple[Action, Bounds] | None:

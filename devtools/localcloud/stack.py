@@ -305,6 +305,8 @@ class Stack:
             PYTHONUNBUFFERED="1",
             WORKERS=env.get("WORKERS", "1"),
             THREADS=env.get("THREADS", "8"),
+            # the push subscription's (SubscriptionSpec's) ack deadline bounds a delivery's work
+            ACK_DEADLINE_S=str(SubscriptionSpec.ack_deadline_s),
         )
         env.update(overrides)
         argv = [

@@ -24,7 +24,7 @@ def test_table_names_are_unique_and_defaults_match_design() -> None:
     assert defaults["LAKE_URI"] == "./lake"
     # the README's configuration table is the operators' copy of DESIGN.md's: the code agrees
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for env in ("BINANCE_REST_URL", "BINANCE_WS_URL"):
+    for env in ("BINANCE_REST_URL", "BINANCE_WS_URL", "ACK_DEADLINE_S", "MERGE_PIECE_BYTES"):
         row = re.search(rf"^\| `{env}` \|.*\| `([^`]+)` \|$", readme, re.M)
         assert row is not None and defaults[env] == row.group(1), env
     assert defaults["KLINES_TOPIC"] is None and defaults["DEAD_LETTER_TOPIC"] is None

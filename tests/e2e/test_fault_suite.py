@@ -14,7 +14,10 @@ cuts connections at 8 simulated hours of age), and operator replays of poison me
 real gcloud CLI. Issue 12 added: a read-only state directory (refused at start, one line, exit 2),
 a halted symbol on the shared connection (no reconnect: the count is asserted), and the state
 directory's disk filling up during the halt (a 16 MiB tmpfs, root only; klines published from
-memory meanwhile). Report: rows expected, rows found, lost 0, duplicated 0, dead-lettered = poison.
+memory meanwhile). Issue 12 item 6: the function stages every merge above 8 KiB over several
+deliveries (`STAGED_MERGES`), so the backfill's and the replays' merges go through it; the count
+of deferred deliveries is printed. Report: rows expected, rows found, lost 0, duplicated 0,
+dead-lettered = poison.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from klinelake.intervals import HOUR, MINUTE
 from klinelake.row import parse_lake_line
 from localcloud import Stack, wait_for
 from localcloud.procs import free_port, stop_group
+from tests.function.helpers import STAGED_MERGES
 from tests.streamer.helpers import (
     Streamer,
     assert_lake_matches_truth,
@@ -146,7 +150,7 @@ def test_fault_suite_lake_equals_truth(
 
             # 5. the function fails transiently for a while (Pub/Sub redelivers)
             at_hour(sim, t0, 6)
-            stack.restart_function({"INGEST_FAIL_FIRST_N": "12",
+            stack.restart_function({**STAGED_MERGES, "INGEST_FAIL_FIRST_N": "12",
                                     "INGEST_FAIL_STATE": str(tmp_path / "fails")})  # fmt: skip
 
             # 6. SIGKILL the streamer; two simulated hours later, restart it (gap repair)
@@ -185,7 +189,7 @@ def test_fault_suite_lake_equals_truth(
                     stack.restart_pubsub()
                 finally:
                     os.kill(st.pid, signal.SIGCONT)
-            stack.restart_function({})
+            stack.restart_function(STAGED_MERGES)
             disk_full = "skipped: " + no_disk_full if no_disk_full else "filled"
 
             # 8. a backfill of an overlapping range, concurrently with the live stream (it ends
@@ -267,7 +271,8 @@ def test_fault_suite_lake_equals_truth(
             wait_for(lambda: lake_has_published(stack, state), 240, 0.5, "queue drained")
         finally:
             st.kill()
-            stack.restart_function({}) if stack.state.function_env else None
+            if stack.state.function_env != STAGED_MERGES:
+                stack.restart_function(STAGED_MERGES)
 
         # 12. a read-only state directory: refused at start in one line naming it, exit 2
         with read_only_dir(tmp_path / "ro-state") as ro:
@@ -297,10 +302,14 @@ def test_fault_suite_lake_equals_truth(
 
     wait_for(all_dead_letters, 60, 0.5, "dead letters")
     reasons = sorted(m.attributes.get("dead_letter_reason", "")[:40] for m in letters)
+    logged = stack.function_log_lines()
+    staged = sum(r.get("error") == "MergeInProgress" for r in logged)
+    merges = sum(r.get("action") == "merge" for r in logged)
     print(f"\nfault suite: rows expected {expected}, rows found {found}, lost {expected - found}, "
           f"duplicated {found - expected}, dead-lettered {len(letters)} (poison sent "
           f"{dead_lettered_expected}); reconnects {counter(h, 'reconnects')}, malformed "
           f"{counter(h, 'malformed_frames')}; reconnects during the halt {halt_reconnects}; "
-          f"disk full {disk_full}; reasons {reasons}")  # fmt: skip
+          f"disk full {disk_full}; merges {merges}, deliveries deferred by staged merges "
+          f"{staged}; reasons {reasons}")  # fmt: skip
     assert expected == found
     assert len(letters) == dead_lettered_expected

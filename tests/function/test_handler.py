@@ -255,3 +255,19 @@ def test_config_from_env() -> None:
     assert (cfg.lake_uri, cfg.dead_letter_topic) == ("gs://b", "projects/p/topics/d")
     assert IngestConfig.from_env({}).lake_uri == "./lake"
     assert IngestConfig.from_env({}).dead_letter_topic is None
+
+
+def test_the_merge_budget_comes_from_the_ack_deadline() -> None:
+    """Issue 12 item 6: the function's work per delivery is bounded by the push deadline."""
+    cfg = IngestConfig.from_env({"ACK_DEADLINE_S": "60", "MERGE_PIECE_BYTES": "1048576"})
+    assert (cfg.ack_deadline_s, cfg.merge_piece_bytes) == (60.0, 1048576)
+    budget = IngestHandler.from_config(cfg).writer.merge_budget
+    assert budget is not None and (budget.work_s, budget.lease_s) == (20.0, 60.0)
+    assert IngestConfig.from_env({}).ack_deadline_s == 300.0
+    for bad, said in (
+        ({"ACK_DEADLINE_S": "5m"}, "ACK_DEADLINE_S='5m': not a number (float)"),
+        ({"ACK_DEADLINE_S": "-1"}, "ACK_DEADLINE_S='-1': must be positive"),
+        ({"MERGE_PIECE_BYTES": "1.5"}, "MERGE_PIECE_BYTES='1.5': not a number (int)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            IngestConfig.from_env(bad)

@@ -255,7 +255,7 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
         "--run-service-account=klines-ingest@test-project.iam.gserviceaccount.com",
         "--set-env-vars=LAKE_URI=gs://test-lake,"
         "DEAD_LETTER_TOPIC=projects/test-project/topics/klines-dead-letter,"
-        "GOOGLE_CLOUD_PROJECT=test-project",
+        "GOOGLE_CLOUD_PROJECT=test-project,ACK_DEADLINE_S=300",
     ):
         assert flag in deploy, flag
     assert any(a.startswith("--update-labels=deploy-fingerprint=") for a in deploy)
