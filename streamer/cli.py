@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -34,6 +35,35 @@ EPILOG = (
 )
 
 
+# Tuning flags of the settings object's float fields: (flag, Settings field, help). The default
+# is the field's own (one definition); click names the parameter after the flag.
+_TUNING = (
+    ("--clock-speed", "clock_speed", "server time / real time"),
+    ("--drain-timeout", "drain_timeout_s", "seconds allowed after SIGTERM"),
+    ("--max-conn-age", "max_conn_age_s", "replace connections after S (server)"),
+    ("--stall-grace", "stall_grace_s", "seconds (server) after a close"),
+    ("--subscribe-timeout", "subscribe_timeout_s", "seconds to wait for acks"),
+    ("--publish-timeout", "publish_timeout_s", "seconds per Pub/Sub publish"),
+    (
+        "--exchange-info-deadline",
+        "exchange_info_deadline_s",
+        "seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
+    ),
+    (
+        "--exchange-info-interval",
+        "exchange_info_interval_s",
+        "seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
+    ),
+)
+
+
+def _tuning_options(command: Callable[..., None]) -> Callable[..., None]:
+    for flag, field, help_text in reversed(_TUNING):
+        default = getattr(Settings, field)
+        command = click.option(flag, type=float, default=default, help=help_text)(command)
+    return command
+
+
 def default_state_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
     return (cfg.STATE_DIRECTORY.value(os.environ) or "").split(":")[0] or "./state"
@@ -55,45 +85,7 @@ def default_state_dir() -> str:
     default=Settings.streams_per_connection,
 )
 @click.option("--health-port", type=int, default=None, help="HTTP health on 127.0.0.1:PORT")
-@click.option(
-    "--clock-speed", type=float, default=Settings.clock_speed, help="server time / real time"
-)
-@click.option(
-    "--drain-timeout",
-    type=float,
-    default=Settings.drain_timeout_s,
-    help="seconds allowed after SIGTERM",
-)
-@click.option(
-    "--max-conn-age",
-    type=float,
-    default=Settings.max_conn_age_s,
-    help="replace connections after S (server)",
-)
-@click.option(
-    "--stall-grace",
-    type=float,
-    default=Settings.stall_grace_s,
-    help="seconds (server) after a close",
-)
-@click.option(
-    "--subscribe-timeout",
-    type=float,
-    default=Settings.subscribe_timeout_s,
-    help="seconds to wait for acks",
-)
-@click.option(
-    "--publish-timeout",
-    type=float,
-    default=Settings.publish_timeout_s,
-    help="seconds per Pub/Sub publish",
-)
-@click.option(
-    "--exchange-info-deadline",
-    type=float,
-    default=Settings.exchange_info_deadline_s,
-    help="seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
-)
+@_tuning_options
 @click.option(
     "--check",
     is_flag=True,
@@ -101,12 +93,6 @@ def default_state_dir() -> str:
     "print one line, exit 0 or non-zero",
 )
 @click.option("--check-timeout", type=float, default=20.0, help="seconds per --check step")
-@click.option(
-    "--exchange-info-interval",
-    type=float,
-    default=Settings.exchange_info_interval_s,
-    help="seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
-)
 @click.option("--log-level", default=Settings.log_level)
 def main(  # noqa: PLR0917 - click passes every option
     market: str,
