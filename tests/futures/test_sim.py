@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -294,3 +296,26 @@ def test_futures_halt_is_confirmed_empty_under_the_futures_stream(tmp_path: Path
         )
         ranges = EmptyRanges(state).all()
     assert ranges == {"cm:BTCUSD_PERP@1m": [(START - 60 * MINUTE, START - 51 * MINUTE)]}
+
+
+def _check(fsim: SimProcess, ws_path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "streamer", "--check", "--check-timeout", "20",
+           "--rest-url", fsim.url, "--ws-url", f"{fsim.ws_url}{ws_path}", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_streamer_check_per_market(fsim: SimProcess) -> None:
+    """`streamer --check` on futures: exchangeInfo through the per-market check (parameterless
+    on futures), a selector resolved from it, one frame per stream on the market's route."""
+    um = _check(fsim, "/fstream", "--market", "um", "--symbols", "BTCUSDT", "--intervals",
+                "1m,1h")  # fmt: skip
+    assert um.returncode == 0, um.stderr
+    assert "streamer --check: ok:" in um.stdout and "each of 2 stream(s)" in um.stdout
+    cm = _check(fsim, "/dstream", "--symbols", "cm:BTCUSD_PERP", "--intervals", "1m")
+    assert cm.returncode == 0 and "each of 1 stream(s)" in cm.stdout, cm.stderr
+    selector = _check(fsim, "/fstream", "--symbols", "um:quote=USDT", "--intervals", "1m")
+    assert selector.returncode == 0 and "stream(s)" in selector.stdout, selector.stderr
+    bad = _check(fsim, "/fstream", "--market", "um", "--symbols", "BTCUSDT,NOPEUSDT",
+                 "--intervals", "1m")  # fmt: skip
+    assert bad.returncode == 2
+    assert "does not list these symbols: NOPEUSDT" in bad.stderr
