@@ -228,8 +228,10 @@ def test_deploy_fails_naming_the_region_when_the_preflight_fails(  # noqa: PLR09
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("ERROR:")]
     assert 'step "preflight on klines-streamer (asia-northeast1-b)"' in line
-    assert "preflight of market spot (streamer@spot) failed on klines-streamer in region " \
+    assert (
+        "preflight of market spot (streamer@spot) failed on klines-streamer in region "
         "asia-northeast1" in line
+    )
     assert "streamer --check: blocked: Binance answered HTTP" in line
     assert "VM_REGION/VM_ZONE" in line and "BINANCE_REST_URL" in line
 
