@@ -79,7 +79,8 @@ trap 'rm -rf "$WORK"' EXIT
 
 step "metadata"
 # Read and check everything first, so bad metadata leaves the installed version untouched.
-read -r -a markets <<<"$(meta streamer-markets)"
+markets_line=$(meta streamer-markets)
+read -r -a markets <<<"$markets_line"
 ((${#markets[@]} > 0)) || die "metadata streamer-markets is empty (want e.g. 'spot um cm')"
 for m in "${markets[@]}"; do
   [[ $m == spot || $m == um || $m == cm ]] ||

@@ -84,6 +84,7 @@ main() {
     "$GCLOUD" functions delete "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" --quiet
 
   step "vm"
+  # Deleting the VM removes every streamer@MARKET unit, env file and state directory on it.
   remove "instance $VM_NAME" \
     "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" -- \
     "$GCLOUD" compute instances delete "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" --quiet
