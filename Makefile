@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-cloud test lint typecheck unit venv clean bench
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' -e ./devtools
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy klinelake
-	$(PY) -m mypy streamer backfill ingest_function binance_sim localcloud
+	$(PY) -m mypy streamer backfill ingest_function devtools/binance_sim devtools/localcloud
 
 test: lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from backfill.run import BadInput, Settings, iso, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import DEFAULT_DAYS, BadInput, Settings, iso
 from klinelake import config as cfg
 from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
@@ -69,26 +70,33 @@ def parse_time(text: str, *, end: bool = False) -> int:
     "--start", default=None, help="ISO date/datetime (UTC) or epoch ms [default: end - days]"
 )
 @click.option("--end", default=None, help="inclusive [default: the last closed kline]")
-@click.option("--days", default=None, type=int, help="length of the range [default: 30]")
+@click.option(
+    "--days", default=None, type=int, help=f"length of the range [default: {DEFAULT_DAYS}]"
+)
 @cfg.option(cfg.TOPIC)
 @cfg.option(cfg.LAKE)
 @cfg.option(cfg.REST_URL)
-@click.option("--state-dir", default="./state", type=click.Path(path_type=Path))
+@click.option("--state-dir", default=Settings.state_dir, type=click.Path(path_type=Path))
 @click.option(
-    "--budget-share", default=0.8, type=float, help="share of the weight (6000/min; futures 2400)"
+    "--budget-share",
+    default=Settings.budget_share,
+    type=float,
+    help="share of the weight (6000/min; futures 2400)",
 )
-@click.option("--concurrency", default=10, type=int, help="requests in flight at most")
+@click.option(
+    "--concurrency", default=Settings.concurrency, type=int, help="requests in flight at most"
+)
 @click.option("--missing-only", is_flag=True, help="fetch only the gaps found in the lake")
 @click.option("--dry-run", is_flag=True, help="print the plan, fetch nothing")
 @click.option(
     "--source",
     type=click.Choice(["rest", "vision"]),
-    default="rest",
+    default=Settings.source,
     help="vision: whole months and days from the data.binance.vision archives, edges over REST",
 )
 @cfg.option(cfg.VISION_URL)
 @click.option("--page-limit", default=None, type=int, hidden=True)
-@click.option("--batch-rows", default=5000, type=int, hidden=True)
+@click.option("--batch-rows", default=Settings.batch_rows, type=int, hidden=True)
 def main(  # noqa: PLR0917 - click passes every option
     market: str,
     symbols: str,

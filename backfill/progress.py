@@ -8,7 +8,8 @@ import sys
 from typing import IO, Any
 
 from backfill.plan import Page, Plan
-from backfill.run import RunResult, Settings, iso
+from backfill.result import RunResult
+from backfill.settings import Settings, iso
 from klinelake.intervals import Gap
 from klinelake.logs import log_event, setup_logging
 

@@ -45,7 +45,7 @@ def synth(k: int) -> Kline:
 
 
 def throughput() -> None:
-    text = (ROOT / "binance_sim/data/BTCUSDT-1h-2022-01.csv").read_bytes()
+    text = (ROOT / "devtools/binance_sim/data/BTCUSDT-1h-2022-01.csv").read_bytes()
     rows = parse_csv(text, "BTCUSDT", "1h")
     n = 0
     t = time.perf_counter()

@@ -42,7 +42,7 @@ from klinelake.symbols import object_name  # noqa: E402
 from klinelake.writer import LakeWriter  # noqa: E402
 from localcloud import Stack, wait_for  # noqa: E402
 
-CSV = ROOT / "binance_sim" / "data" / "BTCUSDT-1h-2022-01.csv"  # the one recorded copy
+CSV = ROOT / "devtools" / "binance_sim" / "data" / "BTCUSDT-1h-2022-01.csv"  # the one recorded copy
 MINUTE = 60_000
 BIG_START = 1_577_836_800_000  # 2020-01-01T00:00Z
 

@@ -61,7 +61,7 @@ build_from_source() {
   # Build from a copy: the working tree stays clean (no build/ or egg-info at the repo root).
   cp "$REPO_ROOT/pyproject.toml" "$src/"
   [[ ! -f $REPO_ROOT/README.md ]] || cp "$REPO_ROOT/README.md" "$src/"
-  for d in klinelake streamer backfill ingest_function binance_sim localcloud; do
+  for d in klinelake streamer backfill ingest_function; do # the production packages only
     [[ ! -d $REPO_ROOT/$d ]] ||
       tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "$d" | tar -C "$src" -xf -
   done

@@ -13,18 +13,21 @@ DRY_RUN_ASSUME=present # under --dry-run, show every delete
 DELETE_DATA=0
 YES=0
 
-# remove DESCRIPTION DESCRIBE_CMD... -- DELETE_CMD...
+# remove DESCRIPTION GCLOUD_CMD...: GCLOUD_CMD is the resource's `describe` command; if it finds
+# the resource, the same command with `delete` for `describe` (and --quiet) removes it.
 remove() {
-  local what=$1
+  local what=$1 arg swapped=0
   shift
-  local -a describe=()
-  while [[ $1 != -- ]]; do
-    describe+=("$1")
-    shift
+  local -a delete=()
+  for arg in "$@"; do
+    if [[ $swapped == 0 && $arg == describe ]]; then
+      arg=delete
+      swapped=1
+    fi
+    delete+=("$arg")
   done
-  shift
-  if exists "${describe[@]}"; then
-    run "$@"
+  if exists "$@"; then
+    run "${delete[@]}" --quiet
   else
     absent "$what"
   fi
@@ -55,16 +58,13 @@ main() {
 
   step "subscriptions"
   remove "subscription $PUSH_SUBSCRIPTION" \
-    "$GCLOUD" pubsub subscriptions describe "$PUSH_SUBSCRIPTION" "--project=$PROJECT" -- \
-    "$GCLOUD" pubsub subscriptions delete "$PUSH_SUBSCRIPTION" "--project=$PROJECT" --quiet
+    "$GCLOUD" pubsub subscriptions describe "$PUSH_SUBSCRIPTION" "--project=$PROJECT"
   remove "subscription $DEAD_LETTER_SUBSCRIPTION" \
-    "$GCLOUD" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" -- \
-    "$GCLOUD" pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --quiet
+    "$GCLOUD" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT"
 
   step "monitoring"
   remove "metric $WRITES_METRIC" \
-    "$GCLOUD" logging metrics describe "$WRITES_METRIC" "--project=$PROJECT" -- \
-    "$GCLOUD" logging metrics delete "$WRITES_METRIC" "--project=$PROJECT" --quiet
+    "$GCLOUD" logging metrics describe "$WRITES_METRIC" "--project=$PROJECT"
   local policies policy
   # Our policies' display names start with "klines: " (infra/monitoring_policies.py).
   policies=$(DRY_VALUE="projects/$PROJECT/alertPolicies/DRY-RUN" read_value \
@@ -80,32 +80,29 @@ main() {
 
   step "function"
   remove "function $FUNCTION_NAME" \
-    "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" -- \
-    "$GCLOUD" functions delete "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT" --quiet
+    "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT"
 
   step "vm"
   # Deleting the VM removes every streamer@MARKET unit, env file and state directory on it.
   remove "instance $VM_NAME" \
-    "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" -- \
-    "$GCLOUD" compute instances delete "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" --quiet
+    "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT"
   # A reserved address that is not attached to a running VM is billed: release it too.
   remove "address $ADDRESS_NAME" \
-    "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$VM_REGION" "--project=$PROJECT" -- \
-    "$GCLOUD" compute addresses delete "$ADDRESS_NAME" "--region=$VM_REGION" "--project=$PROJECT" --quiet
+    "$GCLOUD" compute addresses describe "$ADDRESS_NAME" "--region=$VM_REGION" "--project=$PROJECT"
 
   step "topics"
   remove "topic $TOPIC" \
-    "$GCLOUD" pubsub topics describe "$TOPIC" "--project=$PROJECT" -- \
-    "$GCLOUD" pubsub topics delete "$TOPIC" "--project=$PROJECT" --quiet
+    "$GCLOUD" pubsub topics describe "$TOPIC" "--project=$PROJECT"
   remove "topic $DEAD_LETTER_TOPIC" \
-    "$GCLOUD" pubsub topics describe "$DEAD_LETTER_TOPIC" "--project=$PROJECT" -- \
-    "$GCLOUD" pubsub topics delete "$DEAD_LETTER_TOPIC" "--project=$PROJECT" --quiet
+    "$GCLOUD" pubsub topics describe "$DEAD_LETTER_TOPIC" "--project=$PROJECT"
 
   step "bucket"
   if [[ $DELETE_DATA == 1 ]]; then
-    remove "bucket gs://$BUCKET" \
-      "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT" -- \
-      "$GCLOUD" storage rm --recursive "gs://$BUCKET" "--project=$PROJECT"
+    if exists "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT"; then
+      run "$GCLOUD" storage rm --recursive "gs://$BUCKET" "--project=$PROJECT"
+    else
+      absent "bucket gs://$BUCKET"
+    fi
   elif exists "$GCLOUD" storage buckets describe "gs://$BUCKET" "--project=$PROJECT"; then
     note "keeping gs://$BUCKET and its objects (--delete-data deletes them); removing our bindings"
     revoke_bucket "serviceAccount:$FUNCTION_SA_EMAIL" roles/storage.objectUser --all
@@ -118,8 +115,7 @@ main() {
   local sa
   for sa in "$STREAMER_SA_EMAIL" "$FUNCTION_SA_EMAIL" "$PUSH_SA_EMAIL"; do
     remove "service account $sa" \
-      "$GCLOUD" iam service-accounts describe "$sa" "--project=$PROJECT" -- \
-      "$GCLOUD" iam service-accounts delete "$sa" "--project=$PROJECT" --quiet
+      "$GCLOUD" iam service-accounts describe "$sa" "--project=$PROJECT"
   done
   printf '\nDone: teardown of %s.\n' "$PROJECT"
 }

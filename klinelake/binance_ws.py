@@ -7,10 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from klinelake.errors import InvalidData, InvalidRow
 from klinelake.intervals import NOMINAL_MS
+from klinelake.json_input import load_json
 from klinelake.markets import Market
 from klinelake.row import Kline, to_millis
 
@@ -127,12 +126,7 @@ def parse_kline_payload(
 def parse_ws_frame(frame: str | bytes, market: Market = Market.SPOT) -> WsMessage:
     """Any text frame of a raw (`/ws`) or combined (`/stream`) market-stream connection of
     `market` (a connection serves one market)."""
-    try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidData(f"ws frame is not JSON: {exc}: {frame[:80]!r}") from None
-    if not isinstance(obj, dict):
-        raise InvalidData(f"ws frame is not a JSON object: {str(obj)[:80]}")
+    obj = load_json(frame, "ws frame", dict)
     if "id" in obj and ("result" in obj or "error" in obj):
         err = obj.get("error")
         if isinstance(err, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,13 @@ _streams = click.option("--stream", "streams", multiple=True,
                         help="only SYMBOL@interval (repeat); default every stream")  # fmt: skip
 
 
+def _report_command(command: Callable[..., None]) -> click.Command:
+    """status and verify: one set of options (lake, state dir, --json, --now, --stream)."""
+    for option in reversed((_lake, _state, _json, _now, _streams)):
+        command = option(command)
+    return main.command()(command)
+
+
 def _run(
     command: str,
     lake: str,
@@ -172,12 +179,7 @@ def _run(
     return reports, unknown
 
 
-@main.command()
-@_lake
-@_state
-@_json
-@_now
-@_streams
+@_report_command
 def status(
     lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None, streams: tuple[str, ...]
 ) -> None:
@@ -187,12 +189,7 @@ def status(
         click.echo(f"status: no stream objects under {OBJECT_PREFIX} in lake {lake}", err=True)
 
 
-@main.command()
-@_lake
-@_state
-@_json
-@_now
-@_streams
+@_report_command
 def verify(
     lake: str, state_dir: Path | None, as_json: bool, now_ms: int | None, streams: tuple[str, ...]
 ) -> None:

@@ -38,6 +38,7 @@ import orjson
 from klinelake.errors import InvalidData, InvalidMessage
 from klinelake.halts import check_range, ranges_from_json, ranges_to_json
 from klinelake.intervals import Gap, check_interval
+from klinelake.json_input import load_json
 from klinelake.markets import Market, check_market_interval, parse_market
 from klinelake.row import Kline, kline_from_dict, regular_message_rows
 from klinelake.symbols import stream_id, validate_symbol
@@ -221,17 +222,22 @@ def encode_batch(batch: KlineBatch, source: Source) -> PubsubMessage:
     if batch.empty:  # absent otherwise: a message without halts keeps its exact old bytes
         body["empty"] = ranges_to_json(batch.empty)
     data = orjson.dumps(body)
-    attributes = {
+    attributes = {**batch_attributes(batch), "source": source}
+    if batch.market != Market.SPOT:
+        attributes["market"] = str(batch.market)
+    return PubsubMessage(data, attributes, batch.stream)
+
+
+def batch_attributes(batch: KlineBatch) -> dict[str, str]:
+    """The attributes that follow from a batch's data (a message adds `source`): what a
+    publisher sets and what a receiver checks present attributes against."""
+    return {
         "symbol": batch.symbol,
         "interval": batch.interval,
         "open_time": str(batch.first_open_time),
         "count": str(len(batch.rows)),
-        "source": source,
         "schema": SCHEMA_VERSION,
     }
-    if batch.market != Market.SPOT:
-        attributes["market"] = str(batch.market)
-    return PubsubMessage(data, attributes, batch.stream)
 
 
 def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> KlineBatch:
@@ -296,12 +302,7 @@ def _load_json_object(data: bytes) -> dict[str, Any]:
         raise InvalidMessage("message data is empty")
     if len(data) > MAX_DATA_BYTES:
         raise InvalidMessage(f"message data is {len(data)} bytes, over {MAX_DATA_BYTES}")
-    try:
-        obj: Any = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"data is not UTF-8 JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidMessage(f"data must be a JSON object, got {type(obj).__name__}")
+    obj = load_json(data, "data", dict, error=InvalidMessage)
     # orjson keeps the last of repeated keys silently. What orjson itself wrote (every
     # publisher) comes back byte for byte, and a dump never repeats a key, so only other
     # spellings (hand-typed replays) pay for the full check.
@@ -323,14 +324,7 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_attributes(batch: KlineBatch, attributes: Mapping[str, str]) -> None:
-    expected = {
-        "symbol": batch.symbol,
-        "interval": batch.interval,
-        "open_time": str(batch.first_open_time),
-        "count": str(len(batch.rows)),
-        "schema": SCHEMA_VERSION,
-    }
-    for name, want in expected.items():
+    for name, want in batch_attributes(batch).items():
         got = attributes.get(name)
         if got is not None and got != want:
             raise InvalidMessage(f"attribute {name}={got!r} contradicts the data ({want!r})")

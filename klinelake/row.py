@@ -24,6 +24,7 @@ from klinelake.intervals import (
     is_aligned,
     next_open_time,
 )
+from klinelake.json_input import load_json
 from klinelake.markets import CM_ROW_KEYS, SPECS, SPOT_ROW_KEYS, Market, row_keys
 from klinelake.symbols import validate_symbol
 
@@ -257,12 +258,7 @@ def parse_rest_page(
     sends outside halts) is validated in bulk (`regular_rest_page`); anything else goes row by
     row, which also names the first offending field. Both accept exactly the same pages.
     """
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidData(f"klines response is not JSON: {exc}") from None
-    if not isinstance(rows, list):
-        raise InvalidData(f"klines response must be a JSON array, got {type(rows).__name__}")
+    rows = load_json(body, "klines response", list)
     regular = regular_rest_page(body, rows, symbol, interval, market)
     if regular is not None:
         return regular

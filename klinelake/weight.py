@@ -29,8 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-WEIGHT_LIMIT_1M = 6000
-WINDOW_MS = 60_000
+from klinelake.binance_limits import WEIGHT_WINDOW_S
+from klinelake.markets import SPECS, Market
+
+WEIGHT_LIMIT_1M = SPECS[Market.SPOT].weight_limit_1m  # the default budget: spot's
+
+WINDOW_MS = int(WEIGHT_WINDOW_S * 1000)
 DEFAULT_SHARE = 0.8
 
 # Request weights (binance-spot-api.md §6, §7).

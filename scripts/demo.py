@@ -71,7 +71,7 @@ def main() -> int:
     try:
         step(f"starting the Binance simulator at {START}, {SPEED:.0f}x, bundled real data")
         with run_simulator(
-            ROOT / "binance_sim" / "data",
+            ROOT / "devtools" / "binance_sim" / "data",
             "--start", START, "--speed", str(SPEED),
             "--synthetic", "BTCUSDT:1h:2022-02-01T00:00:00Z",
         ) as sim:  # fmt: skip

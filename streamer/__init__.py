@@ -16,8 +16,13 @@ Modules, by role (pure ones import no network client):
                    memory what a full/read-only disk refuses, never drops it
     sender.py      one ordered sender per stream: repair, batch, send, ack
     connection.py  one combined-stream WebSocket connection
+    listing.py     which streams to add and retire; when to look again     (pure)
     health.py      state/health.json, the HTTP endpoint, sd_notify
-    service.py     the supervisor (connections, senders, drain on SIGTERM)
+    service.py     the supervisor: start, senders, ingest into the spool, drain on SIGTERM
+    slots.py       one live connection per slot, doing what slot_policy decides
+    listing_watch.py  listings, delistings, deliveries while streaming
+    health_report.py  the health document and the watchdog ping
+    preflight.py   `--check`: exchangeInfo answers, a frame arrives per stream
     cli.py         flags and environment → Settings
 
 Health: `{state_dir}/health.json`, rewritten every 2 s (per stream: ws_state live|silent|halted,

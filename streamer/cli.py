@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from klinelake import config as cfg
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
 from klinelake.errors import InvalidData
 from klinelake.logs import setup_logging
 from klinelake.markets import Market, spec
 from klinelake.selector import parse_symbol_set
 from streamer.config import Settings, StreamSpec, parse_intervals, parse_streams
-from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
 EPILOG = (
     cfg.env_help(cfg.STATE_DIRECTORY, cfg.NOTIFY_SOCKET, *cfg.EMULATORS)
@@ -32,6 +33,35 @@ EPILOG = (
     + "\nListings start streaming, symbols leaving TRADING are retired; a renamed symbol is a"
     + "\nnew stream."
 )
+
+
+# Tuning flags of the settings object's float fields: (flag, Settings field, help). The default
+# is the field's own (one definition); click names the parameter after the flag.
+_TUNING = (
+    ("--clock-speed", "clock_speed", "server time / real time"),
+    ("--drain-timeout", "drain_timeout_s", "seconds allowed after SIGTERM"),
+    ("--max-conn-age", "max_conn_age_s", "replace connections after S (server)"),
+    ("--stall-grace", "stall_grace_s", "seconds (server) after a close"),
+    ("--subscribe-timeout", "subscribe_timeout_s", "seconds to wait for acks"),
+    ("--publish-timeout", "publish_timeout_s", "seconds per Pub/Sub publish"),
+    (
+        "--exchange-info-deadline",
+        "exchange_info_deadline_s",
+        "seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
+    ),
+    (
+        "--exchange-info-interval",
+        "exchange_info_interval_s",
+        "seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
+    ),
+)
+
+
+def _tuning_options(command: Callable[..., None]) -> Callable[..., None]:
+    for flag, field, help_text in reversed(_TUNING):
+        default = getattr(Settings, field)
+        command = click.option(flag, type=float, default=default, help=help_text)(command)
+    return command
 
 
 def default_state_dir() -> str:
@@ -52,23 +82,10 @@ def default_state_dir() -> str:
 @click.option(
     "--streams-per-connection",
     type=click.IntRange(1, MAX_STREAMS_PER_CONNECTION),
-    default=MAX_STREAMS_PER_CONNECTION,
+    default=Settings.streams_per_connection,
 )
 @click.option("--health-port", type=int, default=None, help="HTTP health on 127.0.0.1:PORT")
-@click.option("--clock-speed", type=float, default=1.0, help="server time / real time")
-@click.option("--drain-timeout", type=float, default=10.0, help="seconds allowed after SIGTERM")
-@click.option(
-    "--max-conn-age", type=float, default=23 * 3600.0, help="replace connections after S (server)"
-)
-@click.option("--stall-grace", type=float, default=30.0, help="seconds (server) after a close")
-@click.option("--subscribe-timeout", type=float, default=10.0, help="seconds to wait for acks")
-@click.option("--publish-timeout", type=float, default=60.0, help="seconds per Pub/Sub publish")
-@click.option(
-    "--exchange-info-deadline",
-    type=float,
-    default=60.0,
-    help="seconds exchangeInfo may fail at startup before exiting 4 (blocked)",
-)
+@_tuning_options
 @click.option(
     "--check",
     is_flag=True,
@@ -76,13 +93,7 @@ def default_state_dir() -> str:
     "print one line, exit 0 or non-zero",
 )
 @click.option("--check-timeout", type=float, default=20.0, help="seconds per --check step")
-@click.option(
-    "--exchange-info-interval",
-    type=float,
-    default=60.0,
-    help="seconds between exchangeInfo re-reads (listings, delistings; futures weight 1, spot 20)",
-)
-@click.option("--log-level", default="INFO")
+@click.option("--log-level", default=Settings.log_level)
 def main(  # noqa: PLR0917 - click passes every option
     market: str,
     symbols: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
 from klinelake.binance_ws import stream_name
 from klinelake.config import (
     DEFAULT_LAKE_URI,
@@ -17,7 +18,6 @@ from klinelake.intervals import check_interval
 from klinelake.markets import Market, check_market_interval, spec
 from klinelake.selector import SymbolSet
 from klinelake.symbols import stream_id, validate_symbol
-from streamer.shards import MAX_STREAMS_PER_CONNECTION
 
 
 @dataclass(frozen=True, slots=True)

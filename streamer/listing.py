@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from klinelake.exchange_info import SymbolInfo
+from klinelake.intervals import next_open_time
 from klinelake.selector import SymbolSet
 
 
@@ -73,3 +74,26 @@ def next_delivery(
         and info.delivery_ms > now_ms
     ]
     return min(times, default=None)
+
+
+def listing_wait_s(now_ms: int, due_ms: int | None, interval_s: float, clock_speed: float) -> float:
+    """Real seconds until exchangeInfo is read again: the interval, or less when a contract
+    settles sooner (`due_ms`, server time, run at `clock_speed`): wake when it settles, not a
+    period later; never less than 50 ms."""
+    if due_ms is None:
+        return interval_s
+    return min(interval_s, max(0.05, (due_ms - now_ms) / 1000 / max(clock_speed, 1e-9)))
+
+
+def end_step(
+    logged: bool, final_repair: bool, last_open_time: int, interval: str, *, now_ms: int,
+    sender_settled: bool,
+) -> str:  # fmt: skip
+    """What to do next for a retired stream: "wait" (its last kline has not closed, or its
+    final repair is still sending), "repair" (once more after the close: a delisting mid-kline
+    still closes that kline), "log" (its real end is published: log it once)."""
+    if logged or now_ms < next_open_time(last_open_time, interval):
+        return "wait"
+    if not final_repair:
+        return "repair"
+    return "log" if sender_settled else "wait"

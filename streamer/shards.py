@@ -12,7 +12,8 @@ from typing import TypeVar
 
 import orjson
 
-MAX_STREAMS_PER_CONNECTION = 1024
+from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
+
 DEFAULT_FRAMES_PER_S = 4.0
 T = TypeVar("T")
 
@@ -53,3 +54,9 @@ def send_offsets(n_frames: int, frames_per_s: float = DEFAULT_FRAMES_PER_S) -> l
     if frames_per_s <= 0:
         raise ValueError("frames_per_s must be positive")
     return [k / frames_per_s for k in range(n_frames)]
+
+
+def slot_with_room(slot_sizes: Sequence[int], per_connection: int) -> int | None:
+    """The first connection slot that can take one more stream (a new listing subscribes there,
+    no reconnect); None: open a new connection."""
+    return next((i for i, n in enumerate(slot_sizes) if n < per_connection), None)

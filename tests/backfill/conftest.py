@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from backfill.plan import Page, Plan
-from backfill.run import RunResult, Settings, run_backfill
+from backfill.result import RunResult
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from binance_sim.testing import SimProcess, run_simulator
 from klinelake.intervals import Gap
 from klinelake.lake import read_object

@@ -95,7 +95,8 @@ async def test_banned_mid_run_stops_every_request(tmp_path: Path) -> None:
             if len(seen) == 4:  # after exchangeInfo and three pages: the next request is banned
                 sim.admin({"rest_418": 1, "ban_seconds": 30})
 
-        from backfill.run import Settings, run_backfill
+        from backfill.run import run_backfill
+        from backfill.settings import Settings
 
         from .conftest import Quiet
 

@@ -11,7 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from backfill.run import Settings, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from klinelake.binance_rest import BinanceAPIError
 from klinelake.intervals import HOUR
 from klinelake.lake import read_rows

@@ -17,7 +17,8 @@ import pytest
 
 from backfill.__main__ import parse_time
 from backfill.plan import plan_ranges
-from backfill.run import Settings, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from binance_sim.testing import SimProcess, run_simulator
 
 from .conftest import Quiet, lake_bytes, run_cli

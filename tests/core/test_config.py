@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backfill.run import BadInput
-from backfill.run import Settings as BackfillSettings
+from backfill.settings import BadInput
+from backfill.settings import Settings as BackfillSettings
 from klinelake import config as cfg
 from streamer.config import Settings as StreamerSettings
 from streamer.config import StreamSpec

@@ -66,8 +66,8 @@ def test_make_batches_splits_at_5000_sorted_unique(jan2022: list[Kline]) -> None
     ("data", "attrs", "why"),
     [
         (b"", {}, "empty"),
-        (b"not json", {}, "not UTF-8 JSON"),
-        (b"\xff\xfe", {}, "not UTF-8 JSON"),
+        (b"not json", {}, "is not JSON"),
+        (b"\xff\xfe", {}, "is not JSON"),
         (b"[]", {}, "JSON object"),
         (b'{"symbol":"BTCUSDT","interval":"1h","klines":[]}', {}, "1 to 5000"),
         (b'{"symbol":"BTCUSDT","interval":"1h"}', {}, "klines"),

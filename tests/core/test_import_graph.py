@@ -10,7 +10,9 @@ PURE = [
     "klinelake.binance_ws", "klinelake.contract", "klinelake.merge", "klinelake.storage",
     "klinelake.writer", "klinelake.markets", "klinelake.exchange_info", "klinelake.selector",
     "klinelake.halts", "klinelake.halts_writer", "klinelake.vision", "klinelake.publish",
-    "streamer.listing", "binance_sim.ws_control",
+    "klinelake.json_input", "klinelake.binance_limits", "streamer.listing",
+    "binance_sim.ws_control", "backfill.emit_policy", "backfill.span", "streamer.shards",
+    "streamer.slot_policy",
 ]  # fmt: skip
 # (the bare `google` namespace package is imported by a .pth file at start-up, so name clients)
 FORBIDDEN = (

@@ -21,6 +21,13 @@ from klinelake.row import Kline
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday
 _SEEDED = settings(derandomize=True, max_examples=200, deadline=None)
+# the open times present (bars after T0), a range of them, and a page limit
+_RANGES = given(
+    present=st.sets(st.integers(0, 60), max_size=61),
+    first=st.integers(0, 60),
+    span=st.integers(0, 60),
+    limit=st.integers(1, 7),
+)
 
 
 def kline(i: int, interval: str = "1m") -> Kline:
@@ -80,12 +87,7 @@ def _fetch(
 
 
 @_SEEDED
-@given(
-    present=st.sets(st.integers(0, 60), max_size=61),
-    first=st.integers(0, 60),
-    span=st.integers(0, 60),
-    limit=st.integers(1, 7),
-)
+@_RANGES
 def test_pager_returns_every_kline_of_the_range_once_in_order(
     present: set[int], first: int, span: int, limit: int
 ) -> None:
@@ -100,12 +102,7 @@ def test_pager_returns_every_kline_of_the_range_once_in_order(
 
 
 @_SEEDED
-@given(
-    present=st.sets(st.integers(0, 60), max_size=61),
-    first=st.integers(0, 60),
-    span=st.integers(0, 60),
-    limit=st.integers(1, 7),
-)
+@_RANGES
 def test_coin_m_pager_returns_every_kline_although_pages_are_newest_first_windows(
     present: set[int], first: int, span: int, limit: int
 ) -> None:

@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from backfill.__main__ import parse_time
-from backfill.run import Settings, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from klinelake.halts import encode_meta, meta_object_name
 from klinelake.lake import read_object
 from klinelake.local_store import LocalStore

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from backfill.__main__ import parse_time
-from backfill.run import Settings, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from binance_sim.testing import run_simulator
 from klinelake.binance_ws import KlineEvent, parse_ws_frame
 from klinelake.contract import KlineBatch

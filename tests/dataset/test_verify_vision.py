@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from backfill.__main__ import parse_time
-from backfill.run import Settings, run_backfill
+from backfill.run import run_backfill
+from backfill.settings import Settings
 from binance_sim.testing import SimProcess
 from klinelake.lake import read_rows
 from klinelake.local_store import LocalStore

@@ -105,7 +105,7 @@ def _after_seed_text(symbol: str = "GOOD") -> str:
 
 # case -> (data, attributes, what the dead-letter reason says)
 POISON: dict[str, tuple[bytes | str, dict[str, str], str]] = {
-    "not_json": (b"this is not json {", {}, "not UTF-8 JSON"),
+    "not_json": (b"this is not json {", {}, "is not JSON"),
     "wrong_schema": (b'{"symbol":"BTCUSDC","interval":"1h","rows":[]}', {}, "unknown keys"),
     "bad_symbol": (
         orjson.dumps({"symbol": "../x", "interval": "1h", "klines": [klines("X", 1)[0].to_dict()]}),

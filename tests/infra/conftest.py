@@ -135,7 +135,7 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     # Build from a copy so the repo gets no build/ directory.
     shutil.copy(REPO / "pyproject.toml", src)
-    packages = ("klinelake", "streamer", "backfill", "ingest_function", "binance_sim", "localcloud")
+    packages = ("klinelake", "streamer", "backfill", "ingest_function")
     for pkg in packages:
         if (REPO / pkg).is_dir():
             shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))

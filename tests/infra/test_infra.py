@@ -54,6 +54,11 @@ def run_script(
     return proc
 
 
+def dry_run(script: str, config: Path, *args: str | Path, env: dict[str, str]) -> str:
+    """What `script --config CONFIG --dry-run ARGS...` prints (pass a `no_gcloud_env`)."""
+    return run_script(script, "--config", config, "--dry-run", *args, env=env).stdout
+
+
 def commands(output: str) -> list[list[str]]:
     """The commands a script printed as run ("+ ..."), split like a shell would."""
     return [shlex.split(line[2:]) for line in output.splitlines() if line.startswith("+ ")]
@@ -129,10 +134,7 @@ def test_lifecycle_rule_deletes_stale_staged_parts() -> None:
 
 
 def test_bootstrap_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
-    proc = run_script(
-        "bootstrap.sh", "--config", config, "--dry-run", env=no_gcloud_env(gcloud_env, tmp_path)
-    )
-    out = proc.stdout
+    out = dry_run("bootstrap.sh", config, env=no_gcloud_env(gcloud_env, tmp_path))
     cmds = commands(out)
     assert all(c[0] == "gcloud" for c in cmds)
 
@@ -210,16 +212,9 @@ def _flag(cmd: list[str], name: str) -> str:
 def test_bootstrap_only_pubsub_dry_run(
     config: Path, gcloud_env: dict[str, str], tmp_path: Path
 ) -> None:
-    proc = run_script(
-        "bootstrap.sh",
-        "--config",
-        config,
-        "--dry-run",
-        "--only",
-        "pubsub",
-        env=no_gcloud_env(gcloud_env, tmp_path),
-    )
-    cmds = commands(proc.stdout)
+    env = no_gcloud_env(gcloud_env, tmp_path)
+    out = dry_run("bootstrap.sh", config, "--only", "pubsub", env=env)
+    cmds = commands(out)
     assert {tuple(c[1:4]) for c in cmds} == {
         ("pubsub", "topics", "create"),
         ("pubsub", "subscriptions", "create"),
@@ -245,16 +240,9 @@ def test_missing_config_is_a_clear_error(gcloud_env: dict[str, str], tmp_path: P
 
 def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
-    proc = run_script(
-        "deploy_function.sh",
-        "--config",
-        config,
-        "--dry-run",
-        "--bundle-dir",
-        bundle,
-        env=no_gcloud_env(gcloud_env, tmp_path),
-    )
-    cmds = commands(proc.stdout)
+    out = dry_run("deploy_function.sh", config, "--bundle-dir", bundle,
+                  env=no_gcloud_env(gcloud_env, tmp_path))  # fmt: skip
+    cmds = commands(out)
     (deploy,) = find(cmds, "gcloud", "functions", "deploy", "klines-ingest")
     for flag in (
         "--gen2",
@@ -331,25 +319,17 @@ def test_deploy_function_fingerprint_is_stable(
     config: Path, gcloud_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = no_gcloud_env(gcloud_env, tmp_path)
-    args = ("--config", config, "--dry-run", "--bundle-dir")
-    first = run_script("deploy_function.sh", *args, tmp_path / "b1", env=env).stdout
-    second = run_script("deploy_function.sh", *args, tmp_path / "b2", env=env).stdout
+    first = dry_run("deploy_function.sh", config, "--bundle-dir", tmp_path / "b1", env=env)
+    second = dry_run("deploy_function.sh", config, "--bundle-dir", tmp_path / "b2", env=env)
     fp = re.findall(r"deploy-fingerprint=([0-9a-f]{40})", first)
     assert fp and fp == re.findall(r"deploy-fingerprint=([0-9a-f]{40})", second)
 
 
 def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
     build = tmp_path / "build"
-    proc = run_script(
-        "deploy_vm.sh",
-        "--config",
-        config,
-        "--dry-run",
-        "--build-dir",
-        build,
-        env=no_gcloud_env(gcloud_env, tmp_path),
-    )
-    cmds = commands(proc.stdout)
+    out = dry_run("deploy_vm.sh", config, "--build-dir", build,
+                  env=no_gcloud_env(gcloud_env, tmp_path))  # fmt: skip
+    cmds = commands(out)
     (address,) = find(cmds, "gcloud", "compute", "addresses", "create", "klines-streamer-ip")
     assert "--region=asia-northeast1" in address  # the VM's region, not the bucket's
     (wheel,) = build.glob("dist/*.whl")
@@ -392,6 +372,7 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     # The wheel is the project, with the packages the VM runs.
     names = zipfile.ZipFile(wheel).namelist()
     assert "streamer/__init__.py" in names and "klinelake/__init__.py" in names
+    assert not [n for n in names if n.startswith(("binance_sim/", "localcloud/", "tests/"))]
 
 
 def test_wheel_build_is_reproducible(
@@ -400,23 +381,21 @@ def test_wheel_build_is_reproducible(
     env = no_gcloud_env(gcloud_env, tmp_path)
     urls = []
     for build in ("b1", "b2"):
-        out = run_script(
-            "deploy_vm.sh",
-            "--config",
-            config,
-            "--dry-run",
-            "--build-dir",
-            tmp_path / build,
-            env=env,
-        ).stdout
+        out = dry_run("deploy_vm.sh", config, "--build-dir", tmp_path / build, env=env)
         urls.append(re.findall(r"gs://test-lake/artifacts/\S+\.whl", out)[0])
     assert urls[0] == urls[1]
 
 
 def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
     env = no_gcloud_env(gcloud_env, tmp_path)
-    keep = commands(run_script("teardown.sh", "--config", config, "--dry-run", env=env).stdout)
+    out = dry_run("teardown.sh", config, env=env)
+    keep = commands(out)
     deleted = {tuple(c[1:4]) for c in keep if "delete" in c}
+    # each resource's delete is its describe check with the verb swapped, and asks no question
+    described = checks(out)
+    for cmd in (c for c in keep if "delete" in c and "policies" not in c):
+        assert cmd[-1] == "--quiet", cmd
+        assert [("describe" if a == "delete" else a) for a in cmd[:-1]] in described, cmd
     assert deleted == {
         ("pubsub", "subscriptions", "delete"),
         ("functions", "delete", "klines-ingest"),
@@ -430,9 +409,7 @@ def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Pa
     assert not find(keep, "gcloud", "storage", "rm")  # the lake is kept by default
     assert find(keep, "gcloud", "storage", "buckets", "remove-iam-policy-binding")
 
-    wipe = commands(
-        run_script("teardown.sh", "--config", config, "--dry-run", "--delete-data", env=env).stdout
-    )
+    wipe = commands(dry_run("teardown.sh", config, "--delete-data", env=env))
     assert [
         "gcloud",
         "storage",
@@ -878,7 +855,7 @@ def test_every_dry_run_command_is_accepted_by_gcloud(
         ("monitoring.sh", ("--out-dir", tmp_path / "mon")),
         ("teardown.sh", ("--delete-data",)),
     ):
-        out = run_script(script, "--config", config, "--dry-run", *extra, env=dry).stdout
+        out = dry_run(script, config, *extra, env=dry)
         for c in commands(out) + checks(out):
             # teardown's plain deletes mirror the describes already covered; keep the rest.
             plain_delete = script == "teardown.sh" and c[-1] == "--quiet" and "delete" in c

@@ -50,7 +50,10 @@ from localcloud.procs import (
 )
 from localcloud.pubsub_admin import PubsubAdmin, SubscriptionSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+DEVTOOLS = Path(__file__).resolve().parents[1]  # the dev-only distribution's root
+REPO_ROOT = DEVTOOLS.parent
+# Children import both distributions' packages even where the venv lacks the editable installs.
+IMPORT_PATH = os.pathsep.join([str(REPO_ROOT), str(DEVTOOLS)])
 EMULATOR_MISSING = (
     "the Pub/Sub emulator is not installed: install the gcloud component pubsub-emulator "
     "(apt package google-cloud-cli-pubsub-emulator, or `gcloud components install "
@@ -268,7 +271,7 @@ class Stack:
         self._spawn("gcs", fake_gcs_argv(binary, root, st.gcs_upstream_port, st.gcs_port),
                     self._base_env())  # fmt: skip
         env = self._base_env()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [IMPORT_PATH, env.get("PYTHONPATH")]))
         self._spawn("gcs-proxy", proxy_argv(st.gcs_upstream_port, st.gcs_port), env)
 
     def _wait_gcs(self) -> None:
@@ -308,7 +311,7 @@ class Stack:
         env.update(overrides)
         argv = [
             sys.executable, "-m", "functions_framework",
-            "--source", str(REPO_ROOT / "localcloud" / "function_main.py"),
+            "--source", str(Path(__file__).with_name("function_main.py")),
             "--target", "ingest", "--signature-type", "cloudevent",
             "--host", "127.0.0.1", "--port", str(self.state.function_port),
         ]  # fmt: skip

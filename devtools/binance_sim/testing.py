@@ -14,7 +14,7 @@ Stable API (other packages' tests rely on it):
         sim.clock(speed=3600)               # POST /_sim/clock
         sim.stop()                          # also done on leaving the `with` block
 
-`data_dir` may be None for the bundled data (`binance_sim/data`). `extra_args` are CLI flags
+`data_dir` may be None for the bundled data (binance_sim/data). `extra_args` are CLI flags
 (`python -m binance_sim --help`). The process binds port 0 on 127.0.0.1; `run_simulator`
 waits for its `READY <url>` line with a deadline (no sleeps) and raises `SimStartError` with
 the process's stderr if it exits or times out first. `stop()` sends SIGTERM, then SIGKILL after
@@ -37,7 +37,9 @@ from typing import IO, Any
 
 import httpx
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_DEVTOOLS = Path(__file__).resolve().parents[1]
+# The child imports klinelake (repo root) and binance_sim (devtools/), installed or not.
+_IMPORT_PATH = os.pathsep.join([str(_DEVTOOLS.parent), str(_DEVTOOLS)])
 
 
 class SimStartError(RuntimeError):
@@ -71,7 +73,7 @@ class SimProcess:
             args += ["--data", os.fspath(self.data_dir)]
         args += list(self.extra_args)
         env = dict(os.environ if self.env is None else self.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_IMPORT_PATH, env.get("PYTHONPATH")]))
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in stop())
         self._proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env

@@ -75,8 +75,9 @@ def running_gcs(directory: Path, env: Mapping[str, str] | None = None) -> Iterat
     """Start fake-gcs-server and the proxy (each in its own process group), stop both by pid."""
     port, upstream = free_port(), free_port()
     environ = dict(os.environ if env is None else env)
-    repo = str(Path(__file__).resolve().parent.parent)
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, environ.get("PYTHONPATH")]))
+    devtools = Path(__file__).resolve().parents[1]
+    import_path = [str(devtools.parent), str(devtools)]  # klinelake, localcloud: installed or not
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*import_path, environ.get("PYTHONPATH")]))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         argv = fake_gcs_argv(fake_gcs_binary(), directory / "gcs", upstream, port)

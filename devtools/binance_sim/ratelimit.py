@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from klinelake.binance_limits import WEIGHT_WINDOW_S
+from klinelake.weight import WEIGHT_LIMIT_1M
+
 DEFAULT_BAN_SECONDS: tuple[float, ...] = (120, 600, 3600, 21600, 86400, 259200)
 
 
@@ -38,8 +41,8 @@ class Verdict:
 
 @dataclass
 class WeightLimiter:
-    limit: int = 6000
-    window_s: float = 60.0
+    limit: int = WEIGHT_LIMIT_1M
+    window_s: float = WEIGHT_WINDOW_S
     ban_after: int = 3
     ban_seconds: tuple[float, ...] = DEFAULT_BAN_SECONDS
     wall: Callable[[], float] = time.time

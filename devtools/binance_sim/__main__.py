@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,39 @@ from binance_sim.server import make_sim, serve
 from klinelake.config import CONTEXT_SETTINGS, version_option
 
 BUNDLED_DATA = Path(__file__).parent / "data"
+
+
+# SimConfig fields settable from the command line as --FIELD-NAME: each option's type and
+# default are SimConfig's own (one definition); only the help text is said here.
+_TUNABLE: dict[str, str | None] = {
+    "speed": "simulated seconds per real second",
+    "seed": None,
+    "latency_ms": "added delay per REST request",
+    "ping_interval": "real seconds",
+    "pong_timeout": "real seconds",
+    "max_conn_age": "simulated seconds",
+    "max_update_hz": "forming frames/stream/real s",
+    "max_streams": None,
+    "max_msgs_per_s": "client frames/s before 1008",
+    "ws_conn_limit": None,
+    "ws_conn_window": "real seconds",
+    "weight_limit": None,
+    "weight_window": "real seconds, fixed windows",
+    "ban_after": "429s in a window before a 418 ban",
+    "shutdown_grace": "serverShutdown -> close, s",
+    "futures_weight_limit": "one pool for fapi+dapi",
+    "futures_ping_interval": "real seconds",
+    "futures_pong_timeout": "real seconds",
+    "futures_update_ms": "open-kline push, simulated ms",
+}
+
+
+def _sim_config_options(command: Callable[..., None]) -> Callable[..., None]:
+    for name, help_text in reversed(_TUNABLE.items()):
+        default = getattr(SimConfig, name)
+        flag = "--" + name.replace("_", "-")
+        command = click.option(flag, default=default, type=type(default), help=help_text)(command)
+    return command
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -36,28 +70,14 @@ BUNDLED_DATA = Path(__file__).parent / "data"
     default=None,
     help="simulated now at startup: ISO time or epoch ms (default: the real clock)",
 )
-@click.option("--speed", default=1.0, type=float, help="simulated seconds per real second")
+@_sim_config_options
 @click.option("--synthetic", multiple=True, help="SYMBOL:INTERVAL[:START] synthesised stream")
-@click.option("--seed", default=0, type=int)
-@click.option("--latency-ms", default=0, type=int, help="added delay per REST request")
-@click.option("--ping-interval", default=20.0, type=float, help="real seconds")
-@click.option("--pong-timeout", default=60.0, type=float, help="real seconds")
-@click.option("--max-conn-age", default=86400.0, type=float, help="simulated seconds")
-@click.option("--max-update-hz", default=10.0, type=float, help="forming frames/stream/real s")
-@click.option("--max-streams", default=1024, type=int)
-@click.option("--max-msgs-per-s", default=5, type=int, help="client frames/s before 1008")
-@click.option("--ws-conn-limit", default=300, type=int)
-@click.option("--ws-conn-window", default=300.0, type=float, help="real seconds")
-@click.option("--weight-limit", default=6000, type=int)
-@click.option("--weight-window", default=60.0, type=float, help="real seconds, fixed windows")
-@click.option("--ban-after", default=3, type=int, help="429s in a window before a 418 ban")
 @click.option(
     "--ban-seconds",
     default=",".join(str(int(s)) for s in DEFAULT_BAN_SECONDS),
     help="escalating 418 ban lengths, comma-separated real seconds",
 )
 @click.option("--limit-over-max", type=click.Choice(["error", "clamp"]), default="error")
-@click.option("--shutdown-grace", default=1.0, type=float, help="serverShutdown -> close, s")
 @click.option(
     "--futures",
     multiple=True,
@@ -65,10 +85,6 @@ BUNDLED_DATA = Path(__file__).parent / "data"
     "um:BTCUSDT_260327:delivery=2026-03-27T08:00, cm:BTCUSD_PERP (default: um:BTCUSDT, "
     "um:ETHUSDT, cm:BTCUSD_PERP); served on /fapi, /dapi, ws /fstream/market, /dstream",
 )
-@click.option("--futures-weight-limit", default=2400, type=int, help="one pool for fapi+dapi")
-@click.option("--futures-ping-interval", default=180.0, type=float, help="real seconds")
-@click.option("--futures-pong-timeout", default=600.0, type=float, help="real seconds")
-@click.option("--futures-update-ms", default=250, type=int, help="open-kline push, simulated ms")
 @click.option("--admin/--no-admin", default=True, help="serve /_sim/ admin routes")
 @click.option(
     "--block-rest",
