@@ -10,7 +10,8 @@ the same 1,000 corrected rows into its middle twice, side by side:
    delivered again after every MergeInProgress exactly as Pub/Sub would (minus its backoff).
 Prints the object's size, each delivery's wall time (the figure that must stay under the
 deadline whatever the size), the total, the rewrite's throughput and from it the largest
-object one rewrite fits in 300 s.
+object one rewrite fits in 300 s. Then the no-op check of a sparse batch (the object's first
+and last rows sent again): in one delivery over the whole span vs paced piece by piece.
 """
 
 from __future__ import annotations
@@ -84,6 +85,29 @@ def main() -> None:
             f"{max(figures['staged'][1]):.1f} s "
             f"(budget {args.deadline / 3:.0f} s of work + one piece) whatever the size"
         )
+        # The no-op check of a sparse batch: the object's first and last rows sent again (a
+        # hand-made replay of two rows far apart). One delivery over the whole span (the
+        # writer without a budget: what the check did before staging) vs the paced check.
+        symbol = "BENCHSTAGED"
+        ends = KlineBatch(symbol, "1m", (big_row(0, symbol), big_row(args.rows - 1, symbol)))
+        for how in ("one delivery", "paced"):
+            budget = MergeBudget.for_ack_deadline(args.deadline, int(args.piece_mib * 2**20))
+            writer = LakeWriter(store, merge_budget=None if how == "one delivery" else budget)
+            times = []
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    result = writer.write_batch(ends)
+                    times.append(time.perf_counter() - t0)
+                    break
+                except MergeInProgress:
+                    times.append(time.perf_counter() - t0)
+            assert result.action == "noop", result
+            print(
+                f"sparse no-op check, {how}: {len(times)} deliveries, longest "
+                f"{max(times):.2f} s, total {sum(times):.2f} s",
+                flush=True,
+            )
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
 
 

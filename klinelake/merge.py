@@ -30,6 +30,12 @@ class MergeStats:
     def changes(self) -> bool:
         return self.added > 0 or self.replaced > 0
 
+    def __add__(self, other: MergeStats) -> MergeStats:
+        return MergeStats(
+            self.added + other.added, self.replaced + other.replaced,
+            self.unchanged + other.unchanged,
+        )  # fmt: skip
+
 
 def batch_lines(rows: Iterable[Kline]) -> list[tuple[int, bytes]]:
     return [(r.open_time, r.to_line()) for r in rows]

@@ -31,11 +31,11 @@ import bisect
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from klinelake.errors import InvalidData, MergeInProgress, ObjectNotFound, PreconditionFailed
-from klinelake.merge import BatchLines, first_line, merge_lines, split_lines
+from klinelake.merge import BatchLines, MergeStats, diff_batch, first_line, merge_lines, split_lines
 from klinelake.row import open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, ObjectInfo, ObjectStore
 
@@ -92,9 +92,15 @@ class Plan:
     delivery's cost does not grow with the object's size."""
 
     def __init__(
-        self, store: ObjectStore, info: ObjectInfo, lines: BatchLines, piece_bytes: int
+        self,
+        store: ObjectStore,
+        info: ObjectInfo,
+        lines: BatchLines,
+        piece_bytes: int,
+        offset_of: Callable[[int], int],
     ) -> None:
         self.store, self.info, self.lines, self.piece_bytes = store, info, lines, piece_bytes
+        self.offset_of = offset_of  # byte offset of the first row >= an open_time (a search)
         self.count = max(1, -(-info.size // piece_bytes))
         key = batch_key(lines, piece_bytes)
         self.prefix = f"{STAGING_PREFIX}{info.name}.g{info.generation}.{key}."
@@ -115,12 +121,50 @@ class Plan:
             self._boundaries[k] = found if found is not None else (self.info.size, _HIGHEST)
         return self._boundaries[k]
 
+    def share(self, k: int) -> tuple[int, int]:
+        """[lo, hi): the indices of the batch rows that fall in piece k."""
+        first, last = self.boundary(k)[1], self.boundary(k + 1)[1]
+        return bisect.bisect_left(self._times, first), bisect.bisect_left(self._times, last)
+
+    def piece_of(self, open_time: int) -> int:
+        """The piece whose time range holds `open_time`: one offset search and a probe or two,
+        never a pass over the object. The row at that offset starts in piece offset // size
+        (a_k <= offset < a_k+1); a time in the gap just before a piece's first row belongs
+        to the piece before."""
+        k = min(self.offset_of(open_time) // self.piece_bytes, self.count - 1)
+        while k > 0 and self.boundary(k)[1] > open_time:
+            k -= 1
+        return k
+
+    def build(self, k: int) -> tuple[MergeStats, bytes]:
+        """Piece k's bytes (its range of the object merged with its share of the batch) and
+        what the merge changes in that range: both from one read of the range."""
+        start, end = self.boundary(k)[0], self.boundary(k + 1)[0]
+        lo, hi = self.share(k)
+        existing = list(split_lines(_range(self.store, self.info, start, end)))
+        share = self.lines[lo:hi]
+        return diff_batch(existing, share), b"".join(merge_lines(existing, share))
+
     def piece(self, k: int) -> bytes:
-        """Piece k's bytes: its range of the object merged with its share of the batch."""
-        (start, first), (end, last) = self.boundary(k), self.boundary(k + 1)
-        lo, hi = bisect.bisect_left(self._times, first), bisect.bisect_left(self._times, last)
-        existing = split_lines(_range(self.store, self.info, start, end))
-        return b"".join(merge_lines(existing, self.lines[lo:hi]))
+        return self.build(k)[1]
+
+    def marker(self, lo: int, hi: int, stats: MergeStats) -> str:
+        """The name that records the no-op check of batch rows [lo, hi) (one piece's share):
+        a pure function of (G, batch, piece size), so whoever creates it writes the same."""
+        a, r, u = stats.added, stats.replaced, stats.unchanged
+        return f"{self.prefix}d{lo:07d}-{hi:07d}.{a}-{r}-{u}.diff"
+
+    def markers(self, names: Iterable[str]) -> dict[int, tuple[int, MergeStats]]:
+        """lo -> (hi, stats) of the no-op check markers among `names`."""
+        found: dict[int, tuple[int, MergeStats]] = {}
+        for name in names:
+            if not (name.startswith(f"{self.prefix}d") and name.endswith(".diff")):
+                continue
+            span, counts = name[len(self.prefix) + 1 : -len(".diff")].split(".")
+            lo, hi = (int(x) for x in span.split("-"))
+            a, r, u = (int(x) for x in counts.split("-"))
+            found[lo] = (hi, MergeStats(a, r, u))
+        return found
 
 
 _LOWEST, _HIGHEST = -(2**63), 2**63
@@ -150,7 +194,36 @@ def _range(store: ObjectStore, info: ObjectInfo, start: int, end: int) -> Iterat
 class Progress:
     staged: int  # pieces that existed or this delivery made
     total: int
-    made: int  # by this delivery
+    made: int  # pieces read by this delivery (to check or to stage)
+    checked: int  # batch rows the no-op check has covered so far (all: `stats` is set)
+    stats: MergeStats | None  # what the merge changes; None until every row is checked
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to stage: a no-op (stats without changes) or every piece exists."""
+        if self.stats is None:
+            return False
+        return not self.stats.changes or self.staged == self.total
+
+
+class _Pace:
+    """One delivery's use of its budget, shared by the check and the staging."""
+
+    def __init__(self, budget: MergeBudget, clock: Callable[[], float], begin: float) -> None:
+        self.budget, self.clock, self.begin = budget, clock, begin
+        self.made = 0
+        self.slowest = 0.0
+
+    def may_start(self) -> bool:
+        return not self.made or self.budget.may_start_piece(self.clock() - self.begin, self.slowest)
+
+    @contextlib.contextmanager
+    def piece(self) -> Iterator[None]:
+        """Time one piece's worth of work (a piece staged or checked)."""
+        t0 = self.clock()
+        yield
+        self.slowest = max(self.slowest, self.clock() - t0)
+        self.made += 1
 
 
 def stage(
@@ -159,33 +232,79 @@ def stage(
     *,
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
+    diffed: MergeStats | None = None,
 ) -> Progress:
-    """Make the missing pieces while the budget allows; how far the staging got."""
-    begin = clock() if started is None else started
+    """Finish the no-op check (unless `diffed` already holds its result), then, if the merge
+    changes anything, make the missing pieces, all while the budget allows; how far it got."""
+    pace = _Pace(budget, clock, clock() if started is None else started)
     have = {o.name for o in plan.store.list(plan.prefix)}
-    staged = made = 0
-    slowest = 0.0
+    checked = len(plan.lines)
+    stats = diffed
+    if stats is None:
+        checked, stats = _check(plan, have, pace)
+    if stats is None or not stats.changes:
+        return Progress(0, plan.count, pace.made, checked, stats)
+    staged = 0
     for k in range(plan.count):
         name = plan.name(k)
         if name in have:
             staged += 1
             continue
-        if made and not budget.may_start_piece(clock() - begin, slowest):
+        if not pace.may_start():
             break
-        t0 = clock()
-        with contextlib.suppress(PreconditionFailed):  # another delivery made it: same bytes
-            plan.store.write(name, plan.piece(k), if_generation_match=0)
-        slowest = max(slowest, clock() - t0)
+        with pace.piece():
+            _create(plan.store, name, plan.piece(k))
         staged += 1
-        made += 1
-    return Progress(staged, plan.count, made)
+    return Progress(staged, plan.count, pace.made, checked, stats)
+
+
+def _check(plan: Plan, have: set[str], pace: _Pace) -> tuple[int, MergeStats | None]:
+    """The no-op check of a batch spread wider than a piece, piece by piece: each step finds
+    the piece of the first unchecked batch row (an offset search), reads that piece's range
+    once, and records what merging its share changes in a marker (a name: `Plan.marker`).
+    A piece that changes is staged at once from the same read. Steps are paced like pieces,
+    so a sparse batch is checked over as many deliveries as it needs; a delivery reads at
+    most its budget's pieces, never the span between the rows. (rows checked, total stats
+    or None while rows remain)."""
+    known = plan.markers(have)
+    total = MergeStats(0, 0, 0)
+    i, n = 0, len(plan.lines)
+    while i < n:
+        if i in known:
+            hi, stats = known[i]
+        else:
+            if not pace.may_start():
+                return i, None
+            k = plan.piece_of(plan.lines[i][0])
+            lo, hi = plan.share(k)
+            assert lo == i, (lo, i)  # pieces partition the batch in order
+            with pace.piece():
+                stats, body = plan.build(k)
+                if stats.changes:
+                    _create(plan.store, plan.name(k), body)
+                    have.add(plan.name(k))
+                _create(plan.store, plan.marker(lo, hi, stats), b"")
+        total = total + stats
+        i = hi
+    return n, total
+
+
+def _create(store: ObjectStore, name: str, body: bytes) -> None:
+    with contextlib.suppress(PreconditionFailed):  # another delivery made it: same bytes
+        store.write(name, body, if_generation_match=0)
+
+
+def discard(plan: Plan) -> None:
+    """Drop what the staging left under the plan's prefix (pieces, composes, markers)."""
+    for o in plan.store.list(plan.prefix):
+        with contextlib.suppress(ObjectNotFound, PreconditionFailed):
+            plan.store.delete(o.name)
 
 
 def commit(plan: Plan, bounds: Bounds) -> ObjectInfo:
     """Compose every piece onto the object under its generation, then drop the pieces."""
     store, info = plan.store, plan.info
     sources = plan.names()
-    made: list[str] = []
     level = 0
     while len(sources) > COMPOSE_MAX:
         grouped = []
@@ -193,17 +312,19 @@ def commit(plan: Plan, bounds: Bounds) -> ObjectInfo:
             inner = f"{plan.prefix}c{level}-{i // COMPOSE_MAX:05d}.piece"
             with contextlib.suppress(PreconditionFailed):  # an earlier delivery composed it
                 store.compose(inner, sources[i : i + COMPOSE_MAX], if_generation_match=0)
-            made.append(inner)
             grouped.append(inner)
         sources, level = grouped, level + 1
     after = store.compose(info.name, sources, if_generation_match=info.generation, bounds=bounds)
-    for name in plan.names() + made:
-        with contextlib.suppress(ObjectNotFound, PreconditionFailed):
-            store.delete(name)
+    discard(plan)
     return after
 
 
 def in_progress(name: str, progress: Progress) -> MergeInProgress:
+    if progress.stats is None:
+        return MergeInProgress(
+            f"{name}: no-op check covered {progress.checked} batch rows so far "
+            f"({progress.made} pieces read in this delivery); Pub/Sub redelivers to go on"
+        )
     return MergeInProgress(
         f"{name}: merge staged {progress.staged}/{progress.total} pieces "
         f"({progress.made} in this delivery); Pub/Sub redelivers to go on"

@@ -42,7 +42,15 @@ from klinelake.contract import KlineBatch, sort_unique
 from klinelake.errors import InvalidData, ObjectNotFound, PreconditionFailed
 from klinelake.lease import held
 from klinelake.markets import Market, spec
-from klinelake.merge import batch_lines, chunked, diff_batch, first_line, last_line, merge_lines
+from klinelake.merge import (
+    MergeStats,
+    batch_lines,
+    chunked,
+    diff_batch,
+    first_line,
+    last_line,
+    merge_lines,
+)
 from klinelake.row import Kline, open_time_of_line
 from klinelake.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
 from klinelake.symbols import object_name
@@ -234,20 +242,34 @@ class LakeWriter:
             return self._attempt(store, name, lines, retries, started)
         assert have is not None  # _edge_route takes every empty object
         offset = _offset_of(store, info, first_new)
-        with store.open_lines(name, gen, offset) as existing:
-            stats = diff_batch(existing, lines)
-        if not stats.changes:
-            self._remember(info, have)
-            return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
+        budget = self.merge_budget
+        staged = budget is not None and budget.staged(info.size)
+        stats: MergeStats | None = None
+        # The no-op check reads the object over the batch's span. Without a budget, or when
+        # that span is within a piece, it runs here; a wider span (a sparse batch: two rows
+        # a year apart) is checked piece by piece as staged work (`staged_merge.stage`).
+        if not staged or _span_within_a_piece(store, info, offset, last_new, budget):
+            with store.open_lines(name, gen, offset) as existing:
+                stats = diff_batch(existing, lines)
+            if not stats.changes:
+                self._remember(info, have)
+                return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
         bounds = Bounds(min(have.first, first_new), max(have.last, last_new))
-        if self.merge_budget is not None and self.merge_budget.staged(info.size):
-            after = self._staged_merge(store, info, lines, bounds, started)
+        if staged:
+            staged_after, stats = self._staged_merge(
+                store, info, lines, bounds, started, diffed=stats
+            )
+            if staged_after is None:  # the piecewise check found nothing to change
+                self._remember(info, have)
+                return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
+            after = staged_after
         else:
             with store.open_lines(name, gen, offset) as existing:
                 merged = chunked(merge_lines(existing, lines))
                 after = store.replace_from(
                     name, offset, merged, if_generation_match=gen, bounds=bounds
                 )
+        assert stats is not None
         self._remember(after, bounds)
         return WriteResult(
             name, "merge", n, stats.added, stats.replaced, stats.unchanged, gen,
@@ -261,18 +283,42 @@ class LakeWriter:
         lines: Sequence[tuple[int, bytes]],
         bounds: Bounds,
         started: float,
-    ) -> ObjectInfo:
-        """Stage this delivery's share of a large merge; commit it when every piece exists.
-        Raises MergeInProgress (pieces left for a redelivery) or LeaseHeld (another delivery
-        is at it): both leave the object as it was."""
+        *,
+        diffed: MergeStats | None,
+    ) -> tuple[ObjectInfo | None, MergeStats]:
+        """Stage this delivery's share of a large merge (first its no-op check, unless
+        `diffed` holds it); commit it when every piece exists. (the object after it, or None
+        for a no-op; what it changes). Raises MergeInProgress (work left for a redelivery)
+        or LeaseHeld (another delivery is at it): both leave the object as it was."""
         budget = self.merge_budget
         assert budget is not None
         with held(store, info.name, budget.lease_s, clock=self.wall_clock):
-            plan = staged_merge.Plan(store, info, lines, budget.piece_bytes)
-            progress = staged_merge.stage(plan, budget, clock=self.clock, started=started)
-            if progress.staged < progress.total:
+            plan = staged_merge.Plan(
+                store, info, lines, budget.piece_bytes, lambda t: _offset_of(store, info, t)
+            )
+            progress = staged_merge.stage(
+                plan, budget, clock=self.clock, started=started, diffed=diffed
+            )
+            if not progress.done:
                 raise staged_merge.in_progress(info.name, progress)
-            return staged_merge.commit(plan, bounds)
+            assert progress.stats is not None
+            if not progress.stats.changes:
+                staged_merge.discard(plan)  # the check's markers: the object is untouched
+                return None, progress.stats
+            return staged_merge.commit(plan, bounds), progress.stats
+
+
+def _span_within_a_piece(
+    store: ObjectStore,
+    info: ObjectInfo,
+    offset: int,
+    last_new: int,
+    budget: staged_merge.MergeBudget | None,
+) -> bool:
+    """Whether the object's rows over the batch's time span (from `offset`, the first row the
+    batch reaches) fit in one piece: one more offset search, O(log size) small reads."""
+    assert budget is not None
+    return _offset_of(store, info, last_new + 1) - offset <= budget.piece_bytes
 
 
 def _edge_route(have: Bounds | None, first_new: int, last_new: int) -> tuple[Action, Bounds] | None:
