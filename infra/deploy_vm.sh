@@ -4,12 +4,13 @@
 #   2. the project wheel, built reproducibly (SOURCE_DATE_EPOCH) from a clean copy of the repo and
 #      uploaded to gs://BUCKET/artifacts/<sha256-prefix>/<wheel> (a new build gets a new URL),
 #   3. an e2-micro VM running as the streamer service account (scopes cloud-platform; IAM decides),
-#      with metadata: startup-script (infra/startup.sh), streamer-service (infra/streamer.service),
-#      streamer-env (the streamer's environment, from the config), constraints (constraints.txt),
+#      with metadata: startup-script (infra/startup.sh), streamer-service (infra/streamer@.service,
+#      a template unit), streamer-markets (MARKETS, e.g. "spot um cm"), streamer-env-MARKET (each
+#      market's streamer environment, from the config), constraints (constraints.txt),
 #      ops-agent-config (infra/ops-agent.yaml), wheel-url and wheel-sha256,
-#   4. the preflight: over SSH, `python -m streamer --check` on the VM (exchangeInfo answers and a
-#      WS frame arrives for every stream, from the VM's own address); a failure fails the deploy
-#      and names the region.
+#   4. the preflight: over SSH, `python -m streamer --check` on the VM for each market (exchangeInfo
+#      answers and a WS frame arrives for every stream, from the VM's own address); a failure fails
+#      the deploy and names the market and the region.
 # A re-run with nothing changed changes nothing (the instance carries a fingerprint label). When
 # something changed, the metadata is updated and the VM is stopped and started, so the startup
 # script installs the new wheel and restarts the unit (--no-restart leaves that to you:
@@ -78,17 +79,27 @@ upload_wheel() {
   fi
 }
 
+# write_env: one environment file per market (MARKETS), $BUILD_DIR/streamer-MARKET.env, shipped as
+# the metadata key streamer-env-MARKET and installed as /etc/klines/streamer-MARKET.env.
 write_env() {
-  ENV_FILE="$BUILD_DIR/streamer.env"
-  {
-    printf '# written by infra/deploy_vm.sh from %s\n' "$(basename "$CONFIG_FILE")"
-    printf 'KLINES_TOPIC=%s\n' "$TOPIC_PATH"
-    printf 'SYMBOLS=%s\n' "$SYMBOLS"
-    printf 'INTERVALS=%s\n' "$INTERVALS"
-    printf 'BINANCE_REST_URL=%s\n' "$BINANCE_REST_URL"
-    printf 'BINANCE_WS_URL=%s\n' "$BINANCE_WS_URL"
-    printf 'GOOGLE_CLOUD_PROJECT=%s\n' "$PROJECT"
-  } >"$ENV_FILE"
+  local m var val
+  ENV_FILES=""
+  for m in $MARKETS; do
+    {
+      printf '# written by infra/deploy_vm.sh from %s\n' "$(basename "$CONFIG_FILE")"
+      printf 'MARKET=%s\n' "$m"
+      printf 'KLINES_TOPIC=%s\n' "$TOPIC_PATH"
+      printf 'SYMBOLS=%s\n' "$(market_setting SYMBOLS "$m")"
+      printf 'INTERVALS=%s\n' "$(market_setting INTERVALS "$m")"
+      # Unset for um/cm: the streamer picks the market's own hosts (docs/markets.md).
+      for var in BINANCE_REST_URL BINANCE_WS_URL; do
+        val=$(market_setting "$var" "$m")
+        [[ -z $val ]] || printf '%s=%s\n' "$var" "$val"
+      done
+      printf 'GOOGLE_CLOUD_PROJECT=%s\n' "$PROJECT"
+    } >"$BUILD_DIR/streamer-$m.env"
+    ENV_FILES+=",streamer-env-$m=$BUILD_DIR/streamer-$m.env"
+  done
 }
 
 ensure_instance() {
@@ -97,9 +108,13 @@ ensure_instance() {
   local fp have=""
   # wheel-sha256 travels in the instance metadata, which only project editors can change: the VM
   # refuses a wheel whose hash differs (whoever can write the bucket cannot plant code).
-  local metadata_files="startup-script=${INFRA_DIR}/startup.sh,streamer-service=${INFRA_DIR}/streamer.service,streamer-env=${ENV_FILE},constraints=${REPO_ROOT}/constraints.txt,ops-agent-config=${INFRA_DIR}/ops-agent.yaml"
-  local metadata="wheel-url=${WHEEL_URL},wheel-sha256=${WHEEL_SHA256},enable-oslogin=TRUE"
-  fp=$(cat "$INFRA_DIR/startup.sh" "$INFRA_DIR/streamer.service" "$ENV_FILE" \
+  local metadata_files="startup-script=${INFRA_DIR}/startup.sh,streamer-service=${INFRA_DIR}/streamer@.service${ENV_FILES},constraints=${REPO_ROOT}/constraints.txt,ops-agent-config=${INFRA_DIR}/ops-agent.yaml"
+  # streamer-markets: which streamer@MARKET units the startup script enables ("spot um cm").
+  local metadata="wheel-url=${WHEEL_URL},wheel-sha256=${WHEEL_SHA256},streamer-markets=${MARKETS},enable-oslogin=TRUE"
+  local -a env_paths=()
+  local m
+  for m in $MARKETS; do env_paths+=("$BUILD_DIR/streamer-$m.env"); done
+  fp=$(cat "$INFRA_DIR/startup.sh" "$INFRA_DIR/streamer@.service" "${env_paths[@]}" \
     "$REPO_ROOT/constraints.txt" "$INFRA_DIR/ops-agent.yaml" <(
     printf '%s\n' "$metadata" "$MACHINE_TYPE" "$STREAMER_SA_EMAIL" "$ADDRESS_NAME"
   ) | sha256sum | cut -c1-40)
@@ -138,16 +153,24 @@ ensure_instance() {
 }
 
 # The preflight, on the VM itself: wait (bounded) until the startup script has installed this
-# wheel, then `python -m streamer --check` as the service user with the service's environment
-# (systemd-run: same User= and EnvironmentFile= as the unit). Non-zero fails the deploy.
+# wheel, then `python -m streamer --check` as the service user with each market's environment
+# (systemd-run: same User= and EnvironmentFile= as the unit streamer@MARKET), one SSH call per
+# market so a failure names it. Non-zero fails the deploy.
 preflight() {
   step "preflight on $VM_NAME ($VM_ZONE)"
   if [[ $PREFLIGHT == 0 ]]; then
     note "--no-preflight: skipped"
     return
   fi
-  local remote
-  remote="timeout ${PREFLIGHT_WAIT_S} sh -c 'until grep -qx ${WHEEL_SHA256} /opt/klines/installed-wheel.sha256 2>/dev/null; do sleep 5; done' || { echo 'the startup script did not install the wheel within ${PREFLIGHT_WAIT_S} s: sudo journalctl -u google-startup-scripts' >&2; exit 3; }; sudo systemd-run --quiet --wait --pipe --collect --uid=klines --property=EnvironmentFile=/etc/klines/streamer.env /opt/klines/venv/bin/python -m streamer --check"
+  local m
+  for m in $MARKETS; do
+    preflight_market "$m"
+  done
+}
+
+preflight_market() {
+  local m=$1 remote
+  remote="timeout ${PREFLIGHT_WAIT_S} sh -c 'until grep -qx ${WHEEL_SHA256} /opt/klines/installed-wheel.sha256 2>/dev/null; do sleep 5; done' || { echo 'the startup script did not install the wheel within ${PREFLIGHT_WAIT_S} s: sudo journalctl -u google-startup-scripts' >&2; exit 3; }; sudo systemd-run --quiet --wait --pipe --collect --uid=klines --property=EnvironmentFile=/etc/klines/streamer-${m}.env /opt/klines/venv/bin/python -m streamer --check"
   local out rc=0
   _RUN_CMD=$(fmt_cmd "$GCLOUD" compute ssh "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT" \
     --quiet "--command=$remote")
@@ -157,7 +180,7 @@ preflight() {
     "--command=$remote" 2>&1) || rc=$?
   printf '%s\n' "$out" | sed 's/^/    /'
   if ((rc != 0)); then
-    die "preflight failed on $VM_NAME in region $VM_REGION (exit $rc): $(grep -m1 'streamer --check:' <<<"$out" || tail -n1 <<<"$out"). Binance refuses some regions (HTTP 451): set VM_REGION/VM_ZONE to a region it serves (default asia-northeast1) or BINANCE_REST_URL/BINANCE_WS_URL to the market-data hosts (docs/deploy.md, 'Region and endpoints')"
+    die "preflight of market $m (streamer@$m) failed on $VM_NAME in region $VM_REGION (exit $rc): $(grep -m1 'streamer --check:' <<<"$out" || tail -n1 <<<"$out"). Binance refuses some regions (HTTP 451): set VM_REGION/VM_ZONE to a region it serves (default asia-northeast1) or the market's BINANCE_REST_URL/BINANCE_WS_URL to the market-data hosts (docs/deploy.md, 'Region and endpoints')"
   fi
 }
 

@@ -166,9 +166,10 @@ load_config() {
   # The VM's zone is its own setting (Binance sees the VM's address); ZONE is its old name.
   VM_ZONE="${VM_ZONE:-${ZONE:-}}"
   for v in PROJECT REGION VM_ZONE BUCKET TOPIC DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION \
-    PUSH_SUBSCRIPTION FUNCTION_NAME VM_NAME SYMBOLS INTERVALS STREAMER_SA FUNCTION_SA PUSH_SA; do
+    PUSH_SUBSCRIPTION FUNCTION_NAME VM_NAME INTERVALS STREAMER_SA FUNCTION_SA PUSH_SA; do
     [[ -n ${!v:-} ]] || die "$v is not set in $CONFIG_FILE"
   done
+  load_markets
   VM_REGION="${VM_REGION:-${VM_ZONE%-*}}"
   [[ $VM_ZONE == "$VM_REGION"-* ]] || die "VM_ZONE $VM_ZONE is not in VM_REGION $VM_REGION"
   # Defaults as in klinelake/config.py (tests/infra checks they agree).
@@ -200,6 +201,49 @@ load_config() {
   FUNCTION_SA_EMAIL="${FUNCTION_SA}@${PROJECT}.iam.gserviceaccount.com"
   PUSH_SA_EMAIL="${PUSH_SA}@${PROJECT}.iam.gserviceaccount.com"
   LAKE_URI="gs://${BUCKET}"
+}
+
+# load_markets: MARKETS (default "spot"), one streamer unit streamer@MARKET per entry. Spot reads
+# SYMBOLS, INTERVALS, BINANCE_REST_URL, BINANCE_WS_URL; um and cm read the same names suffixed
+# with _UM / _CM (SYMBOLS_UM is required, INTERVALS_UM defaults to INTERVALS, the URLs default to
+# the market's own hosts, chosen by the streamer). ALL_INTERVALS: the union, for monitoring.sh.
+# shellcheck disable=SC2034
+load_markets() {
+  MARKETS="${MARKETS:-spot}"
+  MARKETS="${MARKETS//,/ }"
+  local m seen=" " iv
+  local -a list
+  read -r -a list <<<"$MARKETS"
+  ((${#list[@]} > 0)) || die "MARKETS is empty in $CONFIG_FILE: give spot, um and/or cm"
+  for m in "${list[@]}"; do
+    [[ $m == spot || $m == um || $m == cm ]] ||
+      die "MARKETS: unknown market '$m' in $CONFIG_FILE (spot, um or cm; docs/markets.md)"
+    [[ $seen != *" $m "* ]] || die "MARKETS: $m is listed twice in $CONFIG_FILE"
+    seen+="$m "
+    [[ -n $(market_setting SYMBOLS "$m") ]] ||
+      die "$(market_var SYMBOLS "$m") is not set in $CONFIG_FILE (MARKETS lists $m)"
+  done
+  MARKETS="${list[*]}"
+  ALL_INTERVALS=$(for m in "${list[@]}"; do
+    market_setting INTERVALS "$m" | tr -s ', ' '\n'
+    echo
+  done | awk 'NF && !seen[$0]++' | paste -sd, -)
+}
+
+# market_var NAME MARKET: the config variable holding NAME for MARKET (SYMBOLS, SYMBOLS_UM).
+market_var() {
+  if [[ $2 == spot ]]; then printf '%s' "$1"; else printf '%s_%s' "$1" "${2^^}"; fi
+}
+
+# market_setting NAME MARKET: its value; INTERVALS falls back to the spot (unsuffixed) value.
+market_setting() {
+  local var
+  var=$(market_var "$1" "$2")
+  if [[ -n ${!var:-} ]]; then
+    printf '%s' "${!var}"
+  elif [[ $1 == INTERVALS ]]; then
+    printf '%s' "$INTERVALS"
+  fi
 }
 
 # project_number: from PROJECT_NUMBER in the config, else looked up (placeholder under --dry-run).

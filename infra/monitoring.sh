@@ -2,7 +2,7 @@
 # Watch the pipeline from outside the VM (the VM cannot report its own silence):
 #   1. the log-based metric klines_written: one point per batch the ingest function wrote,
 #      labelled stream and interval (its write log line carries newest_open_time),
-#   2. an alert policy per configured interval: a stream of that interval wrote nothing for
+#   2. an alert policy per configured interval (of every market in MARKETS): a stream of that interval wrote nothing for
 #      FRESHNESS_BEHIND intervals (metric absence per stream; at most 23h30m, see
 #      infra/monitoring_policies.py),
 #   3. an alert policy: the dead-letter inspection subscription holds messages.
@@ -24,7 +24,7 @@ write_files() {
   PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" \
     "$INFRA_DIR/monitoring_policies.py" "$OUT_DIR" \
     "--function=$FUNCTION_NAME" "--dead-letter-subscription=$DEAD_LETTER_SUBSCRIPTION" \
-    "--intervals=$INTERVALS" "--behind=$FRESHNESS_BEHIND" \
+    "--intervals=$ALL_INTERVALS" "--behind=$FRESHNESS_BEHIND" \
     "--channels=$NOTIFICATION_CHANNELS" "--metric=$WRITES_METRIC"
   note "definitions: $OUT_DIR"
 }

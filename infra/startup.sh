@@ -2,7 +2,8 @@
 # VM startup script (metadata key startup-script; runs as root at every boot, and again on demand
 # with `sudo google_metadata_script_runner startup`). Self-contained: nothing else from infra/ is
 # on the VM. It installs the streamer from the wheel named by the metadata key wheel-url:
-#   0. read and check the metadata (streamer-env, streamer-service) before touching anything,
+#   0. read and check the metadata (streamer-markets, streamer-env-MARKET for each, streamer-service)
+#      before touching anything,
 #   1. python3-venv (Debian 12 ships python3.11),
 #   2. the system user klines (no login, no home),
 #   3. the wheel into /opt/klines/venv, after checking its sha256 against the metadata key
@@ -10,10 +11,15 @@
 #      every dependency pinned by the metadata key constraints (constraints.txt); the same version
 #      is force-reinstalled, so a rebuilt wheel always lands; /opt/klines/installed-wheel.sha256
 #      records what is installed (deploy_vm.sh's preflight waits for it),
-#   4. /etc/klines/streamer.env from the metadata key streamer-env,
-#   5. /etc/systemd/system/streamer.service from the metadata key streamer-service,
+#   4. /etc/klines/streamer-MARKET.env from the metadata key streamer-env-MARKET, for each market in
+#      streamer-markets ("spot um cm"); the env files of markets no longer listed are removed,
+#   5. /etc/systemd/system/streamer@.service (a template) from the metadata key streamer-service;
+#      migration from the single unit of earlier deployments: streamer.service is stopped,
+#      disabled and removed, /etc/klines/streamer.env removed, and its state in /var/lib/klines
+#      moved to /var/lib/klines/spot (the state directory of streamer@spot), once,
 #   6. the Ops Agent (journald -> Cloud Logging, JSON parsed) with metadata key ops-agent-config,
-#   7. systemctl daemon-reload, enable, restart.
+#   7. systemctl daemon-reload; enable and restart streamer@MARKET for each market; units of
+#      markets no longer listed are stopped and disabled (their state directory is kept).
 #
 # Testable without a VM: ROOT=/tmp/x installs under that root and skips apt, useradd, chown and
 # systemctl; WHEEL=/path/to.whl skips the download; METADATA_DIR=DIR reads metadata key K from
@@ -28,12 +34,14 @@ SKIP_SYSTEMCTL="${SKIP_SYSTEMCTL:-0}"
 PIP_INSTALL_DEPS="${PIP_INSTALL_DEPS:-1}"
 METADATA_URL="http://metadata.google.internal/computeMetadata/v1/instance/attributes"
 SERVICE_USER=klines
-UNIT_NAME=streamer.service
+UNIT_NAME=streamer@.service
+OLD_UNIT=streamer.service # the single unit before MARKETS (migrated in step "migration")
 
 P="${ROOT%/}" # path prefix: "" on the VM
 VENV="$P/opt/klines/venv"
 ETC="$P/etc/klines"
 UNIT_DIR="$P/etc/systemd/system"
+STATE="$P/var/lib/klines"
 CURRENT_STEP="start"
 
 trap 'printf "startup.sh: ERROR: step \"%s\" failed (exit %s) at line %s: %s\n" "$CURRENT_STEP" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
@@ -71,9 +79,17 @@ trap 'rm -rf "$WORK"' EXIT
 
 step "metadata"
 # Read and check everything first, so bad metadata leaves the installed version untouched.
-meta streamer-env >"$WORK/streamer.env"
-grep -q '^KLINES_TOPIC=projects/[^/]*/topics/[^/]*$' "$WORK/streamer.env" ||
-  die "streamer-env has no valid KLINES_TOPIC=projects/P/topics/T line"
+markets_line=$(meta streamer-markets)
+read -r -a markets <<<"$markets_line"
+((${#markets[@]} > 0)) || die "metadata streamer-markets is empty (want e.g. 'spot um cm')"
+for m in "${markets[@]}"; do
+  [[ $m == spot || $m == um || $m == cm ]] ||
+    die "metadata streamer-markets: unknown market '$m' (spot, um or cm)"
+  meta "streamer-env-$m" >"$WORK/streamer-$m.env"
+  grep -q '^KLINES_TOPIC=projects/[^/]*/topics/[^/]*$' "$WORK/streamer-$m.env" ||
+    die "streamer-env-$m has no valid KLINES_TOPIC=projects/P/topics/T line"
+  grep -qx "MARKET=$m" "$WORK/streamer-$m.env" || die "streamer-env-$m has no MARKET=$m line"
+done
 meta streamer-service >"$WORK/$UNIT_NAME"
 grep -q '^ExecStart=/opt/klines/venv/bin/python -m streamer' "$WORK/$UNIT_NAME" ||
   die "streamer-service does not look like infra/streamer.service"
@@ -129,12 +145,38 @@ fi
 printf '%s\n' "$have_sha" >"$WORK/installed-wheel.sha256"
 install_file "$WORK/installed-wheel.sha256" "$P/opt/klines/installed-wheel.sha256" 0644
 
-step "configuration $ETC/streamer.env"
-mkdir -p "$ETC"
-install_file "$WORK/streamer.env" "$ETC/streamer.env" 0640
-if on_vm; then
-  chown "root:$SERVICE_USER" "$ETC/streamer.env"
+listed() { [[ " ${markets[*]} " == *" $1 "* ]]; }
+
+step "migration from $OLD_UNIT"
+# Deployments before MARKETS ran one unit, streamer.service, with /etc/klines/streamer.env and its
+# state directly in /var/lib/klines: that was the spot market, so its spool and checkpoints move
+# to /var/lib/klines/spot (streamer@spot resumes from them). Once: a later boot finds nothing.
+if [[ -f $UNIT_DIR/$OLD_UNIT ]]; then
+  if on_vm && [[ $SKIP_SYSTEMCTL != 1 ]]; then
+    systemctl disable --now "$OLD_UNIT" || true # stop: SIGTERM, the spool is flushed to disk
+  fi
+  rm -f "$UNIT_DIR/$OLD_UNIT" "$ETC/streamer.env"
+  if [[ -d $STATE && ! -e $STATE/spot ]]; then
+    mkdir -p "$WORK/spot"
+    find "$STATE" -mindepth 1 -maxdepth 1 ! -name spot ! -name um ! -name cm \
+      -exec mv -t "$WORK/spot" {} +
+    mv "$WORK/spot" "$STATE/spot"
+    ! on_vm || chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE/spot"
+    printf 'startup.sh: moved the state of %s to %s/spot\n' "$OLD_UNIT" "$STATE"
+  fi
+  printf 'startup.sh: %s replaced by streamer@spot.service\n' "$OLD_UNIT"
+else
+  printf 'startup.sh: no %s, nothing to migrate\n' "$OLD_UNIT"
 fi
+
+mkdir -p "$ETC"
+for m in "${markets[@]}"; do
+  step "configuration $ETC/streamer-$m.env"
+  install_file "$WORK/streamer-$m.env" "$ETC/streamer-$m.env" 0640
+  if on_vm; then
+    chown "root:$SERVICE_USER" "$ETC/streamer-$m.env"
+  fi
+done
 
 step "systemd unit $UNIT_DIR/$UNIT_NAME"
 mkdir -p "$UNIT_DIR"
@@ -143,7 +185,7 @@ install_file "$WORK/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME" 0644
 step "ops agent"
 if on_vm && [[ ${SKIP_OPS_AGENT:-0} != 1 ]]; then
   # Google's installer adds its apt repository and installs google-cloud-ops-agent; re-runs keep
-  # the installed version. Our pipeline: journald entries of streamer.service, JSON parsed.
+  # the installed version. Our pipeline: journald entries of the streamer@ units, JSON parsed.
   if ! dpkg -s google-cloud-ops-agent >/dev/null 2>&1; then
     curl -fsS --retry 5 -o "$WORK/add-google-cloud-ops-agent-repo.sh" \
       https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh
@@ -158,12 +200,26 @@ else
 fi
 
 step "start"
+# Markets dropped from MARKETS: stop their unit, remove their env file; keep their state.
+for env in "$ETC"/streamer-*.env; do
+  [[ -e $env ]] || continue
+  m=${env##*/streamer-}
+  m=${m%.env}
+  listed "$m" && continue
+  if on_vm && [[ $SKIP_SYSTEMCTL != 1 ]]; then
+    systemctl disable --now "streamer@$m.service" || true
+  fi
+  rm -f "$env"
+  printf 'startup.sh: market %s is no longer configured: streamer@%s stopped, disabled\n' "$m" "$m"
+done
 if on_vm && [[ $SKIP_SYSTEMCTL != 1 ]]; then
   systemctl daemon-reload
-  systemctl enable "$UNIT_NAME"
-  # restart, not start: a new wheel must replace the running process.
-  systemctl restart "$UNIT_NAME"
-  systemctl --no-pager --lines=0 status "$UNIT_NAME" || true
+  for m in "${markets[@]}"; do
+    systemctl enable "streamer@$m.service"
+    # restart, not start: a new wheel must replace the running process.
+    systemctl restart "streamer@$m.service"
+    systemctl --no-pager --lines=0 status "streamer@$m.service" || true
+  done
 else
   printf 'startup.sh: systemctl skipped (ROOT=%s, SKIP_SYSTEMCTL=%s)\n' "$ROOT" "$SKIP_SYSTEMCTL"
 fi

@@ -83,6 +83,7 @@ main() {
     "$GCLOUD" functions describe "$FUNCTION_NAME" --gen2 "--region=$REGION" "--project=$PROJECT"
 
   step "vm"
+  # Deleting the VM removes every streamer@MARKET unit, env file and state directory on it.
   remove "instance $VM_NAME" \
     "$GCLOUD" compute instances describe "$VM_NAME" "--zone=$VM_ZONE" "--project=$PROJECT"
   # A reserved address that is not attached to a running VM is billed: release it too.

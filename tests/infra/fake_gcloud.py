@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,12 @@ def main(argv: list[str]) -> int:
         return 0
     if words[:2] == ["compute", "ssh"]:
         # The preflight: run $FAKE_SSH_RUN here instead of the remote command (a test points it
-        # at `python -m streamer --check` against the simulator).
+        # at `python -m streamer --check` against the simulator), with FAKE_SSH_ENV_FILE set to
+        # the EnvironmentFile= the remote command names (one per market).
         run = os.environ.get("FAKE_SSH_RUN")
-        return subprocess.run(run, shell=True, check=False).returncode if run else 0
+        found = re.search(r"EnvironmentFile=(\S+)", flags.get("command", ""))
+        env = {**os.environ, "FAKE_SSH_ENV_FILE": found[1] if found else ""}
+        return subprocess.run(run, shell=True, check=False, env=env).returncode if run else 0
     if words[:3] == ["alpha", "monitoring", "policies"]:
         code = policies(state, words[3:], flags)
         state_path.write_text(json.dumps(state))

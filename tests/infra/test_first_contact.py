@@ -30,7 +30,7 @@ _spec.loader.exec_module(mp)
 
 def _unit() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for line in (INFRA / "streamer.service").read_text().splitlines():
+    for line in (INFRA / "streamer@.service").read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
             out.setdefault(key, []).append(value)
@@ -168,17 +168,17 @@ def test_unit_hardening_score(tmp_path: Path) -> None:
     exposure score is recorded in docs/deploy.md; this keeps it from silently getting worse."""
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "etc/systemd/system/streamer.service").write_bytes(
-        (INFRA / "streamer.service").read_bytes()
+    (root / "etc/systemd/system/streamer@.service").write_bytes(
+        (INFRA / "streamer@.service").read_bytes()
     )
     proc = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager",
-         "streamer.service"],
+         "streamer@spot.service"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
         pytest.skip("systemd-analyze has no --offline here (systemd < 250)")
-    found = re.search(r"Overall exposure level for streamer.service: ([0-9.]+)", proc.stdout)
+    found = re.search(r"Overall exposure level for streamer@spot.service: ([0-9.]+)", proc.stdout)
     assert found, proc.stdout + proc.stderr
     assert float(found.group(1)) <= 1.4
 
@@ -228,7 +228,10 @@ def test_deploy_fails_naming_the_region_when_the_preflight_fails(  # noqa: PLR09
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("ERROR:")]
     assert 'step "preflight on klines-streamer (asia-northeast1-b)"' in line
-    assert "preflight failed on klines-streamer in region asia-northeast1" in line
+    assert (
+        "preflight of market spot (streamer@spot) failed on klines-streamer in region "
+        "asia-northeast1" in line
+    )
     assert "streamer --check: blocked: Binance answered HTTP" in line
     assert "VM_REGION/VM_ZONE" in line and "BINANCE_REST_URL" in line
 

@@ -344,9 +344,11 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
         "--address=klines-streamer-ip",
         "--service-account=klines-streamer@test-project.iam.gserviceaccount.com",
         "--scopes=cloud-platform",
-        f"--metadata=wheel-url={wheel_url},wheel-sha256={sha256},enable-oslogin=TRUE",
+        f"--metadata=wheel-url={wheel_url},wheel-sha256={sha256},streamer-markets=spot,"
+        "enable-oslogin=TRUE",
         f"--metadata-from-file=startup-script={INFRA / 'startup.sh'},"
-        f"streamer-service={INFRA / 'streamer.service'},streamer-env={build / 'streamer.env'},"
+        f"streamer-service={INFRA / 'streamer@.service'},"
+        f"streamer-env-spot={build / 'streamer-spot.env'},"
         f"constraints={REPO / 'constraints.txt'},ops-agent-config={INFRA / 'ops-agent.yaml'}",
     ):
         assert flag in create, flag
@@ -358,10 +360,12 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     assert f"grep -qx {sha256} /opt/klines/installed-wheel.sha256" in remote
     assert remote.endswith(
         "systemd-run --quiet --wait --pipe --collect --uid=klines "
-        "--property=EnvironmentFile=/etc/klines/streamer.env "
+        "--property=EnvironmentFile=/etc/klines/streamer-spot.env "
         "/opt/klines/venv/bin/python -m streamer --check"
     )
-    env_lines = (build / "streamer.env").read_text().splitlines()
+    env_lines = (build / "streamer-spot.env").read_text().splitlines()
+    assert "MARKET=spot" in env_lines
+    assert "BINANCE_REST_URL=https://api.binance.com" in env_lines
     assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_lines
     assert "SYMBOLS=BTCUSDC,ETHUSDC" in env_lines
     assert "INTERVALS=1h,1m" in env_lines
@@ -581,7 +585,7 @@ def _unit_root(tmp_path: Path, with_python: bool) -> Path:
     (root / "usr/lib/systemd").mkdir(parents=True)
     # The stock units (sysinit.target, network-online.target, ...) the unit depends on.
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    shutil.copy(INFRA / "streamer.service", root / "etc/systemd/system/streamer.service")
+    shutil.copy(INFRA / "streamer@.service", root / "etc/systemd/system/streamer@.service")
     if with_python:
         stub = root / "opt/klines/venv/bin/python"
         stub.parent.mkdir(parents=True)
@@ -597,7 +601,8 @@ def _verify(root: Path) -> subprocess.CompletedProcess[str]:
             "verify",
             f"--root={root}",
             "--man=no",
-            str(root / "etc/systemd/system/streamer.service"),
+            # an instance of the template: systemd loads streamer@.service for it
+            str(root / "etc/systemd/system/streamer@spot.service"),
         ],
         capture_output=True,
         text=True,
@@ -629,7 +634,7 @@ def test_unit_verification_is_meaningful(tmp_path: Path) -> None:
 
 def test_unit_settings() -> None:
     settings: dict[str, list[str]] = {}
-    for line in (INFRA / "streamer.service").read_text().splitlines():
+    for line in (INFRA / "streamer@.service").read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
             settings.setdefault(key, []).append(value)
@@ -640,8 +645,9 @@ def test_unit_settings() -> None:
         "Restart": "always",
         "User": "klines",
         "DynamicUser": "no",
-        "StateDirectory": "klines",
-        "EnvironmentFile": "/etc/klines/streamer.env",
+        "StateDirectory": "klines/%i",
+        "EnvironmentFile": "/etc/klines/streamer-%i.env",
+        "SyslogIdentifier": "klines-streamer-%i",
         "ExecStart": "/opt/klines/venv/bin/python -m streamer",
         "TimeoutStopSec": "30",
         "KillSignal": "SIGTERM",
@@ -662,7 +668,7 @@ def test_unit_settings() -> None:
     for key, value in expected.items():
         assert settings.get(key) == [value], key
     assert settings["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
-    assert "Type=notify" in (INFRA / "streamer.service").read_text()
+    assert "Type=notify" in (INFRA / "streamer@.service").read_text()
 
 
 # --- the VM startup script against a temporary root --------------------------------------
@@ -671,10 +677,12 @@ def test_unit_settings() -> None:
 def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
     meta = tmp_path / "metadata"
     meta.mkdir(exist_ok=True)
-    shutil.copy(INFRA / "streamer.service", meta / "streamer-service")
+    shutil.copy(INFRA / "streamer@.service", meta / "streamer-service")
     shutil.copy(REPO / "constraints.txt", meta / "constraints")
-    (meta / "streamer-env").write_text(
-        "KLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\nINTERVALS=1h\n"
+    (meta / "streamer-markets").write_text("spot")
+    (meta / "streamer-env-spot").write_text(
+        "MARKET=spot\nKLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\n"
+        "INTERVALS=1h\n"
     )
     (meta / "wheel-sha256").write_text(sha256 or hashlib.sha256(wheel.read_bytes()).hexdigest())
     return meta
@@ -720,9 +728,9 @@ def _assert_installed(root: Path, tmp_path: Path, module: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(root / "opt/klines/venv/lib"))
-    unit = root / "etc/systemd/system/streamer.service"
-    assert unit.read_text() == (INFRA / "streamer.service").read_text()
-    env_file = root / "etc/klines/streamer.env"
+    unit = root / "etc/systemd/system/streamer@.service"
+    assert unit.read_text() == (INFRA / "streamer@.service").read_text()
+    env_file = root / "etc/klines/streamer-spot.env"
     assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_file.read_text()
     assert env_file.stat().st_mode & 0o777 == 0o640
 
@@ -790,8 +798,9 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
     meta = tmp_path / "metadata"
     meta.mkdir()
-    (meta / "streamer-env").write_text("SYMBOLS=BTCUSDC\n")
-    shutil.copy(INFRA / "streamer.service", meta / "streamer-service")
+    (meta / "streamer-markets").write_text("spot")
+    (meta / "streamer-env-spot").write_text("MARKET=spot\nSYMBOLS=BTCUSDC\n")
+    shutil.copy(INFRA / "streamer@.service", meta / "streamer-service")
     proc = subprocess.run(
         [str(INFRA / "startup.sh")],
         env={
