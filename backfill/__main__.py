@@ -18,11 +18,11 @@ import click
 from backfill.run import run_backfill
 from backfill.settings import DEFAULT_DAYS, BadInput, Settings, iso
 from klinelake import config as cfg
-from klinelake.binance_rest import Blocked, IPBanned, NoAnswer
+from klinelake.binance.rest import Blocked, IPBanned, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
-from klinelake.contract import check_source
-from klinelake.errors import KlineLakeError
-from klinelake.markets import Market, spec
+from klinelake.core.contract import check_source
+from klinelake.core.errors import KlineLakeError
+from klinelake.core.markets import Market, spec
 
 EXIT_BAD_INPUT = EXIT_BAD_CONFIG
 EXIT_BANNED = 3

@@ -9,7 +9,7 @@ A page is checkpointed only once the sink returned for every one of its rows
 (`emit_policy.pages_sent`), so a crash at any point loses nothing and a re-run fetches only
 unfinished pages. Open times a complete page (or archive) lacks are exchange halts: they ride on
 the stream's batches as confirmed-empty ranges (the lake's meta object, contract 4), and once
-sent they are also cached locally (klinelake.empty_ranges) for `--missing-only`.
+sent they are also cached locally (klinelake.backends.empty_ranges) for `--missing-only`.
 """
 
 from __future__ import annotations
@@ -24,21 +24,21 @@ from backfill.plan import (
     Page,
 )
 from backfill.result import RunResult
-from klinelake.contract import Source, make_batches, with_empty
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.errors import TransientError
-from klinelake.intervals import (
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.backends.sink import Sink
+from klinelake.core.contract import Source, make_batches, with_empty
+from klinelake.core.errors import TransientError
+from klinelake.core.intervals import (
     Gap,
     align_down,
 )
-from klinelake.markets import Market
-from klinelake.publish import (
+from klinelake.core.markets import Market
+from klinelake.core.publish import (
     Patience,
     confirmed_empty,
     send_until_durable,
 )
-from klinelake.row import Kline
-from klinelake.sink import Sink
+from klinelake.core.row import Kline
 
 # The backfill may give up on the sink: its checkpoint holds the progress and a re-run resumes.
 # Transient failures get 6 tries over ~20 s; anything else (bad config, a rejected batch) ends it.

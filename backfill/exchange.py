@@ -8,16 +8,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from backfill.settings import BadInput
-from klinelake.binance_rest import BinanceRest, NoAnswer
-from klinelake.errors import TransientError
-from klinelake.publish import (
+from klinelake.binance.rest import BinanceRest, NoAnswer
+from klinelake.core.errors import TransientError
+from klinelake.core.publish import (
     UnlistedSymbols,
     check_listed,
 )
 
 
 async def check_symbols(rest: BinanceRest, symbols: Sequence[str]) -> dict[str, Any]:
-    """exchangeInfo for all symbols (`klinelake.publish.check_listed`); unknown ones are bad
+    """exchangeInfo for all symbols (`klinelake.core.publish.check_listed`); unknown ones are bad
     input."""
     try:
         return await check_listed(rest, symbols, rest.market)

@@ -15,13 +15,13 @@ from backfill.plan import (
 )
 from backfill.result import Reporter, RunResult
 from backfill.settings import Settings
-from klinelake.binance_rest import BinanceRest
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.publish import (
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.backends.sink import Sink
+from klinelake.binance.rest import BinanceRest
+from klinelake.core.publish import (
     fetch_range,
 )
-from klinelake.row import Kline
-from klinelake.sink import Sink
+from klinelake.core.row import Kline
 
 
 async def fetch_all(

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from klinelake.intervals import (
+from klinelake.core.intervals import (
     Gap,
     _month_index,  # the calendar-month helpers of the shared interval arithmetic
     _month_start,
@@ -23,8 +23,8 @@ from klinelake.intervals import (
     interval_ms,
     next_open_time,
 )
-from klinelake.markets import Market, page_bars, spec
-from klinelake.symbols import stream_id
+from klinelake.core.markets import Market, page_bars, spec
+from klinelake.core.symbols import stream_id
 
 MAX_PAGE_LIMIT = 1000
 _MONTHS_EPOCH_INDEX = 1970 * 12
@@ -131,7 +131,7 @@ def plan_ranges(
     market: Market = Market.SPOT,
 ) -> list[Page]:
     """Pages covering each inclusive open-time range, on the page grid (COIN-M pages hold at
-    most 200 days: klinelake.markets.page_bars)."""
+    most 200 days: klinelake.core.markets.page_bars)."""
     ceiling = spec(market).max_limit
     if not 1 <= page_limit <= ceiling:
         raise ValueError(f"page limit must be 1..{ceiling}, got {page_limit}")

@@ -10,7 +10,7 @@ from typing import IO, Any
 from backfill.plan import Page, Plan
 from backfill.result import RunResult
 from backfill.settings import Settings, iso
-from klinelake.intervals import Gap
+from klinelake.core.intervals import Gap
 from klinelake.logs import log_event, setup_logging
 
 logger = logging.getLogger("backfill")

@@ -12,7 +12,7 @@ from backfill.plan import (
     Plan,
 )
 from backfill.settings import Settings
-from klinelake.intervals import (
+from klinelake.core.intervals import (
     Gap,
 )
 

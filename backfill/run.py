@@ -33,23 +33,23 @@ from backfill.result import Reporter, RunResult
 from backfill.settings import Settings
 from backfill.span import clamp_to_listing, resolve_range
 from backfill.vision import VisionFetcher, plan_vision_stream
-from klinelake.binance_rest import BinanceRest
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.exchange_info import SymbolInfo, parse_exchange_info
-from klinelake.halts import subtract
-from klinelake.halts_writer import read_empty
-from klinelake.intervals import (
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.backends.lake import open_store, read_lines
+from klinelake.backends.sink import Sink, make_sink
+from klinelake.binance.rest import BinanceRest
+from klinelake.binance.vision_client import VisionClient
+from klinelake.binance.weight import WeightBudget
+from klinelake.core.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.core.halts import subtract
+from klinelake.core.halts_writer import read_empty
+from klinelake.core.intervals import (
     Gap,
     find_gaps,
 )
-from klinelake.lake import open_store, read_lines
-from klinelake.markets import Market, spec
-from klinelake.row import open_time_of_line
-from klinelake.sink import Sink, make_sink
-from klinelake.symbols import object_name
-from klinelake.vision import Archive
-from klinelake.vision_client import VisionClient
-from klinelake.weight import WeightBudget
+from klinelake.core.markets import Market, spec
+from klinelake.core.row import open_time_of_line
+from klinelake.core.symbols import object_name
+from klinelake.core.vision import Archive
 
 
 def lake_gaps(

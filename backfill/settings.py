@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from klinelake.config import DEFAULT_LAKE_URI, DEFAULT_REST_URL, DEFAULT_VISION_URL
-from klinelake.contract import MAX_ROWS, Source
-from klinelake.errors import InvalidData
-from klinelake.intervals import (
+from klinelake.core.contract import MAX_ROWS, Source
+from klinelake.core.errors import InvalidData
+from klinelake.core.intervals import (
     check_interval,
 )
-from klinelake.markets import Market, check_market_interval, spec
-from klinelake.symbols import validate_symbol
+from klinelake.core.markets import Market, check_market_interval, spec
+from klinelake.core.symbols import validate_symbol
 
 
 class BadInput(Exception):

@@ -8,8 +8,8 @@ from backfill.plan import (
     first_open_at_or_after,
 )
 from backfill.settings import DEFAULT_DAYS, BadInput, Settings, iso
-from klinelake.exchange_info import SymbolInfo
-from klinelake.intervals import (
+from klinelake.core.exchange_info import SymbolInfo
+from klinelake.core.intervals import (
     DAY,
     Gap,
     align_down,

@@ -5,9 +5,9 @@ page served by its monthly zip, every whole UTC day of the partial months one pa
 daily zip (intervals up to `1d`), and what is left at the edges (partial days, or a partial month
 of an interval without daily files) ordinary REST pages on the REST grid (`plan_ranges`). So a
 backfill of closed days costs no API weight at all. `VisionFetcher.fetch` downloads and verifies
-an archive page (`klinelake.vision_client`: a CHECKSUM mismatch raises `ChecksumMismatch` and
-nothing of that archive reaches the sink); an archive that is a 404 (not published yet) and every
-edge page are fetched over REST exactly as `--source rest`. Rows then take the same
+an archive page (`klinelake.binance.vision_client`: a CHECKSUM mismatch raises `ChecksumMismatch`
+and nothing of that archive reaches the sink); an archive that is a 404 (not published yet) and
+every edge page are fetched over REST exactly as `--source rest`. Rows then take the same
 emitter/sink/checkpoint path as REST pages; the open times an archive lacks are halts.
 """
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from backfill.plan import Page, StreamPlan, plan_ranges
-from klinelake.binance_rest import BinanceRest
-from klinelake.intervals import count_between
-from klinelake.markets import Market
-from klinelake.publish import fetch_range
-from klinelake.row import Kline
-from klinelake.vision import Archive, cover
-from klinelake.vision_client import VisionClient
+from klinelake.binance.rest import BinanceRest
+from klinelake.binance.vision_client import VisionClient
+from klinelake.core.intervals import count_between
+from klinelake.core.markets import Market
+from klinelake.core.publish import fetch_range
+from klinelake.core.row import Kline
+from klinelake.core.vision import Archive, cover
 
 
 def archive_page(archive: Archive) -> Page:
@@ -44,7 +44,7 @@ def plan_vision_stream(
     market: Market = Market.SPOT,
 ) -> tuple[StreamPlan, dict[str, Archive]]:
     """(the stream's pages in open-time order, the archive serving each archive page's key);
-    futures archives come from data/futures/um|cm (`klinelake.vision.Archive.path`)."""
+    futures archives come from data/futures/um|cm (`klinelake.core.vision.Archive.path`)."""
     archives, rest = cover(symbol, interval, first, last, market)
     keyed = {archive_page(a).key: a for a in archives}
     pages = [archive_page(a) for a in archives]

@@ -24,12 +24,12 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from klinelake import row as lake_row  # noqa: E402
-from klinelake.contract import decode_message, encode_batch, make_batches  # noqa: E402
-from klinelake.local_store import LocalStore  # noqa: E402
-from klinelake.row import Kline, parse_csv, parse_lake_line  # noqa: E402
-from klinelake.symbols import object_name  # noqa: E402
-from klinelake.writer import LakeWriter  # noqa: E402
+from klinelake.backends.local_store import LocalStore  # noqa: E402
+from klinelake.core import row as lake_row  # noqa: E402
+from klinelake.core.contract import decode_message, encode_batch, make_batches  # noqa: E402
+from klinelake.core.row import Kline, parse_csv, parse_lake_line  # noqa: E402
+from klinelake.core.symbols import object_name  # noqa: E402
+from klinelake.core.writer import LakeWriter  # noqa: E402
 
 MIN = 60_000
 T0 = 1_640_995_200_000  # 2022-01-01
@@ -123,8 +123,8 @@ MERGE_CHILD = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
 from bench.bench_core import synth
-from klinelake.local_store import LocalStore
-from klinelake.writer import LakeWriter
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.writer import LakeWriter
 start = {start}
 rows = [synth(k) for k in range(start, start + 43_200)]
 rows = [r.__class__(**{{**r.to_dict(), "close": "1.00000000"}}) if i % 2 else r

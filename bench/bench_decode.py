@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_core import synth  # noqa: E402
-from klinelake.contract import (  # noqa: E402
+from klinelake.core.contract import (  # noqa: E402
     KlineBatch,
     _refuse_repeated_keys,
     decode_message,

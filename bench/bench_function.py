@@ -36,10 +36,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from klinelake.contract import encode_batch, make_batches  # noqa: E402
-from klinelake.row import Kline, parse_csv  # noqa: E402
-from klinelake.symbols import object_name  # noqa: E402
-from klinelake.writer import LakeWriter  # noqa: E402
+from klinelake.core.contract import encode_batch, make_batches  # noqa: E402
+from klinelake.core.row import Kline, parse_csv  # noqa: E402
+from klinelake.core.symbols import object_name  # noqa: E402
+from klinelake.core.writer import LakeWriter  # noqa: E402
 from localcloud import Stack, wait_for  # noqa: E402
 
 CSV = ROOT / "devtools" / "binance_sim" / "data" / "BTCUSDT-1h-2022-01.csv"  # the one recorded copy
@@ -219,7 +219,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from bench.bench_function import big_row
 from localcloud import Stack
-from klinelake.writer import LakeWriter
+from klinelake.core.writer import LakeWriter
 
 def hwm_mb():  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over exec)
     for line in open("/proc/self/status"):

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_function import big_lines, big_row  # noqa: E402
 from ingest_function.handler import IngestHandler  # noqa: E402
-from klinelake.contract import KlineBatch  # noqa: E402
-from klinelake.errors import MergeInProgress  # noqa: E402
-from klinelake.staged_merge import MergeBudget  # noqa: E402
-from klinelake.symbols import object_name  # noqa: E402
-from klinelake.writer import LakeWriter  # noqa: E402
+from klinelake.core.contract import KlineBatch  # noqa: E402
+from klinelake.core.errors import MergeInProgress  # noqa: E402
+from klinelake.core.staged_merge import MergeBudget  # noqa: E402
+from klinelake.core.symbols import object_name  # noqa: E402
+from klinelake.core.writer import LakeWriter  # noqa: E402
 from localcloud import Stack  # noqa: E402
 
 

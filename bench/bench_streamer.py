@@ -35,8 +35,8 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 
 from binance_sim.testing import run_simulator  # noqa: E402
-from klinelake.intervals import DAY  # noqa: E402
-from klinelake.row import parse_lake_line  # noqa: E402
+from klinelake.core.intervals import DAY  # noqa: E402
+from klinelake.core.row import parse_lake_line  # noqa: E402
 from localcloud import wait_for  # noqa: E402
 from tests.streamer.helpers import lake_bytes, streamer  # noqa: E402
 

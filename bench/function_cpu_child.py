@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from ingest_function.handler import IngestConfig, IngestHandler
-from klinelake.contract import KlineBatch, encode_batch
-from klinelake.row import Kline
-from klinelake.symbols import object_name
+from klinelake.core.contract import KlineBatch, encode_batch
+from klinelake.core.row import Kline
+from klinelake.core.symbols import object_name
 
 MINUTE = 60_000
 T0 = 1_577_836_800_000  # 2020-01-01

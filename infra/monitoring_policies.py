@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from klinelake.intervals import NOMINAL_MS, check_interval
+from klinelake.core.intervals import NOMINAL_MS, check_interval
 
 METRIC = "klines_written"
 MAX_ABSENT_S = 23 * 3600 + 30 * 60  # the longest absence duration Cloud Monitoring accepts

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from klinelake.backends.lake import open_store
 from klinelake.config import (
     ACK_DEADLINE,
     DEAD_LETTER_TOPIC,
@@ -27,19 +28,18 @@ from klinelake.config import (
     LAKE,
     MERGE_PIECE_BYTES,
 )
-from klinelake.contract import (
+from klinelake.core.contract import (
     DL_TRUNCATED,
     ReceivedMessage,
     dead_letter_copy,
     decode_received,
     unwrap_pubsub_event,
 )
-from klinelake.errors import InvalidData, TransientError, WorkDeferred
-from klinelake.lake import open_store
+from klinelake.core.errors import InvalidData, TransientError, WorkDeferred
+from klinelake.core.staged_merge import DEFAULT_PIECE_BYTES, MergeBudget
+from klinelake.core.storage import ObjectStore
+from klinelake.core.writer import LakeWriter, WriteResult
 from klinelake.logs import log_event
-from klinelake.staged_merge import DEFAULT_PIECE_BYTES, MergeBudget
-from klinelake.storage import ObjectStore
-from klinelake.writer import LakeWriter, WriteResult
 
 DeadLetterSink = Callable[[bytes, dict[str, str]], None]
 """Publishes (data, attributes) to the dead-letter topic and returns once Pub/Sub accepted it;
@@ -115,7 +115,7 @@ class IngestHandler:
         merge_budget: MergeBudget | None = None,
     ) -> None:
         # the budget keeps every delivery within the ack deadline (a large merge is staged
-        # over several deliveries: klinelake/staged_merge.py)
+        # over several deliveries: klinelake/core/staged_merge.py)
         self.writer = LakeWriter(store, merge_budget=merge_budget)
         self.dead_letter = dead_letter
         self.log = log

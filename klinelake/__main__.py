@@ -1,3 +1,3 @@
-from klinelake.cli import main
+from klinelake.commands.main import main
 
 main()

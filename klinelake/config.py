@@ -13,7 +13,7 @@ shows every variable (click's `show_envvar`).
     INTERVALS           --intervals    1h
     DEAD_LETTER_TOPIC   (function)     unset: log poison messages only
     ACK_DEADLINE_S      (function)     300 (the push subscription's --ack-deadline)
-    MERGE_PIECE_BYTES   (function)     33554432 (32 MiB: see klinelake/staged_merge.py)
+    MERGE_PIECE_BYTES   (function)     33554432 (32 MiB: see klinelake/core/staged_merge.py)
     DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that

@@ -129,8 +129,8 @@ def main() -> int:
 
 def _lake_bytes(lake: str, env: dict[str, str]) -> bytes:
     os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST")})
-    from klinelake.lake import open_store, read_object
-    from klinelake.symbols import object_name
+    from klinelake.backends.lake import open_store, read_object
+    from klinelake.core.symbols import object_name
 
     return read_object(open_store(lake), object_name("BTCUSDT", "1h"))
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import click
 
 from klinelake import config as cfg
-from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
-from klinelake.errors import InvalidData
+from klinelake.core.binance_limits import MAX_STREAMS_PER_CONNECTION
+from klinelake.core.errors import InvalidData
+from klinelake.core.markets import Market, spec
+from klinelake.core.selector import parse_symbol_set
 from klinelake.logs import setup_logging
-from klinelake.markets import Market, spec
-from klinelake.selector import parse_symbol_set
 from streamer.config import Settings, StreamSpec, parse_intervals, parse_streams
 
 EPILOG = (

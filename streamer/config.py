@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
-from klinelake.binance_ws import stream_name
 from klinelake.config import (
     DEFAULT_LAKE_URI,
     DEFAULT_REST_URL,
@@ -14,10 +12,12 @@ from klinelake.config import (
     check_topic,
     split_csv,
 )
-from klinelake.intervals import check_interval
-from klinelake.markets import Market, check_market_interval, spec
-from klinelake.selector import SymbolSet
-from klinelake.symbols import stream_id, validate_symbol
+from klinelake.core.binance_limits import MAX_STREAMS_PER_CONNECTION
+from klinelake.core.binance_ws import stream_name
+from klinelake.core.intervals import check_interval
+from klinelake.core.markets import Market, check_market_interval, spec
+from klinelake.core.selector import SymbolSet
+from klinelake.core.symbols import stream_id, validate_symbol
 
 
 @dataclass(frozen=True, slots=True)

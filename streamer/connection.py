@@ -21,17 +21,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from klinelake.binance_ws import (
+from klinelake.core.binance_ws import (
     ControlReply,
     KlineEvent,
     ServerShutdown,
     forming_event_time,
     parse_ws_frame,
 )
-from klinelake.errors import InvalidData
+from klinelake.core.errors import InvalidData
+from klinelake.core.markets import Market, spec, stream_key
+from klinelake.core.row import Kline
 from klinelake.logs import log_event
-from klinelake.markets import Market, spec, stream_key
-from klinelake.row import Kline
 from streamer.clock import ServerClock
 from streamer.shards import send_offsets, subscribe_frames
 from streamer.stall import StallTracker

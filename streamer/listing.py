@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from klinelake.exchange_info import SymbolInfo
-from klinelake.intervals import next_open_time
-from klinelake.selector import SymbolSet
+from klinelake.core.exchange_info import SymbolInfo
+from klinelake.core.intervals import next_open_time
+from klinelake.core.selector import SymbolSet
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from klinelake.exchange_info import SymbolInfo, parse_exchange_info
-from klinelake.intervals import align_down
+from klinelake.core.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.core.intervals import align_down
+from klinelake.core.publish import read_listing
+from klinelake.core.selector import SymbolSet
 from klinelake.logs import log_event
-from klinelake.publish import read_listing
-from klinelake.selector import SymbolSet
 from streamer.backoff import Backoff
 from streamer.config import StreamSpec
 from streamer.connection import StreamRef

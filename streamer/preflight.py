@@ -2,7 +2,7 @@
 streams before a deployment says "done" (infra/deploy_vm.sh runs it on the VM).
 
 Two questions, each bounded by `timeout_s`:
-1. does exchangeInfo answer 200 and list every symbol (`klinelake.publish.check_listed`, per
+1. does exchangeInfo answer 200 and list every symbol (`klinelake.core.publish.check_listed`, per
    market: spot `/api/v3/exchangeInfo?symbols=[...]`, futures `/fapi|/dapi/v1/exchangeInfo`)?
    A selector (`um:quote=USDT`) is resolved from that answer.
 2. does one kline frame arrive over the WS for every configured stream (Binance pushes the
@@ -19,13 +19,13 @@ import asyncio
 import time
 from urllib.parse import quote
 
-from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer
-from klinelake.binance_ws import KlineEvent, parse_ws_frame
+from klinelake.binance.rest import BinanceRest, Blocked, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
-from klinelake.errors import InvalidData
-from klinelake.exchange_info import parse_exchange_info
-from klinelake.markets import spec, stream_key
-from klinelake.publish import UnlistedSymbols, check_listed
+from klinelake.core.binance_ws import KlineEvent, parse_ws_frame
+from klinelake.core.errors import InvalidData
+from klinelake.core.exchange_info import parse_exchange_info
+from klinelake.core.markets import spec, stream_key
+from klinelake.core.publish import UnlistedSymbols, check_listed
 from streamer.config import Settings, StreamSpec
 from streamer.shards import shard
 from streamer.ws_client import CloseInfo, WsClient, WsClosed, WsOpenFailed

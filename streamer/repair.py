@@ -3,15 +3,16 @@
 A stream's published history must be contiguous up to what it sends next. The missing ranges are
 the gaps between the last published kline, the spooled ones and the target (the newest kline
 closed by server time); the sender fetches them through the core's REST range pager
-(`klinelake.publish.fetch_range`) into the spool, in order. What REST does not return for a
-closed range does not exist (a halt or an exchange outage): `klinelake.publish.confirmed_empty`.
+(`klinelake.core.publish.fetch_range`) into the spool, in order. What REST does not return for a
+closed range does not exist (a halt or an exchange outage):
+`klinelake.core.publish.confirmed_empty`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from klinelake.intervals import Gap, find_gaps, next_open_time
+from klinelake.core.intervals import Gap, find_gaps, next_open_time
 
 
 def history_head(

@@ -5,7 +5,7 @@ The sender is the only code that publishes a stream. Each step it reads the olde
 what it is about to send (or the repair target set on start and after a reconnect), then sends
 the batch and acknowledges it in the spool. While backlogged (a Pub/Sub outage) the batches are
 naturally large. Sending, REST paging and halt inference are the core's one publish path
-(`klinelake.publish`); here: the spool, the repair target and the logging. Failures are retried
+(`klinelake.core.publish`); here: the spool, the repair target and the logging. Failures are retried
 with capped jittered backoff forever: the spool holds the rows.
 """
 
@@ -18,20 +18,20 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from klinelake.contract import MAX_ROWS, KlineBatch, check_source
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.errors import BinanceError, TransientError
-from klinelake.halts import subtract
-from klinelake.intervals import (
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.backends.sink import Sink
+from klinelake.core.contract import MAX_ROWS, KlineBatch, check_source
+from klinelake.core.errors import BinanceError, TransientError
+from klinelake.core.halts import subtract
+from klinelake.core.intervals import (
     Gap,
     align_down,
     last_closed_open_time,
     next_open_time,
     prev_open_time,
 )
-from klinelake.logs import log_event
-from klinelake.markets import Market
-from klinelake.publish import (
+from klinelake.core.markets import Market
+from klinelake.core.publish import (
     KlineSource,
     Patience,
     confirmed_empty,
@@ -39,9 +39,9 @@ from klinelake.publish import (
     retry_until_done,
     send_until_durable,
 )
-from klinelake.row import Kline
-from klinelake.sink import Sink
-from klinelake.symbols import stream_id
+from klinelake.core.row import Kline
+from klinelake.core.symbols import stream_id
+from klinelake.logs import log_event
 from streamer.repair import history_head, plan_gaps
 from streamer.spool import Spool
 

@@ -18,14 +18,14 @@ import time
 from functools import partial
 from typing import Any
 
-from klinelake.binance_rest import BinanceRest, Blocked, NoAnswer
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.backends.sink import Sink, make_sink
+from klinelake.binance.rest import BinanceRest, Blocked, NoAnswer
 from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.exchange_info import SymbolInfo
+from klinelake.core.exchange_info import SymbolInfo
+from klinelake.core.publish import UnlistedSymbols, check_listed
+from klinelake.core.row import Kline
 from klinelake.logs import log_event
-from klinelake.publish import UnlistedSymbols, check_listed
-from klinelake.row import Kline
-from klinelake.sink import Sink, make_sink
 from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
 from streamer.config import Settings, StreamSpec

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import orjson
 
-from klinelake.binance_limits import MAX_STREAMS_PER_CONNECTION
+from klinelake.core.binance_limits import MAX_STREAMS_PER_CONNECTION
 
 DEFAULT_FRAMES_PER_S = 4.0
 T = TypeVar("T")

@@ -12,10 +12,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from klinelake.binance_rest import Blocked
+from klinelake.binance.rest import Blocked
 from klinelake.config import EXIT_BLOCKED
+from klinelake.core.publish import has_klines
 from klinelake.logs import log_event
-from klinelake.publish import has_klines
 from streamer.backoff import Backoff
 from streamer.connection import Connection, ConnectionFailed
 from streamer.slot_policy import Act, Replacement, SlotView, decide

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from klinelake.core.markets import split_stream_key
+from klinelake.core.row import Kline, parse_lake_line
 from klinelake.logs import log_event
-from klinelake.markets import split_stream_key
-from klinelake.row import Kline, parse_lake_line
 
 log = logging.getLogger("streamer.spool")
 

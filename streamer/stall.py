@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from klinelake.intervals import align_down, next_open_time
+from klinelake.core.intervals import align_down, next_open_time
 
 
 class StreamState(StrEnum):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import picows
 
-from klinelake.binance_rest import BLOCKED_STATUSES, Blocked
+from klinelake.binance.rest import BLOCKED_STATUSES, Blocked
 
 # picows logs every connection and handshake at INFO; the streamer logs its own "connected"
 logging.getLogger("picows.streamer.ws").setLevel(logging.WARNING)

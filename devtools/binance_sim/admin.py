@@ -17,7 +17,7 @@ from aiohttp import web
 
 from binance_sim.faults import FaultError
 from binance_sim.market import Halt
-from klinelake.intervals import INTERVALS
+from klinelake.core.intervals import INTERVALS
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim

@@ -8,8 +8,8 @@ from pathlib import Path
 from binance_sim.contracts import Contract
 from binance_sim.market import SyntheticSpec
 from binance_sim.ratelimit import DEFAULT_BAN_SECONDS
-from klinelake import binance_limits as limits
-from klinelake.markets import Market, spec
+from klinelake.core import binance_limits as limits
+from klinelake.core.markets import Market, spec
 
 _SPOT, _FUTURES = spec(Market.SPOT), spec(Market.UM)  # (USD-M and COIN-M share these)
 

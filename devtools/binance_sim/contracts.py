@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from binance_sim.market import parse_time
-from klinelake.markets import PERPETUAL_DELIVERY_DATE, Market, parse_market
+from klinelake.core.markets import PERPETUAL_DELIVERY_DATE, Market, parse_market
 
 # USD-M futures opened in 2019-09; synthetic history starts there unless `onboard` says otherwise.
 DEFAULT_ONBOARD_MS = 1_567_296_000_000  # 2019-09-01 00:00 UTC

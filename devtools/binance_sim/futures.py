@@ -45,9 +45,9 @@ from binance_sim.market import Halt, SyntheticSpec, partial_kline, rest_row
 from binance_sim.market import Market as Truth
 from binance_sim.ratelimit import WeightLimiter
 from binance_sim.rest import ApiError, Route
-from klinelake.intervals import align_down
-from klinelake.markets import SPECS, Market, MarketSpec, parse_market
-from klinelake.row import Kline
+from klinelake.core.intervals import align_down
+from klinelake.core.markets import SPECS, Market, MarketSpec, parse_market
+from klinelake.core.row import Kline
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim

@@ -24,9 +24,15 @@ from typing import Any
 
 import orjson
 
-from klinelake.intervals import INTERVALS, NOMINAL_MS, align_down, next_open_time, prev_open_time
-from klinelake.markets import Market as KlineMarket
-from klinelake.row import FIELDS, Kline, iter_csv
+from klinelake.core.intervals import (
+    INTERVALS,
+    NOMINAL_MS,
+    align_down,
+    next_open_time,
+    prev_open_time,
+)
+from klinelake.core.markets import Market as KlineMarket
+from klinelake.core.row import FIELDS, Kline, iter_csv
 
 # Pre-rendered REST rows: klines are rendered in chunks of this many open times, once, and kept
 # (least recently used first out) up to this many bytes, so that serving a page of closed

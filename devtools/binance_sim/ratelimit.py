@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from klinelake.binance_limits import WEIGHT_WINDOW_S
-from klinelake.weight import WEIGHT_LIMIT_1M
+from klinelake.binance.weight import WEIGHT_LIMIT_1M
+from klinelake.core.binance_limits import WEIGHT_WINDOW_S
 
 DEFAULT_BAN_SECONDS: tuple[float, ...] = (120, 600, 3600, 21600, 86400, 259200)
 

@@ -26,7 +26,7 @@ from multidict import MultiMapping
 
 from binance_sim.faults import block_answer
 from binance_sim.market import rest_row
-from klinelake.intervals import INTERVALS
+from klinelake.core.intervals import INTERVALS
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim

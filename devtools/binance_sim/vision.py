@@ -2,7 +2,7 @@
 
 `GET /data/spot/{monthly,daily}/klines/<SYMBOL>/<INTERVAL>/<SYMBOL>-<INTERVAL>-<YYYY>-<MM>.zip`
 (daily: `...-<YYYY>-<MM>-<DD>.zip`) and its sibling `.zip.CHECKSUM`: the layout, names and
-checksum format are `klinelake.vision`'s (one home; the backfill and `klinelake verify
+checksum format are `klinelake.core.vision`'s (one home; the backfill and `klinelake verify
 --against vision` read what this serves). The zip
 holds one headerless CSV in Binance's 12-column order (exact decimal strings, a trailing `,0`
 ignore column), times in µs from 2025-01 on, ms before. A file exists only for a period that is
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from klinelake.markets import Market, spec
-from klinelake.row import Kline
-from klinelake.vision import Archive, checksum_text, parse_archive_path
+from klinelake.core.markets import Market, spec
+from klinelake.core.row import Kline
+from klinelake.core.vision import Archive, checksum_text, parse_archive_path
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim

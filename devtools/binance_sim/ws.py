@@ -43,8 +43,8 @@ from binance_sim.ws_control import (
     is_combined_path,
     ws_rules,
 )
-from klinelake.intervals import align_down, next_open_time
-from klinelake.row import Kline
+from klinelake.core.intervals import align_down, next_open_time
+from klinelake.core.row import Kline
 
 if TYPE_CHECKING:
     from binance_sim.server import Sim

@@ -6,7 +6,7 @@ what to change (`Reply`); `classify` reads a stream name; `SlidingWindow` is the
 on messages per second and on connection attempts per IP. `binance_sim.ws` applies the replies
 to its sockets.
 
-`WsRules` is what differs between the markets' WS endpoints, from `klinelake.markets` (one
+`WsRules` is what differs between the markets' WS endpoints, from `klinelake.core.markets` (one
 table): futures have no `1s` kline streams, no `@+08:00` variant and no `timeUnit` option, and
 close the connection after the code-3 reply to invalid JSON (binance-futures-api.md §1-§3). The
 numeric limits (5 / 10 client frames per second, pings every 20 s / 3 min, pong deadlines,
@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from klinelake.intervals import interval_ms
-from klinelake.markets import Market, spec
+from klinelake.core.intervals import interval_ms
+from klinelake.core.markets import Market, spec
 
 _NAME = re.compile(r"[^\s@/\"\\]{1,64}(?:@[A-Za-z0-9_:+.!-]{1,32}){1,2}")
 _KLINE = re.compile(r"(?P<sym>[^@]+)@kline_(?P<iv>[^@]+)(?P<tz>@\+08:00)?")

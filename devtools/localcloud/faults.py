@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from klinelake.errors import TransientError
+from klinelake.core.errors import TransientError
 
 
 class InjectedFailure(TransientError):

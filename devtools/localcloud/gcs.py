@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from klinelake.gcs_store import GCSStore, without_env_lookups
+from klinelake.backends.gcs_store import GCSStore, without_env_lookups
 from localcloud.procs import (
     READY_TIMEOUT,
     StackError,

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from klinelake.gcs_store import GCSStore
-from klinelake.lake import read_object
+from klinelake.backends.gcs_store import GCSStore
+from klinelake.backends.lake import read_object
 from localcloud.gcs import (
     create_bucket,
     fake_gcs_argv,

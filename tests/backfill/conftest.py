@@ -21,10 +21,10 @@ from backfill.result import RunResult
 from backfill.run import run_backfill
 from backfill.settings import Settings
 from binance_sim.testing import SimProcess, run_simulator
-from klinelake.intervals import Gap
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.row import parse_csv
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.intervals import Gap
+from klinelake.core.row import parse_csv
 from tests.recorded import recorded_csv
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 from backfill.__main__ import parse_time
 from backfill.checkpoint import Checkpoint
 from binance_sim.testing import SimProcess, run_simulator
-from klinelake.binance_rest import IPBanned
+from klinelake.binance.rest import IPBanned
 from localcloud import wait_for
 
 from .conftest import (

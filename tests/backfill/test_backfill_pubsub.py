@@ -9,7 +9,7 @@ import pytest
 
 from backfill.__main__ import parse_time
 from binance_sim.testing import SimProcess
-from klinelake.row import parse_lake_line
+from klinelake.core.row import parse_lake_line
 from localcloud import Stack, wait_for
 
 from .conftest import fixture_lines, run_cli

@@ -9,9 +9,9 @@ import orjson
 
 from backfill.__main__ import parse_time
 from binance_sim.testing import SimProcess
-from klinelake.cli import load_confirmed_empty
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.intervals import HOUR
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.commands.main import load_confirmed_empty
+from klinelake.core.intervals import HOUR
 
 from .conftest import backfill, fixture_lines, lake_bytes, run_cli
 

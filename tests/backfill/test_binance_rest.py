@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from klinelake.binance_rest import (
+from klinelake.binance.rest import (
     BadInterval,
     BinanceAPIError,
     BinanceRest,
@@ -17,8 +17,8 @@ from klinelake.binance_rest import (
     ServerError,
     UnknownSymbol,
 )
-from klinelake.errors import InvalidRow, TransientError
-from klinelake.weight import WeightBudget
+from klinelake.binance.weight import WeightBudget
+from klinelake.core.errors import InvalidRow, TransientError
 from tests.recorded import DATA
 
 PAGE = (DATA / "BTCUSDT-1m-2021-10-22.api_v3_klines.json").read_bytes()

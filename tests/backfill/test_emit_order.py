@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backfill.run import run_backfill
-from klinelake.contract import KlineBatch
-from klinelake.intervals import HOUR
+from klinelake.core.contract import KlineBatch
+from klinelake.core.intervals import HOUR
 
 from .conftest import Quiet
 from .test_run_unit import T0, exchange, settings

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from backfill.checkpoint import Checkpoint
 from backfill.plan import Plan, first_open_at_or_after, plan_ranges, plan_stream
-from klinelake.intervals import DAY, HOUR, MINUTE, WEEK, align_down, count_between
+from klinelake.core.intervals import DAY, HOUR, MINUTE, WEEK, align_down, count_between
 
 T0 = 1_640_995_200_000  # 2022-01-01 00:00 UTC (a Saturday)
 
@@ -92,7 +92,8 @@ def test_checkpoint_survives_a_torn_last_line(tmp_path: Path) -> None:
 def test_pure_modules_import_no_network_client() -> None:
     code = (
         "import sys\n"
-        "import klinelake.weight, klinelake.empty_ranges, backfill.plan, backfill.checkpoint\n"
+        "import klinelake.binance.weight, klinelake.backends.empty_ranges, backfill.plan, "
+        "backfill.checkpoint\n"
         "print(sorted(m for m in sys.modules if m.startswith(('httpx', 'aiohttp', 'requests', "
         "'websockets', 'google.cloud.storage', 'google.cloud.pubsub', 'google.api_core'))))\n"
     )

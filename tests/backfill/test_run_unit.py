@@ -13,10 +13,10 @@ import pytest
 
 from backfill.run import run_backfill
 from backfill.settings import Settings
-from klinelake.binance_rest import BinanceAPIError
-from klinelake.intervals import HOUR
-from klinelake.lake import read_rows
-from klinelake.local_store import LocalStore
+from klinelake.backends.lake import read_rows
+from klinelake.backends.local_store import LocalStore
+from klinelake.binance.rest import BinanceAPIError
+from klinelake.core.intervals import HOUR
 
 from .conftest import Quiet
 

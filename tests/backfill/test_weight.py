@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from klinelake.weight import Banned, WeightBudget, WeightLedger
+from klinelake.binance.weight import Banned, WeightBudget, WeightLedger
 
 W = 60_000
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from klinelake.row import Kline, parse_csv
+from klinelake.core.row import Kline, parse_csv
 from tests.recorded import recorded_csv
 
 

@@ -10,9 +10,9 @@ import contextlib
 import itertools
 from collections.abc import Iterator
 
-from klinelake.errors import ObjectNotFound, PreconditionFailed
-from klinelake.merge import split_lines
-from klinelake.storage import Bounds, Chunks, Data, ObjectInfo, ObjectNames, OptBounds
+from klinelake.core.errors import ObjectNotFound, PreconditionFailed
+from klinelake.core.merge import split_lines
+from klinelake.core.storage import Bounds, Chunks, Data, ObjectInfo, ObjectNames, OptBounds
 
 
 class MemoryStore:

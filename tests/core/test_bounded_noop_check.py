@@ -11,11 +11,11 @@ from __future__ import annotations
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from klinelake.errors import MergeInProgress
-from klinelake.lake import read_object
-from klinelake.row import Kline
-from klinelake.staged_merge import MergeBudget
-from klinelake.writer import LakeWriter, WriteResult
+from klinelake.backends.lake import read_object
+from klinelake.core.errors import MergeInProgress
+from klinelake.core.row import Kline
+from klinelake.core.staged_merge import MergeBudget
+from klinelake.core.writer import LakeWriter, WriteResult
 from tests.core.test_merge_property import NAME, row
 from tests.core.test_staged_merge import Recording, deliver_until_done, ticking
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.writer import LakeWriter
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.writer import LakeWriter
 
 from .test_merge_property import NAME, row
 

@@ -8,7 +8,7 @@ import jsonschema
 import orjson
 import pytest
 
-from klinelake.contract import (
+from klinelake.core.contract import (
     KlineBatch,
     ReceivedMessage,
     decode_message,
@@ -18,9 +18,9 @@ from klinelake.contract import (
     message_schema,
     unwrap_pubsub_event,
 )
-from klinelake.errors import InvalidData, InvalidMessage, InvalidSymbol
-from klinelake.row import Kline
-from klinelake.symbols import object_name, parse_object_name, stream_id, validate_symbol
+from klinelake.core.errors import InvalidData, InvalidMessage, InvalidSymbol
+from klinelake.core.row import Kline
+from klinelake.core.symbols import object_name, parse_object_name, stream_id, validate_symbol
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = message_schema()

@@ -1,4 +1,4 @@
-"""Confirmed-empty ranges: range algebra (klinelake.halts) and the publisher's local cache."""
+"""Confirmed-empty ranges: range algebra (klinelake.core.halts) and the publisher's local cache."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.halts import coalesce, subtract
-from klinelake.intervals import HOUR, open_times
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.core.halts import coalesce, subtract
+from klinelake.core.intervals import HOUR, open_times
 
 T0 = 1_640_995_200_000  # 2022-01-01 00:00 UTC
 

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.contract import (
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.contract import (
     SOURCES,
     KlineBatch,
     Source,
@@ -19,14 +21,12 @@ from klinelake.contract import (
     encode_batch,
     with_empty,
 )
-from klinelake.errors import InvalidData, InvalidMessage, PreconditionFailed
-from klinelake.halts import coalesce, encode_meta, meta_object_name, subtract_rows
-from klinelake.halts_writer import read_empty, rows_in_span
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.storage import ObjectInfo
-from klinelake.symbols import object_name
-from klinelake.writer import LakeWriter
+from klinelake.core.errors import InvalidData, InvalidMessage, PreconditionFailed
+from klinelake.core.halts import coalesce, encode_meta, meta_object_name, subtract_rows
+from klinelake.core.halts_writer import read_empty, rows_in_span
+from klinelake.core.storage import ObjectInfo
+from klinelake.core.symbols import object_name
+from klinelake.core.writer import LakeWriter
 
 from .test_merge_property import T0, row
 
@@ -182,7 +182,7 @@ def test_rows_in_span_reads_exactly_the_rows_of_the_span(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch, probe: int
 ) -> None:
     """Through the writer's binary search (small probes exercise it) and the bounds shortcut."""
-    from klinelake import writer as writer_module
+    from klinelake.core import writer as writer_module
 
     monkeypatch.setattr(writer_module, "_PROBE_BYTES", probe)
     store = LocalStore(str(tmp_path))

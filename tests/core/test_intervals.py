@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klinelake.errors import InvalidInterval
-from klinelake.intervals import (
+from klinelake.core.errors import InvalidInterval
+from klinelake.core.intervals import (
     INTERVALS,
     align_down,
     close_time,

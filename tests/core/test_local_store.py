@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from klinelake.errors import ObjectNotFound, PreconditionFailed
-from klinelake.local_store import LocalStore, escape_name, unescape_name
+from klinelake.backends.local_store import LocalStore, escape_name, unescape_name
+from klinelake.core.errors import ObjectNotFound, PreconditionFailed
 
 
 def test_generation_preconditions(tmp_path: os.PathLike[str]) -> None:
@@ -138,7 +138,7 @@ def test_replace_from_keeps_the_head_and_is_atomic(tmp_path: os.PathLike[str]) -
 
 def test_a_reader_sees_no_bytes_rewritten_under_it(tmp_path: os.PathLike[str]) -> None:
     """Readers hold no lock while reading: an in-place rewrite must stop them, not tear them."""
-    import klinelake.local_store as ls
+    import klinelake.backends.local_store as ls
 
     s = LocalStore(tmp_path)
     body = b"".join(b"row%06d\n" % i for i in range(300_000))  # several read chunks
@@ -152,7 +152,7 @@ def test_a_reader_sees_no_bytes_rewritten_under_it(tmp_path: os.PathLike[str]) -
 
 
 def test_crash_leftovers_are_cleaned_but_not_a_live_writers(tmp_path: os.PathLike[str]) -> None:
-    from klinelake.local_store import clean_leftovers
+    from klinelake.backends.local_store import clean_leftovers
 
     s = LocalStore(tmp_path)
     old_part = s.write("staging/raw/a.jsonl.1.part", b"x\n", if_generation_match=0)

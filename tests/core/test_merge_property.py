@@ -9,12 +9,12 @@ import tempfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.merge import diff_batch, merge_lines
-from klinelake.row import Kline
-from klinelake.symbols import object_name
-from klinelake.writer import LakeWriter
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.merge import diff_batch, merge_lines
+from klinelake.core.row import Kline
+from klinelake.core.symbols import object_name
+from klinelake.core.writer import LakeWriter
 
 T0 = 1_700_000_040_000 - (1_700_000_040_000 % 60_000)
 NAME = object_name("ETHUSDT", "1m")
@@ -111,7 +111,7 @@ def test_writer_routes_append_merge_noop(tmp_path: object) -> None:
 def test_rows_from_another_stream_are_refused(tmp_path: object) -> None:
     import pytest
 
-    from klinelake.errors import InvalidData
+    from klinelake.core.errors import InvalidData
 
     w = LakeWriter(LocalStore(str(tmp_path)))
     with pytest.raises(InvalidData):
@@ -169,7 +169,7 @@ def test_prepend_append_merge_on_the_local_disk(batches: list[tuple[int, int, in
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.sets(st.integers(0, 3000), min_size=1, max_size=600), st.integers(-5, 3005))
 def test_offset_search_finds_the_first_row_at_or_after(keys: set[int], probe: int) -> None:
-    from klinelake.writer import _offset_of
+    from klinelake.core.writer import _offset_of
 
     from .memory_store import MemoryStore
 

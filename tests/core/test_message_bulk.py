@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.contract import KlineBatch, decode_message, sort_unique
-from klinelake.errors import InvalidData
-from klinelake.intervals import NOMINAL_MS, align_down
-from klinelake.row import FIELDS, Kline, regular_message_rows
+from klinelake.core.contract import KlineBatch, decode_message, sort_unique
+from klinelake.core.errors import InvalidData
+from klinelake.core.intervals import NOMINAL_MS, align_down
+from klinelake.core.row import FIELDS, Kline, regular_message_rows
 
 from .test_poison_property import BAD_DECIMAL, BAD_INT, DECIMAL_FIELDS, INT_FIELDS, Raw, dump
 
@@ -57,7 +57,7 @@ def decode(data: bytes, bulk: bool) -> tuple[Kline, ...] | str:
             if batch.lake_lines is not None:  # what the writer stores instead of to_line()
                 assert batch.lake_lines == tuple(r.to_line() for r in batch.rows)
             return batch.rows
-        with mock.patch("klinelake.contract.regular_message_rows", return_value=None):
+        with mock.patch("klinelake.core.contract.regular_message_rows", return_value=None):
             return decode_message(data).rows
     except InvalidData as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.contract import KlineBatch, decode_message, encode_batch
-from klinelake.errors import InvalidMessage
-from klinelake.row import FIELDS, MAX_TRADES, Kline, parse_csv
+from klinelake.core.contract import KlineBatch, decode_message, encode_batch
+from klinelake.core.errors import InvalidMessage
+from klinelake.core.row import FIELDS, MAX_TRADES, Kline, parse_csv
 from tests.recorded import recorded_csv
 
 ROWS = parse_csv(recorded_csv("BTCUSDT-1h-2022-01.csv"), "BTCUSDT", "1h")[:3]

@@ -1,4 +1,4 @@
-"""The one publish path (klinelake.publish): send policy, REST range pager, halt inference,
+"""The one publish path (klinelake.core.publish): send policy, REST range pager, halt inference,
 symbols against exchangeInfo. In process, no network; hypothesis derandomized."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake import publish
-from klinelake.binance_rest import UnknownSymbol
-from klinelake.contract import KlineBatch
-from klinelake.errors import InvalidData, TransientError
-from klinelake.intervals import DAY, MINUTE, NOMINAL_MS, find_gaps
-from klinelake.markets import Market
-from klinelake.publish import Patience
-from klinelake.row import Kline
+from klinelake.binance.rest import UnknownSymbol
+from klinelake.core import publish
+from klinelake.core.contract import KlineBatch
+from klinelake.core.errors import InvalidData, TransientError
+from klinelake.core.intervals import DAY, MINUTE, NOMINAL_MS, find_gaps
+from klinelake.core.markets import Market
+from klinelake.core.publish import Patience
+from klinelake.core.row import Kline
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday
 _SEEDED = settings(derandomize=True, max_examples=200, deadline=None)

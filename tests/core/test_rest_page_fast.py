@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.contract import message_schema
-from klinelake.errors import InvalidData
-from klinelake.intervals import NOMINAL_MS, align_down
-from klinelake.row import (
+from klinelake.core.contract import message_schema
+from klinelake.core.errors import InvalidData
+from klinelake.core.intervals import NOMINAL_MS, align_down
+from klinelake.core.row import (
     MAX_TRADES,
     Kline,
     parse_rest_page,

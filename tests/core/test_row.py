@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.binance_ws import KlineEvent, parse_ws_frame
-from klinelake.contract import message_schema
-from klinelake.errors import InvalidData, InvalidRow
-from klinelake.row import (
+from klinelake.core.binance_ws import KlineEvent, parse_ws_frame
+from klinelake.core.contract import message_schema
+from klinelake.core.errors import InvalidData, InvalidRow
+from klinelake.core.row import (
     FIELDS,
     Kline,
     kline_from_dict,
@@ -181,7 +181,7 @@ def test_ws_control_and_shutdown_frames() -> None:
 )
 def test_decimal_check_equals_the_packaged_schema_pattern(text: str) -> None:
     """The bound lives in one place that readers see (the schema); the fast check agrees."""
-    from klinelake.row import _is_decimal
+    from klinelake.core.row import _is_decimal
 
     pattern = message_schema()["$defs"]["decimal"]["pattern"]
     assert _is_decimal(text) == bool(re.search(pattern, text))

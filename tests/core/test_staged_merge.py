@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.errors import LeaseHeld, MergeInProgress
-from klinelake.lake import read_object
-from klinelake.lease import Lease, held, lease_name, seconds_left
-from klinelake.local_store import LocalStore
-from klinelake.row import Kline
-from klinelake.staged_merge import MergeBudget
-from klinelake.storage import Bounds, Data, ObjectInfo
-from klinelake.writer import LakeWriter, WriteResult
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.errors import LeaseHeld, MergeInProgress
+from klinelake.core.lease import Lease, held, lease_name, seconds_left
+from klinelake.core.row import Kline
+from klinelake.core.staged_merge import MergeBudget
+from klinelake.core.storage import Bounds, Data, ObjectInfo
+from klinelake.core.writer import LakeWriter, WriteResult
 from tests.core.memory_store import MemoryStore
 from tests.core.test_merge_property import NAME, row
 

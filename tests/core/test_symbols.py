@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from klinelake.errors import InvalidSymbol
-from klinelake.intervals import INTERVALS
-from klinelake.symbols import object_name, parse_object_name, validate_symbol
+from klinelake.core.errors import InvalidSymbol
+from klinelake.core.intervals import INTERVALS
+from klinelake.core.symbols import object_name, parse_object_name, validate_symbol
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""The archive layout (klinelake.vision): which archives cover a range, and what is left to REST."""
+"""The archive layout (klinelake.core.vision): which archives cover a range, and what is left to
+REST."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.intervals import INTERVALS, align_down, open_times
-from klinelake.vision import cover, day, month, parse_archive_path
+from klinelake.core.intervals import INTERVALS, align_down, open_times
+from klinelake.core.vision import cover, day, month, parse_archive_path
 
 T0 = 1_700_000_000_000  # 2023-11-14
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binance_sim.ws import _garbage
-from klinelake.binance_ws import KlineEvent, forming_event_time, parse_ws_frame, stream_name
-from klinelake.intervals import align_down, next_open_time
+from klinelake.core.binance_ws import KlineEvent, forming_event_time, parse_ws_frame, stream_name
+from klinelake.core.intervals import align_down, next_open_time
 
 T0 = 1_617_566_580_000
 KEYS = ("t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B")
@@ -146,7 +146,7 @@ _NUMBERISH = st.lists(
 def test_degenerate_number_check_equals_its_regex(
     pieces: list[bytes], frame: dict[str, Any], at: int
 ) -> None:
-    from klinelake.binance_ws import _degenerate_number
+    from klinelake.core.binance_ws import _degenerate_number
 
     noise = b"".join(pieces)
     text = orjson.dumps(frame)

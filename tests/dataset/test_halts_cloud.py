@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from binance_sim.testing import run_simulator
-from klinelake.contract import KlineBatch, encode_batch
-from klinelake.halts import decode_meta, meta_object_name
-from klinelake.intervals import MINUTE, align_down
-from klinelake.row import parse_lake_line
+from klinelake.core.contract import KlineBatch, encode_batch
+from klinelake.core.halts import decode_meta, meta_object_name
+from klinelake.core.intervals import MINUTE, align_down
+from klinelake.core.row import parse_lake_line
 from localcloud import Stack, wait_for
 from tests.streamer.helpers import assert_lake_matches_truth, lake_last_open, streamer
 

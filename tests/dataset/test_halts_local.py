@@ -14,9 +14,9 @@ from pathlib import Path
 from backfill.__main__ import parse_time
 from backfill.run import run_backfill
 from backfill.settings import Settings
-from klinelake.halts import encode_meta, meta_object_name
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.halts import encode_meta, meta_object_name
 from tests.backfill.conftest import Quiet, halted_simulator
 
 H = 3_600_000

@@ -20,13 +20,13 @@ from backfill.__main__ import parse_time
 from backfill.run import run_backfill
 from backfill.settings import Settings
 from binance_sim.testing import run_simulator
-from klinelake.binance_ws import KlineEvent, parse_ws_frame
-from klinelake.contract import KlineBatch
-from klinelake.lake import read_lines
-from klinelake.local_store import LocalStore
-from klinelake.row import Kline, parse_csv, parse_lake_line, parse_rest_page
-from klinelake.symbols import OBJECT_PREFIX
-from klinelake.writer import LakeWriter
+from klinelake.backends.lake import read_lines
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.binance_ws import KlineEvent, parse_ws_frame
+from klinelake.core.contract import KlineBatch
+from klinelake.core.row import Kline, parse_csv, parse_lake_line, parse_rest_page
+from klinelake.core.symbols import OBJECT_PREFIX
+from klinelake.core.writer import LakeWriter
 from tests.backfill.conftest import Quiet
 from tests.recorded import DATA, WS_FIXTURE, recorded_csv
 

@@ -18,9 +18,9 @@ from backfill.__main__ import parse_time
 from backfill.run import run_backfill
 from backfill.settings import Settings
 from binance_sim.testing import SimProcess
-from klinelake.lake import read_rows
-from klinelake.local_store import LocalStore
-from klinelake.symbols import object_name
+from klinelake.backends.lake import read_rows
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.symbols import object_name
 from tests.backfill.conftest import Quiet, halted_simulator
 
 SYMBOL = "VFYUSDT"

@@ -53,7 +53,7 @@ MUTATIONS = {
         "            )  # fmt: skip\n            return None\n        fields",
     ),
     "merge dedupe (object line kept beside the batch line)": (
-        "klinelake/merge.py",
+        "klinelake/core/merge.py",
         "        if i < n and batch[i][0] == t:\n            yield batch[i][1]\n            i += 1\n        else:\n            yield line\n",
         "        if i < n and batch[i][0] == t:\n            yield batch[i][1]\n            i += 1\n        yield line\n",
     ),

@@ -33,9 +33,9 @@ from typing import Any
 import pytest
 
 from binance_sim.testing import run_simulator
-from klinelake.contract import decode_message, encode_batch, make_batches
-from klinelake.intervals import HOUR, MINUTE
-from klinelake.row import parse_lake_line
+from klinelake.core.contract import decode_message, encode_batch, make_batches
+from klinelake.core.intervals import HOUR, MINUTE
+from klinelake.core.row import parse_lake_line
 from localcloud import Stack, wait_for
 from localcloud.procs import free_port, stop_group
 from tests.function.helpers import STAGED_MERGES

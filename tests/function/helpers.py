@@ -6,8 +6,8 @@ import base64
 import functools
 from typing import Any
 
-from klinelake.contract import KlineBatch, encode_batch
-from klinelake.row import Kline, parse_csv
+from klinelake.core.contract import KlineBatch, encode_batch
+from klinelake.core.row import Kline, parse_csv
 from tests.recorded import recorded_csv
 
 CSV_NAME = "BTCUSDT-1h-2022-01.csv"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.symbols import object_name
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.symbols import object_name
 from localcloud.faults import FailFirstN, InjectedFailure
 from tests.function.helpers import klines, lines, message, push_event
 

@@ -9,7 +9,7 @@ import itertools
 import pytest
 import requests
 
-from klinelake.gcs_store import make_client
+from klinelake.backends.gcs_store import make_client
 
 ENDPOINT = "http://127.0.0.1:9"  # never contacted
 VARIABLES = {

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from klinelake.errors import ObjectNotFound, PreconditionFailed
-from klinelake.gcs_store import GCSStore
-from klinelake.storage import Bounds
+from klinelake.backends.gcs_store import GCSStore
+from klinelake.core.errors import ObjectNotFound, PreconditionFailed
+from klinelake.core.storage import Bounds
 from localcloud.gcs import GcsPair, create_bucket, gcs_store, running_gcs
 
 
@@ -90,7 +90,7 @@ def test_prepend_by_compose_keeps_bounds_in_metadata(gcs: GcsPair) -> None:
 
 
 def test_ranged_reads_split_lines_across_chunks(gcs: GcsPair, monkeypatch: Any) -> None:
-    import klinelake.gcs_store as gs
+    import klinelake.backends.gcs_store as gs
 
     monkeypatch.setattr(gs, "_READ_CHUNK", 7)  # rows straddle every chunk boundary
     store = store_at(gcs.url, "reads")

@@ -16,13 +16,13 @@ from ingest_function.handler import (
     IngestConfig,
     IngestHandler,
 )
-from klinelake.contract import DEAD_LETTER_MAX_DATA, dead_letter_copy
-from klinelake.errors import TransientError
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.contract import DEAD_LETTER_MAX_DATA, dead_letter_copy
+from klinelake.core.errors import TransientError
+from klinelake.core.storage import ObjectStore
+from klinelake.core.symbols import object_name
 from klinelake.logs import JsonFormatter
-from klinelake.storage import ObjectStore
-from klinelake.symbols import object_name
 from tests.function.helpers import klines, lines, message, push_event
 
 Sent = list[tuple[bytes, dict[str, str]]]

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from klinelake.lake import read_object
-from klinelake.row import Kline
-from klinelake.storage import Bounds, ObjectInfo
-from klinelake.symbols import object_name
-from klinelake.writer import LakeWriter
+from klinelake.backends.lake import read_object
+from klinelake.core.row import Kline
+from klinelake.core.storage import Bounds, ObjectInfo
+from klinelake.core.symbols import object_name
+from klinelake.core.writer import LakeWriter
 from localcloud import Stack
 from tests.function.helpers import klines, lines
 

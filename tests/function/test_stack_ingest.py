@@ -17,8 +17,8 @@ import orjson
 import pytest
 from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 
-from klinelake.row import Kline
-from klinelake.symbols import object_name
+from klinelake.core.row import Kline
+from klinelake.core.symbols import object_name
 from localcloud import Stack, wait_for
 from tests.function.helpers import klines, lines, message
 

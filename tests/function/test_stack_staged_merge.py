@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from ingest_function.handler import IngestHandler
-from klinelake.errors import LeaseHeld, MergeInProgress
-from klinelake.lake import read_object
+from klinelake.backends.lake import read_object
+from klinelake.core.errors import LeaseHeld, MergeInProgress
+from klinelake.core.row import Kline
+from klinelake.core.staged_merge import MergeBudget
+from klinelake.core.storage import Bounds, Data, ObjectInfo
+from klinelake.core.symbols import object_name
 from klinelake.logs import JsonFormatter
-from klinelake.row import Kline
-from klinelake.staged_merge import MergeBudget
-from klinelake.storage import Bounds, Data, ObjectInfo
-from klinelake.symbols import object_name
 from localcloud import Stack, wait_for
 from tests.function.helpers import klines, lines, message, push_event
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from klinelake.markets import Market, split_stream_key
-from klinelake.row import parse_lake_line
-from klinelake.symbols import object_name
+from klinelake.core.markets import Market, split_stream_key
+from klinelake.core.row import parse_lake_line
+from klinelake.core.symbols import object_name
 
 ROOT = Path(__file__).resolve().parents[2]
 

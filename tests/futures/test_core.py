@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.binance_ws import parse_ws_frame
-from klinelake.contract import KlineBatch, decode_message, encode_batch
-from klinelake.errors import InvalidData, InvalidInterval, InvalidMessage
-from klinelake.intervals import INTERVALS
-from klinelake.markets import (
+from klinelake.core.binance_ws import parse_ws_frame
+from klinelake.core.contract import KlineBatch, decode_message, encode_batch
+from klinelake.core.errors import InvalidData, InvalidInterval, InvalidMessage
+from klinelake.core.intervals import INTERVALS
+from klinelake.core.markets import (
     CM_ROW_KEYS,
     SPECS,
     Market,
@@ -22,8 +22,8 @@ from klinelake.markets import (
     stream_key,
     window_for_page,
 )
-from klinelake.row import iter_csv, kline_from_dict, parse_rest_page
-from klinelake.symbols import object_name, parse_object_name, parse_stream_object, stream_id
+from klinelake.core.row import iter_csv, kline_from_dict, parse_rest_page
+from klinelake.core.symbols import object_name, parse_object_name, parse_stream_object, stream_id
 
 # binance-futures-api.md §6: the COIN-M REST example row.
 CM_REST = (
@@ -192,7 +192,7 @@ def test_market_table() -> None:
 def test_message_schema_covers_markets() -> None:
     import jsonschema
 
-    from klinelake.contract import message_schema
+    from klinelake.core.contract import message_schema
 
     schema = message_schema()
     cm = orjson.loads(encode_batch(_cm_batch(), "rest").data)
@@ -205,10 +205,10 @@ def test_message_schema_covers_markets() -> None:
 def test_writer_and_status_per_market(tmp_path: object) -> None:
     from pathlib import Path
 
-    from klinelake.cli import collect
-    from klinelake.lake import read_rows
-    from klinelake.local_store import LocalStore
-    from klinelake.writer import LakeWriter
+    from klinelake.backends.lake import read_rows
+    from klinelake.backends.local_store import LocalStore
+    from klinelake.commands.main import collect
+    from klinelake.core.writer import LakeWriter
 
     store = LocalStore(Path(str(tmp_path)))
     batch = _cm_batch()

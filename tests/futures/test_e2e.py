@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from binance_sim.testing import run_simulator
-from klinelake.intervals import MINUTE
+from klinelake.core.intervals import MINUTE
 from localcloud import wait_for
 from tests.futures.helpers import ROOT, assert_matches_truth, backfill, lake_object
 from tests.streamer.helpers import streamer, wait_health

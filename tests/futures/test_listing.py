@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from klinelake.exchange_info import SymbolInfo, parse_exchange_info
-from klinelake.markets import PERPETUAL_DELIVERY_DATE, Market
-from klinelake.selector import SymbolSet, parse_symbol_set
+from klinelake.core.exchange_info import SymbolInfo, parse_exchange_info
+from klinelake.core.markets import PERPETUAL_DELIVERY_DATE, Market
+from klinelake.core.selector import SymbolSet, parse_symbol_set
 from streamer.listing import Retirement, next_delivery, plan_changes
 
 NOW = 1_767_225_600_000

@@ -7,13 +7,13 @@ import zipfile
 
 import pytest
 
-from klinelake.contract import KlineBatch, decode_message, encode_batch
-from klinelake.halts_writer import read_empty
-from klinelake.local_store import LocalStore
-from klinelake.markets import Market
-from klinelake.row import parse_rest_page, regular_message_rows
-from klinelake.vision import checksum_text, cover, parse_archive_path, read_archive
-from klinelake.writer import LakeWriter
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.contract import KlineBatch, decode_message, encode_batch
+from klinelake.core.halts_writer import read_empty
+from klinelake.core.markets import Market
+from klinelake.core.row import parse_rest_page, regular_message_rows
+from klinelake.core.vision import checksum_text, cover, parse_archive_path, read_archive
+from klinelake.core.writer import LakeWriter
 
 from .test_core import CM_REST
 
@@ -88,9 +88,9 @@ def test_verify_vision_compares_a_coin_m_stream_with_its_futures_archive(tmp_pat
 
     import httpx
 
-    from klinelake.verify_vision import check_stream
-    from klinelake.vision import day as day_archive
-    from klinelake.vision_client import VisionClient
+    from klinelake.binance.vision_client import VisionClient
+    from klinelake.commands.verify_vision import check_stream
+    from klinelake.core.vision import day as day_archive
 
     start = 1_735_689_600_000  # 2025-01-01: futures archives keep ms
     (row,) = _cm_rows()

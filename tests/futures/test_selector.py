@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from binance_sim.testing import run_simulator
-from klinelake.intervals import MINUTE, align_down
+from klinelake.core.intervals import MINUTE, align_down
 from localcloud import wait_for
 from tests.futures.helpers import assert_matches_truth, lake_object
 from tests.streamer.helpers import streamer, wait_health

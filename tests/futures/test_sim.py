@@ -24,10 +24,10 @@ import websockets
 from binance import Client
 
 from binance_sim.testing import SimProcess, run_simulator
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.intervals import MINUTE
-from klinelake.markets import Market
-from klinelake.row import parse_rest_row
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.core.intervals import MINUTE
+from klinelake.core.markets import Market
+from klinelake.core.row import parse_rest_row
 from localcloud import wait_for
 from tests.futures.helpers import backfill, lake_object, truth
 

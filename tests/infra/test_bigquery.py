@@ -15,10 +15,10 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from klinelake.contract import KlineBatch
-from klinelake.local_store import LocalStore
-from klinelake.row import parse_csv
-from klinelake.writer import LakeWriter
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.contract import KlineBatch
+from klinelake.core.row import parse_csv
+from klinelake.core.writer import LakeWriter
 from tests.recorded import recorded_csv
 
 from .conftest import INFRA, VENV_BIN

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from klinelake.contract import KlineBatch, encode_batch
-from klinelake.row import parse_csv
-from klinelake.symbols import object_name
+from klinelake.core.contract import KlineBatch, encode_batch
+from klinelake.core.row import parse_csv
+from klinelake.core.symbols import object_name
 from localcloud import Stack, wait_for
 from tests.recorded import recorded_csv
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from klinelake.errors import ObjectNotFound
-from klinelake.local_store import LocalStore
-from klinelake.row import Kline, parse_csv
-from klinelake.symbols import object_name
-from klinelake.writer import LakeWriter
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.errors import ObjectNotFound
+from klinelake.core.row import Kline, parse_csv
+from klinelake.core.symbols import object_name
+from klinelake.core.writer import LakeWriter
 from localcloud import Stack
 from tests.recorded import recorded_csv
 
@@ -64,7 +64,7 @@ def test_verify_names_gaps_duplicates_and_disorder(tmp_path: Path) -> None:
 
 
 def test_confirmed_empty_ranges_are_halts_not_collector_gaps(tmp_path: Path) -> None:
-    from klinelake.empty_ranges import EmptyRanges
+    from klinelake.backends.empty_ranges import EmptyRanges
 
     rows = parse_csv(recorded_csv("BTCUSDT-1h-2023-05.csv"), "BTCUSDT", "1h")
     lake, state = tmp_path / "lake", tmp_path / "state"
@@ -190,7 +190,7 @@ class _NoBucket:
 
 
 def test_verify_a_missing_bucket_unit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from klinelake import cli
+    from klinelake.commands import main as cli
 
     monkeypatch.setattr(cli, "open_lake", lambda uri: _NoBucket())
     out = CliRunner().invoke(cli.main, ["verify", "--lake", "gs://no-such-bucket"])
@@ -215,7 +215,8 @@ def test_verify_a_missing_bucket_on_fake_gcs(stack: Stack) -> None:
 def test_verify_without_google_credentials_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     from google.auth.exceptions import DefaultCredentialsError
 
-    from klinelake import cli, gcs_store
+    from klinelake.backends import gcs_store
+    from klinelake.commands import main as cli
 
     def no_credentials() -> None:
         raise DefaultCredentialsError("Your default credentials were not found.")

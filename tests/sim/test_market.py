@@ -21,8 +21,8 @@ from binance_sim.market import (
     partial_kline,
     synthetic_kline,
 )
-from klinelake.intervals import INTERVALS, align_down, close_time, next_open_time
-from klinelake.row import parse_csv, validate_kline
+from klinelake.core.intervals import INTERVALS, align_down, close_time, next_open_time
+from klinelake.core.row import parse_csv, validate_kline
 
 from .conftest import BUNDLED, FEB_START, JAN_2022, JAN_START
 

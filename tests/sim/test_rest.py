@@ -11,7 +11,7 @@ import pytest
 from binance.client import Client
 
 from binance_sim.testing import SimProcess, run_simulator
-from klinelake.row import parse_csv, parse_lake_line, parse_rest_page
+from klinelake.core.row import parse_csv, parse_lake_line, parse_rest_page
 
 from .conftest import BUNDLED, FEB_START, JAN_2022, JAN_START, NOW_ARGS
 

@@ -20,9 +20,9 @@ from binance import AsyncClient, BinanceSocketManager
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from binance_sim.testing import SimProcess, run_simulator
-from klinelake.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
-from klinelake.errors import InvalidData
-from klinelake.row import parse_lake_line
+from klinelake.core.binance_ws import ControlReply, KlineEvent, ServerShutdown, parse_ws_frame
+from klinelake.core.errors import InvalidData
+from klinelake.core.row import parse_lake_line
 from tests.recorded import WS_FIXTURE
 
 from .conftest import BUNDLED

@@ -18,7 +18,7 @@ from binance_sim.ws_control import (
     control_reply,
     ws_rules,
 )
-from klinelake.markets import Market
+from klinelake.core.markets import Market
 
 
 def _served(symbol: str, interval: str) -> bool:

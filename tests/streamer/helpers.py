@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import orjson
 
-from klinelake.intervals import last_closed_open_time, next_open_time
-from klinelake.lake import read_object
-from klinelake.local_store import LocalStore
-from klinelake.row import parse_lake_line
-from klinelake.symbols import object_name, stream_id
+from klinelake.backends.lake import read_object
+from klinelake.backends.local_store import LocalStore
+from klinelake.core.intervals import last_closed_open_time, next_open_time
+from klinelake.core.row import parse_lake_line
+from klinelake.core.symbols import object_name, stream_id
 from localcloud import wait_for
 from streamer.spool import Spool
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from binance_sim.testing import run_simulator
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.intervals import MINUTE
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.core.intervals import MINUTE
 from localcloud import wait_for
 from tests.streamer.helpers import (
     assert_lake_matches_truth,

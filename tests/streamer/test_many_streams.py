@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from binance_sim.testing import run_simulator
-from klinelake.intervals import MINUTE
+from klinelake.core.intervals import MINUTE
 from localcloud import wait_for
 from tests.streamer.helpers import (
     assert_lake_matches_truth,

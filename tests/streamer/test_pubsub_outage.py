@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from binance_sim.testing import run_simulator
-from klinelake.intervals import MINUTE
+from klinelake.core.intervals import MINUTE
 from localcloud import Stack, wait_for
 from localcloud.procs import stop_group
 from tests.streamer.helpers import (

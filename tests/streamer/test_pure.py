@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klinelake.intervals import HOUR, MINUTE
+from klinelake.core.intervals import HOUR, MINUTE
 from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
 from streamer.config import Settings, parse_streams

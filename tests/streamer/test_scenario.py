@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from binance_sim.testing import run_simulator
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.intervals import HOUR
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.core.intervals import HOUR
 from localcloud import wait_for
 from tests.streamer.helpers import (
     assert_lake_matches_truth,

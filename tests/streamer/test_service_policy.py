@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klinelake.intervals import HOUR
+from klinelake.core.intervals import HOUR
 from streamer.listing import end_step, listing_wait_s
 from streamer.shards import slot_with_room
 

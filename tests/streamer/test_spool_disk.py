@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binance_sim.testing import run_simulator
-from klinelake.intervals import MINUTE
+from klinelake.core.intervals import MINUTE
 from localcloud import wait_for
 from localcloud.procs import free_port
 from streamer.sender import StreamSender

@@ -7,11 +7,11 @@ import sqlite3
 from pathlib import Path
 
 from binance_sim.market import synthetic_kline
-from klinelake.contract import KlineBatch
-from klinelake.empty_ranges import EmptyRanges
-from klinelake.errors import TransientError
-from klinelake.intervals import MINUTE
-from klinelake.row import Kline
+from klinelake.backends.empty_ranges import EmptyRanges
+from klinelake.core.contract import KlineBatch
+from klinelake.core.errors import TransientError
+from klinelake.core.intervals import MINUTE
+from klinelake.core.row import Kline
 from streamer.sender import StreamSender
 from streamer.spool import Spool
 

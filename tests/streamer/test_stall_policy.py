@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klinelake.intervals import HOUR, MINUTE
+from klinelake.core.intervals import HOUR, MINUTE
 from streamer.slot_policy import Act, Decision, Replacement, SlotView, decide
 from streamer.stall import RestVerdict, StallTracker, StreamState
 

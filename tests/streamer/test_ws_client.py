@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import picows
 import pytest
 
-from klinelake.binance_rest import Blocked
+from klinelake.binance.rest import Blocked
 from streamer.ws_client import CloseInfo, WsClient, WsOpenFailed
 
 

@@ -1,0 +1,3 @@
+"""The `klinelake` command group (`python -m klinelake`): status, verify, verify-vision,
+deadletters.
+"""
