@@ -15,6 +15,7 @@ shows every variable (click's `show_envvar`).
     ACK_DEADLINE_S      (function)     300 (the push subscription's --ack-deadline)
     MERGE_PIECE_BYTES   (function)     33554432 (32 MiB: see klinelake/core/staged_merge.py)
     DEAD_LETTER_SUBSCRIPTION --subscription  (klinelake deadletters)
+    FLUSH_WINDOW_S      --flush-window 0 (streamer: publish each closed kline at once)
 
 Endpoints (binance-spot-api.md §1, §5): Binance also serves public market data from hosts that
 carry nothing else, `https://data-api.binance.vision` (REST) and
@@ -116,6 +117,13 @@ MERGE_PIECE_BYTES = Setting(
     "bytes of a large merge one piece re-uploads (a delivery stages pieces within its budget)",
     str(32 * 1024 * 1024),
 )
+FLUSH_WINDOW = Setting(
+    "FLUSH_WINDOW_S",
+    "--flush-window",
+    "streamer: hold a stream's closed klines up to S seconds and publish them as one message "
+    "(fewer messages and GCS writes, rows land up to S later; docs/cost.md); 0: at once",
+    "0",
+)
 
 # Read by the processes, set by their environment rather than by an operator's flag.
 STATE_DIRECTORY = Setting(
@@ -150,6 +158,7 @@ TABLE: tuple[Setting, ...] = (
     DEAD_LETTER_SUBSCRIPTION,
     ACK_DEADLINE,
     MERGE_PIECE_BYTES,
+    FLUSH_WINDOW,
     STATE_DIRECTORY,
     NOTIFY_SOCKET,
     *EMULATORS,

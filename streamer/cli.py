@@ -84,6 +84,7 @@ def default_state_dir() -> str:
     type=click.IntRange(1, MAX_STREAMS_PER_CONNECTION),
     default=Settings.streams_per_connection,
 )
+@cfg.option(cfg.FLUSH_WINDOW, type=click.FloatRange(0, 86_400))
 @click.option("--health-port", type=int, default=None, help="HTTP health on 127.0.0.1:PORT")
 @_tuning_options
 @click.option(
@@ -105,6 +106,7 @@ def main(  # noqa: PLR0917 - click passes every option
     state_dir: str | None,
     streams_per_connection: int,
     health_port: int | None,
+    flush_window: float,
     clock_speed: float,
     drain_timeout: float,
     max_conn_age: float,
@@ -148,6 +150,7 @@ def main(  # noqa: PLR0917 - click passes every option
             state_dir=Path(state_dir or default_state_dir()),
             streams_per_connection=streams_per_connection,
             health_port=health_port,
+            flush_window_s=flush_window,
             clock_speed=clock_speed,
             drain_timeout_s=drain_timeout,
             max_conn_age_s=max_conn_age,

@@ -56,6 +56,8 @@ class Settings:
     stall_grace_s: float = 30.0
     stall_grace_real_s: float = 3.0
     health_interval_s: float = 2.0
+    # FLUSH_WINDOW_S (server seconds): hold closed klines up to this, then one message
+    flush_window_s: float = 0.0
     subscribe_params: int = 200
     subscribe_timeout_s: float = 10.0
     publish_timeout_s: float = 60.0
@@ -94,6 +96,8 @@ class Settings:
                      "publish_timeout_s", "exchange_info_deadline_s"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.flush_window_s <= 86_400:
+            raise ValueError(f"flush_window_s must be 0..86400 seconds, got {self.flush_window_s}")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ValueError(f"health_port {self.health_port} is not a TCP port")
 

@@ -12,6 +12,7 @@ with capped jittered backoff forever: the spool holds the rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -42,6 +43,7 @@ from klinelake.core.publish import (
 from klinelake.core.row import Kline
 from klinelake.core.symbols import stream_id
 from klinelake.logs import log_event
+from streamer.flush_window import FlushWindow
 from streamer.repair import history_head, plan_gaps
 from streamer.spool import Spool
 
@@ -69,6 +71,10 @@ class StreamSender:
     backoff_cap_s: float = 30.0
     empty: EmptyRanges | None = None
     market: Market = Market.SPOT
+    # hold closed klines up to a window (docs/cost.md); the default sends each one at once
+    window: FlushWindow = field(default_factory=FlushWindow)
+    # how long `ms` of server time lasts in real seconds (the clock may run accelerated)
+    real_seconds: Callable[[float], float] = lambda ms: ms / 1000
     wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     repair_target: int | None = field(init=False, default=None)
     # retired: no kline opens at or after this
@@ -82,6 +88,9 @@ class StreamSender:
     # Confirmed empty, not yet in the lake: rides on the next batch (contract 4). Lost in a
     # crash only together with the cache entry, so repair confirms it again.
     pending_empty: list[Gap] = field(init=False, default_factory=list)
+    # server ms at which the klines held in the spool are due (None: nothing held)
+    due_at: int | None = field(init=False, default=None)
+    _draining: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     @functools.cached_property  # read per stream at every health write and check
     def stream(self) -> str:
@@ -102,12 +111,18 @@ class StreamSender:
         self.request_repair()
 
     async def run(self, draining: asyncio.Event) -> None:
+        self._draining = draining
         while True:
             if not self.wake.is_set():
-                self.idle.set()
-                if draining.is_set():
-                    return
-                await self.wake.wait()
+                if self.due_at is None:
+                    self.idle.set()
+                    if draining.is_set():
+                        return
+                    await self.wake.wait()
+                else:  # holding klines: until they are due, or an early wake (drain, repair)
+                    delay = self.real_seconds(max(0, self.due_at - self.server_now()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), delay)
             self.idle.clear()
             self.wake.clear()
             # the spool's disk (full, read-only, I/O error) is retried step by step, forever
@@ -128,7 +143,17 @@ class StreamSender:
         )  # fmt: skip
 
     async def step(self) -> bool:
-        """Send one batch (repairing first if needed). False when there is nothing to send."""
+        """Send one batch (repairing first if needed). False when there is nothing to send
+        now (nothing spooled, or the spooled klines are held until `due_at`)."""
+        flush_now = self._draining.is_set() or self.end_ms is not None
+        if (
+            self.due_at is not None
+            and self.repair_target is None
+            and not flush_now
+            and self.server_now() < self.due_at
+        ):  # a new kline joined the held ones: nothing is due yet (and no spool read)
+            return False
+        self.due_at = None
         rows, source = self.spool.peek(self.stream, self.batch_rows)
         requested = self.repair_target
         target = requested
@@ -142,6 +167,16 @@ class StreamSender:
             self.repair_target = None
         if not rows and not self.pending_empty:
             return False
+        if rows:
+            now = self.server_now()
+            wait = self.window.wait_ms(
+                now_ms=now, first_open_time=rows[0].open_time,
+                first_close_time=rows[0].close_time, interval=self.interval, held=len(rows),
+                draining=flush_now,
+            )  # fmt: skip
+            if wait:
+                self.due_at = now + wait
+                return False
         batch = KlineBatch(
             self.symbol, self.interval, tuple(rows), tuple(self.pending_empty), market=self.market
         )

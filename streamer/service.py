@@ -30,6 +30,7 @@ from streamer.backoff import Backoff, TokenBucket
 from streamer.clock import ServerClock
 from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnCounters, Connection, StreamRef
+from streamer.flush_window import FlushWindow
 from streamer.health import HealthState, sd_notify, serve_http
 from streamer.health_report import health_loop, snapshot, write_health
 from streamer.listing import plan_changes
@@ -252,6 +253,8 @@ class Service:
             server_now=self.clock.now_ms,
             empty=self.empty,
             market=spec.market,
+            window=FlushWindow.of_seconds(self.settings.flush_window_s),
+            real_seconds=self.clock.real_seconds,
         )
         self.senders[spec.sid] = snd
         return snd
