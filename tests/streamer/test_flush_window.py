@@ -36,7 +36,12 @@ def test_window_zero_sends_at_once_and_a_window_holds_until_w_after_the_first_cl
         now_ms=T0, first_open_time=T0, first_close_time=first_close, interval="1m", held=1
     ) == 0  # fmt: skip
     w = FlushWindow.of_seconds(60)
-    kw = {"first_open_time": T0, "first_close_time": first_close, "interval": "1m", "held": 1}
+    kw: dict[str, Any] = {
+        "first_open_time": T0,
+        "first_close_time": first_close,
+        "interval": "1m",
+        "held": 1,
+    }
     assert w.wait_ms(now_ms=first_close + 1, **kw) == 59_999
     assert w.wait_ms(now_ms=first_close + 60_000, **kw) == 0
     assert w.wait_ms(now_ms=first_close + 1, draining=True, **kw) == 0
