@@ -32,7 +32,7 @@ from streamer.config import Settings, StreamSpec
 from streamer.connection import ConnCounters, Connection, StreamRef
 from streamer.flush_window import FlushWindow
 from streamer.health import HealthState, sd_notify, serve_http
-from streamer.health_report import health_loop, snapshot, write_health
+from streamer.health_report import StreamsSection, health_loop, snapshot, write_health
 from streamer.listing import plan_changes
 from streamer.listing_watch import initial_streams, listing_loop, retire, symbol_set
 from streamer.sender import StreamSender
@@ -79,6 +79,7 @@ class Service:
         self.state: HealthState = "starting"
         self.reason: str | None = None
         self.health_error: int | None = None
+        self.health_streams = StreamsSection()  # the file's per-stream part, rebuilt less often
         self.rest: Any | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
