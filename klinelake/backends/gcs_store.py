@@ -57,6 +57,8 @@ def _translated(name: str) -> Iterator[None]:
         raise ObjectNotFound(f"{name}: {exc.message}") from None
     except (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable) as exc:
         raise TransientError(f"{name}: {exc}") from exc
+    except gexc.RetryError as exc:  # the client's retries ran out on a retryable failure
+        raise TransientError(f"{name}: {exc}") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
         raise LakeUnavailable(f"{name}: {exc.message}") from None
     except gexc.GoogleAPICallError as exc:
