@@ -67,7 +67,7 @@ def server() -> Iterator[tuple[str, Answers]]:
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", answers
@@ -83,19 +83,28 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gs, "DEFAULT_RETRY", fast)
 
 
-def store_at(url: str, monkeypatch: pytest.MonkeyPatch) -> gs.GCSStore:
+@pytest.fixture(params=["urllib3", "session"])
+def via(request: pytest.FixtureRequest) -> str:
+    """Each call goes through urllib3, or (with a proxy configured) the requests session."""
+    return str(request.param)
+
+
+def store_at(url: str, monkeypatch: pytest.MonkeyPatch, via: str = "urllib3") -> gs.GCSStore:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
-    return gs.GCSStore("bkt", gs.make_client("test"))
+    store = gs.GCSStore("bkt", gs.make_client("test"))
+    if via == "session":
+        store._api.http = None  # what a proxy for the endpoint's scheme selects
+    return store
 
 
 @pytest.mark.parametrize("status", sorted(EXPECTED))
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_each_failure_is_translated(
-    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch, op: str, status: int
+    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch, via: str, op: str, status: int
 ) -> None:
     url, answers = server
     answers.status = status
-    store = store_at(url, monkeypatch)
+    store = store_at(url, monkeypatch, via)
     if op == "stat" and status == 404:
         assert store.stat("raw/x.jsonl") is None
         return
@@ -109,20 +118,20 @@ def test_each_failure_is_translated(
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_a_refused_connection_is_transient(
-    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch, op: str
+    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch, via: str, op: str
 ) -> None:
     url, _ = server
     closed = url.rsplit(":", 1)[0] + ":9"  # discard port: nothing listens on 127.0.0.1:9
     with pytest.raises(TransientError):
-        OPS[op](store_at(closed, monkeypatch))
+        OPS[op](store_at(closed, monkeypatch, via))
 
 
 def test_requests_name_the_documented_paths(
-    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, Answers], monkeypatch: pytest.MonkeyPatch, via: str
 ) -> None:
     url, answers = server
     answers.status = 412
-    store = store_at(url, monkeypatch)
+    store = store_at(url, monkeypatch, via)
     for op in sorted(OPS):
         with pytest.raises(PreconditionFailed):
             OPS[op](store)
