@@ -46,7 +46,7 @@ def test_1000_streams_publish_every_closed_kline(tmp_path: Path) -> None:
                 return all((lake_last_open(lake, s, "1m") or 0) >= target for s in symbols)
 
             t0 = time.monotonic()
-            wait_for(done, 60, 0.25, "every stream has 4 minutes of closed klines")
+            wait_for(done, 120, 0.25, "every stream has 4 minutes of closed klines")
             took = time.monotonic() - t0
             proc = psutil.Process(st.pid)
             rss_mb = proc.memory_info().rss / 2**20
