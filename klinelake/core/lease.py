@@ -91,8 +91,10 @@ def _take_over(
     try:
         if found is None:  # released between our create and the stat: create again
             return store.write(lname, mine.encode(), if_generation_match=0)
-        body = store.read_range(lname, 0, _MAX_LEASE_BYTES, found.generation)
-        other = Lease.decode(body)
+        other = _read(store, found)
+        if other is not None and other.holder == mine.holder:
+            # our own create landed and its reply was lost: the client's retry got the 412
+            return found
         if other is not None and other.live(clock()):
             raise LeaseHeld(
                 f"{lname}: held by delivery {other.holder} for "
@@ -100,5 +102,15 @@ def _take_over(
             )
         return store.write(lname, mine.encode(), if_generation_match=found.generation)
     except (PreconditionFailed, ObjectNotFound):
-        # another delivery created, renewed or took it over in between: it is theirs
+        # another delivery created, renewed or took it over in between: it is theirs, unless
+        # that write was ours (landed, reply lost, the retry refused)
+        with contextlib.suppress(ObjectNotFound):  # (gone again: not ours either way)
+            now = store.stat(lname)
+            lease = _read(store, now) if now is not None else None
+            if now is not None and lease is not None and lease.holder == mine.holder:
+                return now
         raise LeaseHeld(f"{lname}: taken by another delivery just now") from None
+
+
+def _read(store: ObjectStore, info: ObjectInfo) -> Lease | None:
+    return Lease.decode(store.read_range(info.name, 0, _MAX_LEASE_BYTES, info.generation))

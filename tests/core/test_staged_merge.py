@@ -79,6 +79,31 @@ def test_a_live_lease_defers_a_second_holder_and_a_stale_one_is_taken_over() -> 
         assert lease_name(NAME) in store.objects
 
 
+class LostReply(MemoryStore):
+    """A conditional write whose first attempt lands but whose reply is lost: the client's
+    retry, under the same precondition, is refused (412), as on GCS."""
+
+    def write(
+        self, name: str, data: Data, if_generation_match: int, bounds: Bounds | None = None
+    ) -> ObjectInfo:
+        super().write(name, data, if_generation_match, bounds)
+        return super().write(name, data, if_generation_match, bounds)  # the retry: 412
+
+
+def test_a_lease_whose_create_reply_was_lost_is_still_ours() -> None:
+    """The 412 of a retried create is our own lease: held, and released at the end (it used to
+    defer the delivery as "held by" itself and block the object until the lease expired)."""
+    store, now = LostReply(), [1000.0]
+    with held(store, NAME, 300, clock=lambda: now[0]) as mine:
+        assert mine.holder in store.objects[lease_name(NAME)][1].decode()
+    assert store.list("staging/") == []  # released
+    # the same for the take-over of a stale lease (a crashed holder's)
+    MemoryStore.write(store, lease_name(NAME), Lease("crashed", 900.0).encode(), 0)
+    with held(store, NAME, 300, clock=lambda: now[0]) as mine:
+        assert mine.holder in store.objects[lease_name(NAME)][1].decode()
+    assert store.list("staging/") == []
+
+
 # --- the staged merge ----------------------------------------------------------------------
 
 
