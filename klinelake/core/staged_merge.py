@@ -321,7 +321,15 @@ def commit(plan: Plan, bounds: Bounds) -> ObjectInfo:
                 store.compose(inner, sources[i : i + COMPOSE_MAX], if_generation_match=0)
             grouped.append(inner)
         sources, level = grouped, level + 1
-    after = store.compose(info.name, sources, if_generation_match=info.generation, bounds=bounds)
+    try:
+        after = store.compose(
+            info.name, sources, if_generation_match=info.generation, bounds=bounds
+        )
+    except PreconditionFailed:
+        # the object is past generation G (another writer, or this compose landed and its
+        # retry got the 412): pieces of G can never be composed again
+        discard(plan)
+        raise
     discard(plan)
     return after
 

@@ -21,7 +21,7 @@ from klinelake.core.errors import LeaseHeld, MergeInProgress
 from klinelake.core.lease import Lease, held, lease_name, seconds_left
 from klinelake.core.row import Kline
 from klinelake.core.staged_merge import MergeBudget
-from klinelake.core.storage import Bounds, Data, ObjectInfo
+from klinelake.core.storage import Bounds, Data, ObjectInfo, ObjectNames
 from klinelake.core.writer import LakeWriter, WriteResult
 from tests.core.memory_store import MemoryStore
 from tests.core.test_merge_property import NAME, row
@@ -287,3 +287,35 @@ def test_a_delivery_killed_mid_staging_blocks_until_its_lease_expires_then_compl
     remade = [n for n, _ in store.writes[mark:] if n in made]
     assert remade == []  # the killed delivery's pieces were reused, not uploaded again
     assert store.list("staging/") == []
+
+
+class LostCommit(MemoryStore):
+    """The compose that commits a staged merge lands, its reply is lost, and the client's
+    retry under the same precondition is refused (412), as on GCS."""
+
+    def compose(
+        self,
+        name: str,
+        sources: ObjectNames,
+        if_generation_match: int,
+        bounds: Bounds | None = None,
+    ) -> ObjectInfo:
+        after = super().compose(name, sources, if_generation_match, bounds)
+        if name == NAME:
+            return super().compose(name, sources, if_generation_match, bounds)  # the retry: 412
+        return after
+
+
+def test_a_commit_whose_reply_was_lost_lands_once_and_leaves_no_pieces() -> None:
+    store = LostCommit()
+    LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(300)])
+    size = store.stat(NAME).size  # type: ignore[union-attr]
+    budget = MergeBudget(work_s=100.0, lease_s=60, piece_bytes=size // 4)
+    writer = LakeWriter(store, merge_budget=budget, clock=ticking(1.0))
+    batch = [row(k, 3) for k in (10, 150, 290)]
+    result, _ = deliver_until_done(writer, batch)
+    assert result.action == "noop"  # the retry found the batch in the object
+    wanted = {k: row(k).to_line() for k in range(300)}
+    wanted.update({k: row(k, 3).to_line() for k in (10, 150, 290)})
+    assert read_object(store, NAME) == b"".join(wanted[k] for k in sorted(wanted))
+    assert store.list("staging/") == []  # the old generation's pieces are of no use any more
