@@ -155,15 +155,19 @@ if [[ -f $UNIT_DIR/$OLD_UNIT ]]; then
   if on_vm && [[ $SKIP_SYSTEMCTL != 1 ]]; then
     systemctl disable --now "$OLD_UNIT" || true # stop: SIGTERM, the spool is flushed to disk
   fi
-  rm -f "$UNIT_DIR/$OLD_UNIT" "$ETC/streamer.env"
   if [[ -d $STATE && ! -e $STATE/spot ]]; then
-    mkdir -p "$WORK/spot"
+    # Staged beside the state, not in $WORK: renames on one filesystem (nothing copied), and a
+    # failure or a crash midway leaves every file under $STATE (the EXIT trap removes $WORK),
+    # where the next run goes on from.
+    mkdir -p "$STATE/.spot-migrating"
     find "$STATE" -mindepth 1 -maxdepth 1 ! -name spot ! -name um ! -name cm \
-      -exec mv -t "$WORK/spot" {} +
-    mv "$WORK/spot" "$STATE/spot"
+      ! -name .spot-migrating -exec mv -t "$STATE/.spot-migrating" {} +
+    mv "$STATE/.spot-migrating" "$STATE/spot"
     ! on_vm || chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE/spot"
     printf 'startup.sh: moved the state of %s to %s/spot\n' "$OLD_UNIT" "$STATE"
   fi
+  # Last: until the state has moved, the next run still finds the old unit and migrates.
+  rm -f "$UNIT_DIR/$OLD_UNIT" "$ETC/streamer.env"
   printf 'startup.sh: %s replaced by streamer@spot.service\n' "$OLD_UNIT"
 else
   printf 'startup.sh: no %s, nothing to migrate\n' "$OLD_UNIT"
