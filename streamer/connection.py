@@ -39,7 +39,6 @@ from streamer.ws_client import CloseInfo, WsClient, WsClosed, WsOpenFailed
 
 log = logging.getLogger("streamer.connection")
 MAX_QUEUED = 64  # frames waiting for `read_task` before the socket stops being read
-DRAIN_ON_CLOSE_S = 5.0  # how long `close` lets a slow sink take the frames already read
 
 
 class ConnectionFailed(Exception):
@@ -281,10 +280,6 @@ class Connection:
         if self.ws is not None:
             await self.ws.close(timeout_s=2)
         if self.read_task is not None:
-            # the frames already read (closed klines among them) still reach the sink: the
-            # client queued its CloseInfo after them, which ends `_read`; cancel only a sink
-            # that is stuck
-            await asyncio.wait({self.read_task}, timeout=DRAIN_ON_CLOSE_S)
             self.read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.read_task

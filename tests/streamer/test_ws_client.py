@@ -9,13 +9,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import orjson
 import picows
 import pytest
 
 from klinelake.binance.rest import Blocked
-from streamer.clock import ServerClock
-from streamer.connection import Connection, StreamRef
 from streamer.ws_client import CloseInfo, WsClient, WsOpenFailed
 
 
@@ -131,54 +128,3 @@ async def test_handshake_refusals(server: Server) -> None:
         await client.connect(server.url + "blocked", 5)
     with pytest.raises(WsOpenFailed):
         await client.connect("ws://127.0.0.1:9/", 5)  # nothing listens on the discard port
-
-
-def _closed_kline(open_time: int) -> bytes:
-    return orjson.dumps({
-        "stream": "btcusdt@kline_1m",
-        "data": {"e": "kline", "E": open_time + 60_001, "s": "BTCUSDT", "k": {
-            "t": open_time, "T": open_time + 59_999, "s": "BTCUSDT", "i": "1m", "f": 1,
-            "L": 2, "o": "1.0", "c": "1.0", "h": "1.0", "l": "1.0", "v": "1",
-            "n": 1, "x": True, "q": "1.0", "V": "1", "Q": "1.0", "B": "0"}},
-    })  # fmt: skip
-
-
-async def test_connection_close_delivers_the_closed_klines_already_read(server: Server) -> None:
-    """Closing a connection (rotation, shutdown) while the sink is slow: the closed klines
-    already read from the socket (in the connection's queue) still reach the sink."""
-    sink_open = asyncio.Event()
-    delivered: list[int] = []
-
-    async def on_closed(sid: str, k: object) -> None:
-        await sink_open.wait()  # a slow sink (spool, Pub/Sub backpressure)
-        delivered.append(k.open_time)  # type: ignore[attr-defined]
-
-    conn = Connection(
-        "c0",
-        server.url,
-        [StreamRef("btcusdt@kline_1m", "BTCUSDT@1m", "1m")],
-        on_closed,
-        ServerClock(),
-        stall_grace_ms=60_000,
-        frames_per_s=100.0,
-    )
-    opening = asyncio.create_task(conn.open())
-    peer = await asyncio.wait_for(server.connected.get(), 5)
-    await asyncio.wait_for(server.texts.get(), 5)  # the SUBSCRIBE
-    peer.send(picows.WSMsgType.TEXT, b'{"result":null,"id":1}')
-    await asyncio.wait_for(opening, 5)
-    opens = [1_700_000_040_000 + 60_000 * i for i in range(3)]
-    for t in opens:
-        peer.send(picows.WSMsgType.TEXT, _closed_kline(t))
-    deadline = asyncio.get_running_loop().time() + 5
-    while conn._slow.qsize() < len(opens) - 1:  # all read; the first one is at the sink
-        assert asyncio.get_running_loop().time() < deadline, "klines never read"
-        await asyncio.sleep(0.01)
-    closing = asyncio.create_task(conn.close())
-    assert conn.ws is not None
-    while not conn.ws.closed:
-        assert asyncio.get_running_loop().time() < deadline, "close never completed"
-        await asyncio.sleep(0.01)
-    sink_open.set()
-    await asyncio.wait_for(closing, 10)
-    assert delivered == opens
