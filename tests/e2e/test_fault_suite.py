@@ -203,7 +203,10 @@ def test_fault_suite_lake_equals_truth(
             )  # fmt: skip
 
             # 9. duplicate deliveries: an operator re-publishes rows already in the lake
-            data = lake_bytes(stack, "FAULTBTC", "1h")
+            # (the faults above can leave the 1h object's first rows still in flight: wait for them)
+            data = wait_for(
+                lambda: lake_bytes(stack, "FAULTBTC", "1h"), 120, 0.2, "FAULTBTC@1h in the lake"
+            )
             rows = [parse_lake_line(x) for x in data.splitlines()[:5]]
             for batch in make_batches(rows):
                 msg = encode_batch(batch, "replay")
