@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from klinelake.config import DEFAULT_REST_URL
+
 from .conftest import INFRA, REPO, VENV_BIN
 
 SCRIPTS = sorted(INFRA.glob("*.sh"))
@@ -365,7 +367,7 @@ def test_deploy_vm_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: P
     )
     env_lines = (build / "streamer-spot.env").read_text().splitlines()
     assert "MARKET=spot" in env_lines
-    assert "BINANCE_REST_URL=https://api.binance.com" in env_lines
+    assert f"BINANCE_REST_URL={DEFAULT_REST_URL}" in env_lines
     assert "KLINES_TOPIC=projects/test-project/topics/klines" in env_lines
     assert "SYMBOLS=BTCUSDC,ETHUSDC" in env_lines
     assert "INTERVALS=1h,1m" in env_lines

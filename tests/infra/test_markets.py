@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from klinelake.config import DEFAULT_REST_URL
+
 from .conftest import INFRA, REPO, VENV_BIN
 from .test_infra import _unit_root, commands, find, needs_systemd, no_gcloud_env, run_script
 
@@ -59,7 +61,7 @@ def test_three_markets_three_env_files_and_three_checks(
         assert f"MARKET={m}" in lines
         assert "KLINES_TOPIC=projects/test-project/topics/klines" in lines
     assert "SYMBOLS=BTCUSDC,ETHUSDC" in env["spot"] and "INTERVALS=1h,1m" in env["spot"]
-    assert "BINANCE_REST_URL=https://api.binance.com" in env["spot"]
+    assert f"BINANCE_REST_URL={DEFAULT_REST_URL}" in env["spot"]
     assert "SYMBOLS=um:quote=USDT" in env["um"] and "INTERVALS=5m,1h" in env["um"]
     # No URL set for um: the streamer picks the market's own hosts (fapi, fstream).
     assert not [x for x in env["um"] if x.startswith("BINANCE_")]

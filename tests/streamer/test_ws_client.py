@@ -15,6 +15,8 @@ import pytest
 from klinelake.binance.rest import Blocked
 from streamer.ws_client import CloseInfo, WsClient, WsOpenFailed
 
+BURST_PACING_S = 0.01  # the spacing under test, not synchronisation
+
 
 @dataclass
 class Server:
@@ -99,7 +101,7 @@ async def test_messages_in_order_fragments_pings_and_peer_close(server: Server) 
         peer.send(picows.WSMsgType.CONTINUATION, whole[200:], fin=True)
         sent.append(whole)
         peer.send_ping(b"ping-%d" % burst)
-        await asyncio.sleep(0.01)  # pacing: bursts land in different read ticks (not a wait)
+        await asyncio.sleep(BURST_PACING_S)  # bursts land in different read ticks (not a wait)
     await asyncio.wait_for(got.all_in.wait(), 10)
     assert got.messages == sent
     pongs = [await asyncio.wait_for(server.pongs.get(), 5) for _ in range(20)]
