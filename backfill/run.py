@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-import httpx
-
 from backfill.checkpoint import Checkpoint
 from backfill.exchange import check_symbols, request_weight_limit
 from backfill.fetch_pool import fetch_all
@@ -112,7 +110,6 @@ async def run_backfill(
     settings: Settings,
     reporter: Reporter,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
     on_used_weight: Callable[[int], None] | None = None,
     sink: Sink | None = None,
 ) -> RunResult:
@@ -125,7 +122,6 @@ async def run_backfill(
     async with BinanceRest(
         settings.rest_url,
         budget=budget,
-        transport=transport,
         on_used_weight=on_used_weight,
         market=market,
     ) as rest:

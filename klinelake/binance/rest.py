@@ -30,11 +30,11 @@ at once, without touching the network, until the ban ends.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from tenacity import (
     AsyncRetrying,
@@ -58,6 +58,7 @@ from klinelake.core.row import Kline, parse_rest_page
 from klinelake.core.symbols import validate_symbol
 
 MAX_LIMIT = 1000
+KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this (aiohttp's default)
 USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,16})")
 
@@ -160,28 +161,36 @@ class RestCounters:
     max_used_weight: int = 0  # the highest seen
 
 
-def _retry_after_s(response: httpx.Response, default: float) -> float:
+def _retry_after_s(headers: Mapping[str, str], default: float) -> float:
     try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
+        return max(0.0, float(headers.get("retry-after", "")))
     except ValueError:
         return default
 
 
-def _error_body(response: httpx.Response) -> tuple[int | None, str]:
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")[:200]
+
+
+def _error_body(body: bytes) -> tuple[int | None, str]:
     try:
-        body = orjson.loads(response.content)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, response.text[:200]
-    if isinstance(body, dict):
-        code = body.get("code")
-        return (code if isinstance(code, int) else None), str(body.get("msg", ""))
-    return None, response.text[:200]
+        return None, _text(body)
+    if isinstance(obj, dict):
+        code = obj.get("code")
+        return (code if isinstance(code, int) else None), str(obj.get("msg", ""))
+    return None, _text(body)
 
 
 class BinanceRest:
     """`async with BinanceRest(url) as rest: await rest.klines("BTCUSDT", "1h", a, b)`.
 
-    `transport` replaces httpx's network transport (tests pass `httpx.MockTransport`).
+    HTTP is aiohttp's client: one session with a pool of up to 64 kept-alive connections,
+    created inside the running loop on the first request (the client may be built before the
+    loop runs). aiohttp rather than httpx: a 1000-row page costs a quarter of the CPU
+    (docs/BENCHMARKS.md, "Backfill HTTP client: aiohttp"). Proxies come from the environment
+    (`HTTPS_PROXY`, `NO_PROXY`), as httpx did.
     `on_used_weight` is called with every `X-MBX-USED-WEIGHT-1M` value received.
     """
 
@@ -190,7 +199,6 @@ class BinanceRest:
         base_url: str = DEFAULT_REST_URL,
         *,
         budget: WeightBudget | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 10.0,
         max_attempts: int = 6,
         backoff_initial_s: float = 0.2,
@@ -211,13 +219,8 @@ class BinanceRest:
         self.backoff_max_s = backoff_max_s
         self.max_rate_limited = max_rate_limited
         self.on_used_weight = on_used_weight
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=timeout_s,
-            headers={"Accept": "application/json"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
+        self.timeout_s = timeout_s
+        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> BinanceRest:
         return self
@@ -226,7 +229,19 @@ class BinanceRest:
         await self.close()
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=KEEPALIVE_S),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"Accept": "application/json"},
+                trust_env=True,
+            )
+        return self._http
 
     # --- endpoints --------------------------------------------------------------------------
 
@@ -331,48 +346,50 @@ class BinanceRest:
         self.counters.requests += 1
         self.counters.weight_charged += weight
         try:
-            response = await self._http.get(path, params=params)
-        except httpx.HTTPError as exc:
+            async with self._session().get(self.base_url + path, params=params) as response:
+                status = response.status
+                headers = response.headers
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             await self.budget.release(weight, None)
             raise TransientError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             # Cancelled mid-request: free the reservation without awaiting (counted as used).
             self.budget.ledger.on_response(self.budget.clock(), weight, None)
             raise
-        used = self._used_weight(response)
+        used = self._used_weight(headers)
         await self.budget.release(weight, used)
-        status = response.status_code
         if status == 200:
-            return response.content
+            return body
         if status == 429:
             self.counters.rate_limited += 1
-            retry_after = _retry_after_s(response, 60.0)
+            retry_after = _retry_after_s(headers, 60.0)
             await self.budget.rate_limited(retry_after)
-            raise RateLimited(retry_after, _error_body(response)[1])
+            raise RateLimited(retry_after, _error_body(body)[1])
         if status == 418:
             # Retry-After (seconds) is relative, so it does not depend on the server's clock;
             # the "IP banned until <ms>" in the message is the fallback.
             now = self.budget.clock()
-            match = _BANNED_UNTIL.search(_error_body(response)[1])
-            if "retry-after" in response.headers or not match:
-                until = now + int(_retry_after_s(response, 120.0) * 1000)
+            match = _BANNED_UNTIL.search(_error_body(body)[1])
+            if "retry-after" in headers or not match:
+                until = now + int(_retry_after_s(headers, 120.0) * 1000)
             else:
                 until = int(match.group(1))
             await self.budget.banned(until)
             raise IPBanned(max(0, until - now) / 1000, until)
         if status in BLOCKED_STATUSES:
             # Binance's 451 is JSON with a "msg"; the WAF's 403 is an HTML page (not quoted).
-            is_json = "json" in response.headers.get("content-type", "")
-            detail = _error_body(response)[1] if is_json else ""
+            is_json = "json" in headers.get("content-type", "")
+            detail = _error_body(body)[1] if is_json else ""
             raise Blocked(status, f"GET {self.base_url}{path}", detail)
         if status >= 500:
-            raise ServerError(status, response.text)
-        code, msg = _error_body(response)
+            raise ServerError(status, _text(body))
+        code, msg = _error_body(body)
         cls = _CODE_ERRORS.get(code, BinanceAPIError) if code is not None else BinanceAPIError
         raise cls(status, code, msg)
 
-    def _used_weight(self, response: httpx.Response) -> int | None:
-        raw = response.headers.get(USED_WEIGHT_HEADER) or response.headers.get("x-mbx-used-weight")
+    def _used_weight(self, headers: Mapping[str, str]) -> int | None:
+        raw = headers.get(USED_WEIGHT_HEADER) or headers.get("x-mbx-used-weight")
         if raw is None:
             return None
         try:

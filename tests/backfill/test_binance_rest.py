@@ -1,11 +1,12 @@
-"""The REST client's logic against a function transport (httpx.MockTransport): no sockets."""
+"""The REST client's logic against a function served over real sockets (tests/http_stub.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-import httpx
 import orjson
 import pytest
 
@@ -19,42 +20,47 @@ from klinelake.binance.rest import (
 )
 from klinelake.binance.weight import WeightBudget
 from klinelake.core.errors import InvalidRow, TransientError
+from tests.http_stub import Drop, Handler, Reply, StubRequest, http_stub
 from tests.recorded import DATA
 
 PAGE = (DATA / "BTCUSDT-1m-2021-10-22.api_v3_klines.json").read_bytes()
 
 
-def reply(status: int, body: object, used: int = 2, **headers: str) -> httpx.Response:
-    return httpx.Response(
+def reply(status: int, body: object, used: int = 2, **headers: str) -> Reply:
+    return Reply(
         status,
-        content=orjson.dumps(body),
-        headers={"x-mbx-used-weight-1m": str(used), "x-mbx-used-weight": str(used), **headers},
+        orjson.dumps(body),
+        {"x-mbx-used-weight-1m": str(used), "x-mbx-used-weight": str(used), **headers},
     )
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response], **kw: object) -> BinanceRest:
-    return BinanceRest(
-        "http://sim.invalid",
-        transport=httpx.MockTransport(handler),
-        backoff_initial_s=0.001,
-        backoff_max_s=0.01,
-        **kw,  # type: ignore[arg-type]
-    )
+@asynccontextmanager
+async def client(handler: Handler, **kw: object) -> AsyncIterator[BinanceRest]:
+    async with (
+        http_stub(handler) as url,
+        BinanceRest(
+            url,
+            backoff_initial_s=0.001,
+            backoff_max_s=0.01,
+            **kw,  # type: ignore[arg-type]
+        ) as rest,
+    ):
+        yield rest
 
 
 async def test_klines_parses_the_page_and_sends_the_range() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[StubRequest] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         seen.append(request)
-        return httpx.Response(200, content=PAGE, headers={"x-mbx-used-weight-1m": "7"})
+        return Reply(200, PAGE, {"X-MBX-USED-WEIGHT-1M": "7"})
 
     weights: list[int] = []
     async with client(handler, on_used_weight=weights.append) as rest:
         rows = await rest.klines("BTCUSDT", "1m", 1634860800000, 1634947199999, limit=1000)
     assert rows and rows[0].symbol == "BTCUSDT" and rows[0].interval == "1m"
-    assert seen[0].url.path == "/api/v3/klines"
-    assert dict(seen[0].url.params) == {
+    assert (seen[0].method, seen[0].path) == ("GET", "/api/v3/klines")
+    assert seen[0].query == {
         "symbol": "BTCUSDT",
         "interval": "1m",
         "startTime": "1634860800000",
@@ -72,7 +78,7 @@ async def test_klines_parses_the_page_and_sends_the_range() -> None:
 async def test_4xx_is_translated_and_never_retried(code: int, cls: type[Exception]) -> None:
     calls = 0
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         nonlocal calls
         calls += 1
         return reply(400, {"code": code, "msg": "Invalid symbol."})
@@ -85,27 +91,29 @@ async def test_4xx_is_translated_and_never_retried(code: int, cls: type[Exceptio
 
 
 async def test_5xx_and_network_errors_are_retried() -> None:
-    answers: list[object] = [
+    answers: list[Reply | None] = [
         reply(503, {"code": -1008, "msg": "busy"}),
-        httpx.ConnectError("refused"),
+        # The connection is reset without an answer, twice: aiohttp itself resends an idempotent
+        # request once on a fresh connection (RFC 9112 §9.3.1), then the error reaches us.
+        None,
+        None,
         reply(500, {"code": -1000, "msg": "unknown"}),
-        httpx.Response(200, content=b'{"serverTime":1700000000000}'),
+        Reply(200, b'{"serverTime":1700000000000}'),
     ]
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        assert isinstance(answer, httpx.Response)
+        if answer is None:
+            raise Drop
         return answer
 
     async with client(handler) as rest:
         assert await rest.server_time() == 1700000000000
-    assert rest.counters.requests == 4 and rest.counters.retries == 3
+    assert not answers and rest.counters.requests == 4 and rest.counters.retries == 3
 
 
 async def test_5xx_gives_up_after_max_attempts() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         return reply(502, "bad gateway")
 
     async with client(handler, max_attempts=3) as rest:
@@ -116,18 +124,35 @@ async def test_5xx_gives_up_after_max_attempts() -> None:
 
 
 async def test_network_error_is_transient() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow")
+    calls = 0
+
+    def handler(request: StubRequest) -> Reply:
+        nonlocal calls
+        calls += 1
+        raise Drop
 
     async with client(handler, max_attempts=2) as rest:
-        with pytest.raises(TransientError, match="ReadTimeout"):
+        with pytest.raises(TransientError, match="GET /api/v3/time: ServerDisconnectedError"):
             await rest.server_time()
+    # each of our 2 attempts is sent twice (aiohttp resends once on a fresh connection)
+    assert calls == 4 and rest.counters.requests == 2 and rest.counters.retries == 1
+
+
+async def test_timeout_is_transient() -> None:
+    async def handler(request: StubRequest) -> Reply:
+        await asyncio.Event().wait()  # never answers; cancelled when the client gives up
+        raise AssertionError("unreachable")
+
+    async with client(handler, max_attempts=2, timeout_s=0.2) as rest:
+        with pytest.raises(TransientError, match=r"GET /api/v3/time: .*Timeout"):
+            await rest.server_time()
+    assert rest.counters.requests == 2 and rest.counters.retries == 1
 
 
 async def test_429_waits_retry_after_then_retries() -> None:
     times: list[float] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         times.append(time.monotonic())
         if len(times) == 1:
             return reply(
@@ -135,7 +160,7 @@ async def test_429_waits_retry_after_then_retries() -> None:
                 {"code": -1003, "msg": "Too much request weight used"},
                 **{"Retry-After": "0.3"},
             )
-        return httpx.Response(200, content=b'{"serverTime":1}')
+        return Reply(200, b'{"serverTime":1}')
 
     async with client(handler) as rest:
         assert await rest.server_time() == 1
@@ -146,7 +171,7 @@ async def test_429_waits_retry_after_then_retries() -> None:
 async def test_418_stops_everything_without_touching_the_network() -> None:
     calls = 0
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         nonlocal calls
         calls += 1
         return reply(
@@ -168,8 +193,8 @@ async def test_bad_row_names_the_field() -> None:
     rows = orjson.loads(PAGE)
     rows[3][1] = "12,5"
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=orjson.dumps(rows))
+    def handler(request: StubRequest) -> Reply:
+        return Reply(200, orjson.dumps(rows))
 
     async with client(handler) as rest:
         with pytest.raises(InvalidRow, match="'open'") as info:
@@ -178,22 +203,22 @@ async def test_bad_row_names_the_field() -> None:
 
 
 async def test_exchange_info_sends_symbols_as_json_array() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[StubRequest] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         seen.append(request)
-        return httpx.Response(200, content=b'{"symbols":[{"symbol":"BTCUSDT"}]}')
+        return Reply(200, b'{"symbols":[{"symbol":"BTCUSDT"}]}')
 
     async with client(handler) as rest:
         info = await rest.exchange_info(["BTCUSDT", "ETHUSDT"])
     assert info["symbols"][0]["symbol"] == "BTCUSDT"
-    assert seen[0].url.params["symbols"] == '["BTCUSDT","ETHUSDT"]'
+    assert seen[0].query["symbols"] == '["BTCUSDT","ETHUSDT"]'
 
 
 async def test_requests_share_the_budget() -> None:
     used = 0
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: StubRequest) -> Reply:
         nonlocal used
         used += 20
         return reply(200, {"symbols": []}, used=used)

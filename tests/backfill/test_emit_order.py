@@ -12,6 +12,7 @@ import pytest
 from backfill.run import run_backfill
 from klinelake.core.contract import KlineBatch
 from klinelake.core.intervals import HOUR
+from tests.http_stub import http_stub
 
 from .conftest import Quiet
 from .test_run_unit import T0, exchange, settings
@@ -46,10 +47,8 @@ async def test_history_goes_newest_first_in_ascending_batches(
 ) -> None:
     delays = {T0 + 24 * HOUR: 0.05, T0 + 96 * HOUR: 0.03}  # pages complete out of order
     sink = RecordingSink()
-    await run_backfill(
-        settings(tmp_path, batch_rows=batch_rows), Quiet(), transport=exchange(None, delays),
-        sink=sink,
-    )  # fmt: skip
+    async with http_stub(exchange(None, delays)) as url:
+        await run_backfill(settings(tmp_path, url, batch_rows=batch_rows), Quiet(), sink=sink)
     sent = times(sink)
     assert all(b == sorted(b) for b in sent)  # each batch ascending
     assert all(later[-1] < earlier[0] for earlier, later in itertools.pairwise(sent))
@@ -58,10 +57,11 @@ async def test_history_goes_newest_first_in_ascending_batches(
 
 async def test_a_crash_resumes_newest_first_without_repeats(tmp_path: Path) -> None:
     first = RecordingSink(fail_after=2)
-    with pytest.raises(RuntimeError):
-        await run_backfill(settings(tmp_path), Quiet(), transport=exchange(None, {}), sink=first)
-    second = RecordingSink()
-    await run_backfill(settings(tmp_path), Quiet(), transport=exchange(None, {}), sink=second)
+    async with http_stub(exchange(None, {})) as url:
+        with pytest.raises(RuntimeError):
+            await run_backfill(settings(tmp_path, url), Quiet(), sink=first)
+        second = RecordingSink()
+        await run_backfill(settings(tmp_path, url), Quiet(), sink=second)
     done, rest = times(first), times(second)
     assert rest and all(b[-1] < done[-1][0] for b in rest)  # resumed below what was sent
     everything = sorted(t for b in done + rest for t in b)

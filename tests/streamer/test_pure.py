@@ -117,7 +117,8 @@ def test_pure_modules_import_no_network_client() -> None:
     pure = ["streamer.shards", "streamer.stall", "streamer.backoff", "streamer.clock",
             "streamer.repair", "streamer.config", "streamer.slot_policy"]  # fmt: skip
     # (the bare `google.cloud` namespace is imported by a .pth file at start-up)
-    forbidden = ("websockets", "httpx", "google.cloud.", "google.api_core", "grpc", "sqlite3")
+    forbidden = ("websockets", "httpx", "aiohttp", "google.cloud.", "google.api_core", "grpc",
+                 "sqlite3")  # fmt: skip
     code = (
         "import sys\n"
         f"for m in {pure!r}: __import__(m)\n"
