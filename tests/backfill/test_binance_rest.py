@@ -229,3 +229,25 @@ async def test_requests_share_the_budget() -> None:
         await rest.exchange_info()
         assert budget.ledger.try_reserve(budget.clock(), 20) is not None
     assert rest.counters.max_used_weight == 40
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[StubRequest] = []
+
+    def proxy(request: StubRequest) -> Reply:
+        seen.append(request)
+        return Reply(200, b'{"serverTime":5}')
+
+    async with http_stub(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with BinanceRest("http://binance.invalid") as rest:
+            assert await rest.server_time() == 5
+        monkeypatch.setenv("NO_PROXY", "binance.invalid")  # bypassed: straight to the host
+        async with BinanceRest("http://binance.invalid", max_attempts=1) as rest:
+            with pytest.raises(TransientError, match="GET /api/v3/time"):
+                await rest.server_time()
+    assert [(r.path, r.headers["Host"]) for r in seen] == [("/api/v3/time", "binance.invalid")]
