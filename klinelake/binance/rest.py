@@ -249,7 +249,13 @@ class BinanceRest:
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=KEEPALIVE_S),
+                connector=aiohttp.TCPConnector(
+                    limit=64,
+                    keepalive_timeout=KEEPALIVE_S,
+                    # the system's getaddrinfo in a thread, as httpx did (/etc/hosts, nsswitch),
+                    # whether or not aiodns happens to be installed (aiohttp would pick it)
+                    resolver=aiohttp.ThreadedResolver(),
+                ),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers={"Accept": "application/json"},
             )
