@@ -61,7 +61,6 @@ class LogReporter:
 
     def __init__(self, stream: IO[str] | None = None, every: int = 50) -> None:
         setup_logging("INFO", stream)
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
         self.every = every
         self.pages = 0
         self.rows = 0

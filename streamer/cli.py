@@ -8,7 +8,6 @@ never answered): docs/runbook.md, "Blocked".
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -121,7 +120,6 @@ def main(  # noqa: PLR0917 - click passes every option
 ) -> None:
     """Stream Binance closed klines into the lake (or Pub/Sub), gap-free, once each."""
     setup_logging(log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
     try:
         symbol_set = parse_symbol_set(symbols)
         if symbol_set.market is not None:

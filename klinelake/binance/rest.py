@@ -30,8 +30,6 @@ at once, without touching the network, until the ban ends.
 from __future__ import annotations
 
 import re
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +43,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from klinelake.binance.http_session import env_proxy, new_session
 from klinelake.binance.weight import Banned, WeightBudget
 from klinelake.config import (
     DEFAULT_REST_URL,
@@ -60,7 +59,6 @@ from klinelake.core.row import Kline, parse_rest_page
 from klinelake.core.symbols import validate_symbol
 
 MAX_LIMIT = 1000
-KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this (aiohttp's default)
 USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,16})")
 
@@ -185,24 +183,12 @@ def _error_body(body: bytes) -> tuple[int | None, str]:
     return None, _text(body)
 
 
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (`HTTPS_PROXY`/`HTTP_PROXY`, `NO_PROXY`
-    honoured), as httpx used it. Resolved once per client: aiohttp's `trust_env` would look it
-    (and netrc) up on every request, ~0.5 ms each, as much CPU as the rest of a page's HTTP."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
-
-
 class BinanceRest:
     """`async with BinanceRest(url) as rest: await rest.klines("BTCUSDT", "1h", a, b)`.
 
-    HTTP is aiohttp's client: one session with a pool of up to 64 kept-alive connections,
-    created inside the running loop on the first request (the client may be built before the
-    loop runs). aiohttp rather than httpx: a 1000-row page costs a quarter of the CPU
-    (docs/BENCHMARKS.md, "Backfill HTTP client: aiohttp"). A proxy comes from the environment
-    (`env_proxy`), as with httpx.
+    HTTP is aiohttp's client (klinelake.binance.http_session): one session with a pool of up to
+    64 kept-alive connections, created inside the running loop on the first request (the client
+    may be built before the loop runs); a proxy comes from the environment, as with httpx.
     `on_used_weight` is called with every `X-MBX-USED-WEIGHT-1M` value received.
     """
 
@@ -248,15 +234,9 @@ class BinanceRest:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=64,
-                    keepalive_timeout=KEEPALIVE_S,
-                    # the system's getaddrinfo in a thread, as httpx did (/etc/hosts, nsswitch),
-                    # whether or not aiodns happens to be installed (aiohttp would pick it)
-                    resolver=aiohttp.ThreadedResolver(),
-                ),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            self._http = new_session(
+                aiohttp.ClientTimeout(total=self.timeout_s),
+                limit=64,
                 headers={"Accept": "application/json"},
             )
         return self._http

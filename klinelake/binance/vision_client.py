@@ -1,31 +1,38 @@
-"""Downloading data.binance.vision archives (httpx, asyncio): the adapter over
+"""Downloading data.binance.vision archives (aiohttp, asyncio): the adapter over
 `klinelake.core.vision`.
 
 `fetch(archive)` GETs the zip and its `.CHECKSUM`, verifies and parses them (`read_archive`), and
 returns the rows, or None when the zip is a 404 (not published yet, or no klines that period).
 Transport errors, 429 and 5xx are retried with backoff (tenacity) and then raise
-`TransientError`; any other status raises `ArchiveError`; httpx exceptions stop here.
+`TransientError`; any other status raises `ArchiveError`; aiohttp exceptions stop here.
 """
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from klinelake.binance.http_session import env_proxy, new_session
 from klinelake.core.errors import TransientError
 from klinelake.core.row import Kline
 from klinelake.core.vision import Archive, ArchiveError, read_archive
 
+# Per socket operation, as httpx's timeout was (a slow archive download is not cut short).
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=120, sock_read=120)
+
 
 class VisionClient:
-    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(timeout=120, transport=transport)
+        self._client: aiohttp.ClientSession | None = None  # built in the running loop
+        self._proxy = env_proxy(self.base_url)
         self.fetched = 0
         self.missing = 0
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def url(self, archive: Archive) -> str:
         return f"{self.base_url}/{archive.path}"
@@ -39,7 +46,8 @@ class VisionClient:
         check = await self._get(url + ".CHECKSUM")
         if check is None:
             raise ArchiveError(f"{url}.CHECKSUM: 404 while the zip exists; cannot verify it")
-        rows = read_archive(zipped.content, check.text, archive, source=url)
+        text = check.decode("utf-8", "replace")  # not UTF-8: read_archive says what is wrong
+        rows = read_archive(zipped, text, archive, source=url)
         self.fetched += 1
         return rows
 
@@ -49,16 +57,20 @@ class VisionClient:
         wait=wait_exponential(multiplier=0.5, max=10),
         reraise=True,
     )
-    async def _get(self, url: str) -> httpx.Response | None:
-        """The response, None on 404; transport errors, 429 and 5xx are retried (above)."""
+    async def _get(self, url: str) -> bytes | None:
+        """The body, None on 404; network errors, timeouts, 429 and 5xx are retried (above)."""
+        if self._client is None:
+            self._client = new_session(_TIMEOUT, limit=16)
         try:
-            r = await self._client.get(url)
-        except httpx.TransportError as exc:
+            async with self._client.get(url, proxy=self._proxy) as r:
+                status = r.status
+                body = await r.read() if status == 200 else b""
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientError(f"{url}: {exc!r}") from exc
-        if r.status_code == 404:
+        if status == 404:
             return None
-        if r.status_code >= 500 or r.status_code == 429:
-            raise TransientError(f"{url}: HTTP {r.status_code}")
-        if r.status_code != 200:
-            raise ArchiveError(f"{url}: HTTP {r.status_code}")
-        return r
+        if status >= 500 or status == 429:
+            raise TransientError(f"{url}: HTTP {status}")
+        if status != 200:
+            raise ArchiveError(f"{url}: HTTP {status}")
+        return body

@@ -14,6 +14,7 @@ from klinelake.core.markets import Market
 from klinelake.core.row import parse_rest_page, regular_message_rows
 from klinelake.core.vision import checksum_text, cover, parse_archive_path, read_archive
 from klinelake.core.writer import LakeWriter
+from tests.http_stub import Reply, StubRequest, http_stub
 
 from .test_core import CM_REST
 
@@ -86,8 +87,6 @@ def test_futures_archives_live_under_data_futures_with_a_header_and_ms() -> None
 def test_verify_vision_compares_a_coin_m_stream_with_its_futures_archive(tmp_path: object) -> None:
     import asyncio
 
-    import httpx
-
     from klinelake.binance.vision_client import VisionClient
     from klinelake.commands.verify_vision import check_stream
     from klinelake.core.vision import day as day_archive
@@ -119,20 +118,21 @@ def test_verify_vision_compares_a_coin_m_stream_with_its_futures_archive(tmp_pat
     body = buf.getvalue()
     served: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        served.append(request.url.path)
-        if request.url.path == "/" + archive.path:
-            return httpx.Response(200, content=body)
-        if request.url.path == "/" + archive.path + ".CHECKSUM":
-            return httpx.Response(200, text=checksum_text(body, archive))
-        return httpx.Response(404)
+    def handler(request: StubRequest) -> Reply:
+        served.append(request.path)
+        if request.path == "/" + archive.path:
+            return Reply(200, body)
+        if request.path == "/" + archive.path + ".CHECKSUM":
+            return Reply(200, checksum_text(body, archive).encode())
+        return Reply(404)
 
     async def run() -> object:
-        client = VisionClient("http://vision.test", transport=httpx.MockTransport(handler))
-        try:
-            return await check_stream(store, client, name)
-        finally:
-            await client.aclose()
+        async with http_stub(handler) as url:
+            client = VisionClient(url)
+            try:
+                return await check_stream(store, client, name)
+            finally:
+                await client.aclose()
 
     check = asyncio.run(run())
     assert check is not None
