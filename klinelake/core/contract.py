@@ -71,6 +71,7 @@ def _rows_of_one_stream_ascending(rows: Sequence[Kline], stream: tuple[str, str,
         map(operator.lt, opens, islice(opens, 1, None))
     )
 
+
 # What the function adds to a dead-lettered copy, and `klinelake deadletters` reads back.
 DL_REASON = "dead_letter_reason"
 DL_ORIGINAL_ID = "original_message_id"
