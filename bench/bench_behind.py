@@ -168,7 +168,9 @@ def cloud_backfill(
     landed = rows_landed(env, symbol, covers, want_rows)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"backfill in {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wait_for(landed, 3600, 0.05, f"{symbol} rows")
     wall = round(time.perf_counter() - t0, 2)
