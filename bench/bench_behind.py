@@ -157,9 +157,10 @@ def rows_landed(env: dict[str, str], symbol: str, span: tuple[int, int], want_ro
 def cloud_backfill(
     tree: Path, env: dict[str, str], sim: SimProcess, symbol: str, span: tuple[int, int], *,
     want_rows: int, covers: tuple[int, int], state: Path,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, dict[str, float]]:  # fmt: skip
     """Seconds from the backfill's start until the object holds `want_rows` rows (`covers`:
-    the open_time span the object spans then), and the backfill process's CPU seconds."""
+    the open_time span the object spans then); the backfill process's CPU seconds and when
+    it exited (every batch published)."""
     args = [
         sys.executable, "-m", "backfill", "--rest-url", sim.url, "--symbols", symbol,
         "--intervals", "1m", "--start", str(span[0]), "--end", str(span[1]),
@@ -172,10 +173,11 @@ def cloud_backfill(
     if done.returncode != 0:
         raise SystemExit(f"backfill in {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    exited = time.perf_counter() - t0
     wait_for(landed, 3600, 0.05, f"{symbol} rows")
     wall = round(time.perf_counter() - t0, 2)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, round(cpu, 2)
+    return wall, {"backfill": round(cpu, 2), "backfill_exited_s": round(exited, 2)}
 
 
 def _iso_s(text: str) -> float:
@@ -259,12 +261,13 @@ def cloud_scenario(
 
     def empty() -> None:
         cpu = server_cpu(stack_dir)
-        out["empty_s"], backfill_cpu = cloud_backfill(
+        out["empty_s"], backfill = cloud_backfill(
             tree, env, sim, "ETHUSDC", history, want_rows=days * 1440, covers=history,
             state=work / "s1",
         )  # fmt: skip
         out["empty_function"] = function_stats(log, "ETHUSDC")
-        out["empty_cpu_s"] = {**cpu_spent(cpu, server_cpu(stack_dir)), "backfill": backfill_cpu}
+        out["empty_backfill_exited_s"] = backfill.pop("backfill_exited_s")
+        out["empty_cpu_s"] = {**cpu_spent(cpu, server_cpu(stack_dir)), **backfill}
 
     def behind() -> None:
         cloud_backfill(
@@ -273,12 +276,13 @@ def cloud_scenario(
         )  # fmt: skip
         after_week = _last_message_id(log)
         cpu = server_cpu(stack_dir)
-        out["behind_s"], backfill_cpu = cloud_backfill(
+        out["behind_s"], backfill = cloud_backfill(
             tree, env, sim, "BTCUSDC", history, want_rows=(days + week) * 1440,
             covers=(history[0], recent[1]), state=work / "s3",
         )  # fmt: skip
         out["behind_function"] = function_stats(log, "BTCUSDC", after_week)
-        out["behind_cpu_s"] = {**cpu_spent(cpu, server_cpu(stack_dir)), "backfill": backfill_cpu}
+        out["behind_backfill_exited_s"] = backfill.pop("backfill_exited_s")
+        out["behind_cpu_s"] = {**cpu_spent(cpu, server_cpu(stack_dir)), **backfill}
 
     try:
         for phase in (behind, empty) if behind_first else (empty, behind):
