@@ -15,6 +15,7 @@ sent they are also cached locally (klinelake.backends.empty_ranges) for `--missi
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 
@@ -42,6 +43,7 @@ from klinelake.core.row import Kline
 
 # The backfill may give up on the sink: its checkpoint holds the progress and a re-run resumes.
 # Transient failures get 6 tries over ~20 s; anything else (bad config, a rejected batch) ends it.
+_OPEN_TIME = operator.attrgetter("open_time")
 SINK_PATIENCE = Patience(
     attempts=6, first_s=0.5, cap_s=10.0, permanent=lambda e: not isinstance(e, TransientError)
 )
@@ -132,4 +134,4 @@ class StreamEmitter:
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
     """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
     last_open = align_down(page.end, page.interval)
-    return confirmed_empty((r.open_time for r in rows), page.start, last_open, page.interval)
+    return confirmed_empty(list(map(_OPEN_TIME, rows)), page.start, last_open, page.interval)

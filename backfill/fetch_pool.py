@@ -20,6 +20,7 @@ from klinelake.backends.sink import Sink
 from klinelake.binance.rest import BinanceRest
 from klinelake.core.publish import (
     fetch_range,
+    within,
 )
 from klinelake.core.row import Kline
 
@@ -77,12 +78,13 @@ async def fetch_all(
                         rest, page.symbol, page.interval, page.start, page.end,
                         limit=settings.limit, market=page.market,
                     )  # fmt: skip
-                    rows = [k async for part in pages for k in part]
+                    parts = [part async for part in pages]
+                    rows = parts[0] if len(parts) == 1 else [k for part in parts for k in part]
             except Exception as exc:  # stop taking pages; the first failure is raised below
                 failures.append(exc)
                 slots.release()
                 return
-            rows = [r for r in rows if page.start <= r.open_time <= page.end]
+            rows = within(rows, page.start, page.end)
             halts = page_halts(page, rows)
             for gap in halts:
                 result.empty_ranges.append((page.stream, gap))

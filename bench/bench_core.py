@@ -1,7 +1,9 @@
 """Benchmarks of the core (issue 3). Run by hand: `.venv/bin/python bench/bench_core.py`
-(`--rest-page`: only the first figure).
+(`--rest-page`: only the first figure; `--stages`: only the row path's stages).
 
 - a 1,000-row REST page parsed by the bulk path and by the row-by-row reference (issue 15);
+- the backfill's row path stage by stage, CPU per row of each in isolation (issue 15: where
+  the floor of "parse, validate, serialise, write" lies in this design);
 - canonical serialisation and parsing throughput (rows/s), on the real fixture rows;
 - merging 30 days of 1m rows (43,200) into a 2-year 1m object (~1.05M rows) on the local
   backend: wall time and peak RSS of a fresh process doing only that merge;
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -170,8 +173,59 @@ def append_bench(big: str, small: str, repeats: int = 15) -> None:
     )
 
 
+def per_row_us(fn: Callable[[], object], rows: int) -> float:
+    """CPU µs per row of `fn` (which handles `rows` rows): best of 5 rounds of 0.3 s."""
+    best = float("inf")
+    for _ in range(5):
+        n, t = 0, time.process_time()
+        while time.process_time() - t < 0.3:
+            fn()
+            n += rows
+        best = min(best, (time.process_time() - t) / n * 1e6)
+    return best
+
+
+def row_path_stages() -> None:
+    """The backfill's work per row after the HTTP client hands over a 1,000-row page, one
+    stage at a time (each measured alone, so their sum is a floor for the whole path)."""
+    rows = [synth(k) for k in range(1000)]
+    body = orjson.dumps(
+        [[r.open_time, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume,
+          r.trades, r.taker_buy_base_volume, r.taker_buy_quote_volume, "0"] for r in rows]
+    )  # fmt: skip
+    decoded = orjson.loads(body)
+    klines = lake_row.parse_rest_page(body, "BTCUSDT", "1m")
+    pages = [[synth(k) for k in range(p * 5000, (p + 1) * 5000)] for p in range(20)]
+    with tempfile.TemporaryDirectory() as lake:
+        # 20 batches of 5,000 new rows (backfill's batch) onto one object, oldest first (local)
+        writer = LakeWriter(LocalStore(lake))
+        t = time.process_time()
+        for page in pages:
+            writer.write_batch(next(iter(make_batches(page))))
+        write_us = (time.process_time() - t) / 100_000 * 1e6
+        stages = [
+            ("orjson.loads of the page", per_row_us(lambda: orjson.loads(body), 1000)),
+            ("the bulk shape and digit checks",
+             per_row_us(lambda: lake_row._rest_page_shape_ok(body, 1000), 1000)),
+            ("columns, grid check and Klines",
+             per_row_us(lambda: lake_row.regular_rest_page(body, decoded, "BTCUSDT", "1m"), 1000)
+             - per_row_us(lambda: lake_row._rest_page_shape_ok(body, 1000), 1000)),
+            ("KlineBatch (make_batches)", per_row_us(lambda: list(make_batches(klines)), 1000)),
+            ("Kline.to_line", per_row_us(lambda: [r.to_line() for r in klines], 1000)),
+            ("LakeWriter on the local disk (KlineBatch, to_line included)", write_us),
+        ]  # fmt: skip
+    for label, us in stages:
+        print(f"row path stage: {label:60s} {us:5.2f} us/row CPU")
+    # the writer's figure includes KlineBatch and to_line: count them once
+    total = sum(us for _, us in stages[:3]) + stages[5][1]
+    print(f"row path, sum of the stages (a floor for this design): {total:.2f} us/row CPU")
+
+
 def main() -> None:
     print(f"python {sys.version.split()[0]}")
+    if "--stages" in sys.argv:
+        row_path_stages()
+        return
     rest_page_throughput()
     if "--rest-page" in sys.argv:
         return

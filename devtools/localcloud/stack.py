@@ -282,7 +282,11 @@ class Stack:
         data_dir = self.dir / "pubsub-data"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = self._base_env()
-        env["JAVA_TOOL_OPTIONS"] = "-Xmx128m"
+        # The emulator keeps every undelivered message on its heap: a backfill publishes 5,000-row
+        # messages (~1.5 MB each) faster than the ordered push drains them, and with 128 MiB it
+        # ran out of heap after ~39 of them (90 days of 1m behind a week); Pub/Sub itself holds
+        # up to 7 days of backlog.
+        env["JAVA_TOOL_OPTIONS"] = "-Xmx768m"
         argv = [
             str(binary), "--host=127.0.0.1", f"--port={self.state.pubsub_port}",
             f"--data-dir={data_dir}",

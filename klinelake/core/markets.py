@@ -15,6 +15,7 @@ Every fact below cites the fact sheets beside DESIGN.md (`binance-spot-api.md`,
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,13 @@ class MarketSpec:
     def cheapest_page_limit(self) -> int:
         """The `limit` that buys the most bars per unit of weight: 1000 on spot (flat 2), 499
         on futures (499 bars for 2, against 1000 for 5 or 1500 for 10: FS §6)."""
-        return max(range(1, self.max_limit + 1), key=lambda n: (n / self.weight_for_limit(n), n))
+        return _cheapest_page_limit(self)
+
+
+# A search over every limit: read once per request in the backfill, so computed once per market.
+@functools.cache
+def _cheapest_page_limit(s: MarketSpec) -> int:
+    return max(range(1, s.max_limit + 1), key=lambda n: (n / s.weight_for_limit(n), n))
 
 
 # The market table: one row per fact, one column per market (spot, USD-M, COIN-M).

@@ -165,6 +165,14 @@ def next_page_start(
     return start if start <= last else None
 
 
+def within(rows: list[Kline], first: int, last: int) -> list[Kline]:
+    """The rows (ascending by open_time) with `first <= open_time <= last`; the list itself
+    when all are (a page inside its range, the common case: no per-row pass)."""
+    if not rows or (first <= rows[0].open_time and rows[-1].open_time <= last):
+        return rows
+    return [k for k in rows if first <= k.open_time <= last]
+
+
 async def fetch_range(
     rest: KlineSource,
     symbol: str,
@@ -181,7 +189,7 @@ async def fetch_range(
     while start is not None and start <= last:
         window_end = window_for_page(market, start, last, interval, limit)
         page = await rest.klines(symbol, interval, start, window_end, limit)
-        rows = [k for k in page if start <= k.open_time <= window_end]
+        rows = within(page, start, window_end)
         yield rows
         start = next_page_start(
             rows, returned=len(page), last=last, limit=limit, interval=interval,

@@ -88,3 +88,37 @@ def test_gaps_and_present_partition_the_range(offsets: set[int], iv: str) -> Non
     assert missing.isdisjoint(present)
     assert missing | set(present) == set(grid)
     assert count_between(first, last, iv) == 301
+
+
+@given(
+    st.sampled_from(["1s", "1m", "1h", "1d", "1w", "1M", "3d"]),
+    st.integers(0, 40),
+    st.lists(st.tuples(st.sampled_from(["drop", "dup", "shift", "outside"]), st.integers(0, 40))),
+)
+def test_the_complete_answer_fast_path_agrees_with_the_walk(
+    iv: str, n: int, edits: list[tuple[str, int]]
+) -> None:
+    """find_gaps answers a list that is exactly the grid without walking it; any other list
+    (a hole, a repeat, an off-grid or out-of-range time) gets what the walk gives."""
+    first = align_down(ms(2023, 1, 1), iv) if iv != "3d" else ms(2023, 1, 1)
+    grid = [first]
+    for _ in range(n):
+        grid.append(next_open_time(grid[-1], iv))
+    present = list(grid)
+    for kind, i in edits:
+        if not present:
+            break
+        i %= len(present)
+        if kind == "drop":
+            del present[i]
+        elif kind == "dup":
+            present.insert(i, present[i])
+        elif kind == "shift":  # off the grid, order kept
+            if i + 1 < len(present) and present[i] + 1 < present[i + 1]:
+                present[i] += 1
+        else:
+            present.append(present[-1] + 10**12)
+    last = grid[-1]
+    assert find_gaps(present, first, last, iv) == find_gaps(iter(present), first, last, iv)
+    if present == grid:
+        assert find_gaps(present, first, last, iv) == []
