@@ -189,6 +189,31 @@ async def test_418_stops_everything_without_touching_the_network() -> None:
     assert calls == 1 and rest.counters.requests == 1 and rest.counters.retries == 0
 
 
+@pytest.mark.parametrize("with_retry_after", [True, False])
+async def test_418_ban_length_from_retry_after_else_from_the_message(
+    with_retry_after: bool,
+) -> None:
+    """Retry-After (relative: independent of the server's clock) decides the ban's end; only
+    without it does the message's "banned until <ms>" (binance-spot-api.md §8)."""
+    until_ms = int(time.time() * 1000) + 600_000  # the message says 10 minutes
+    headers = {"Retry-After": "120"} if with_retry_after else {}
+
+    def handler(request: StubRequest) -> Reply:
+        body = {
+            "code": -1003,
+            "msg": f"Way too much request weight used; IP banned until {until_ms}.",
+        }
+        return reply(418, body, **headers)
+
+    async with client(handler) as rest:
+        with pytest.raises(IPBanned) as info:
+            await rest.klines("BTCUSDT", "1h", 0, 1)
+    if with_retry_after:
+        assert 119 <= info.value.retry_after_s <= 120
+    else:
+        assert 595 <= info.value.retry_after_s <= 600 and info.value.until_ms == until_ms
+
+
 async def test_bad_row_names_the_field() -> None:
     rows = orjson.loads(PAGE)
     rows[3][1] = "12,5"
