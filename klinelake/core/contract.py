@@ -34,6 +34,7 @@ from itertools import islice
 from typing import Any, Literal, get_args
 
 import orjson
+import pybase64
 
 from klinelake.core.errors import InvalidData, InvalidMessage
 from klinelake.core.halts import check_range, ranges_from_json, ranges_to_json
@@ -90,6 +91,17 @@ def message_schema() -> dict[str, Any]:
     text = resources.files("klinelake").joinpath("schema/message.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def decode_base64(text: str) -> bytes:
+    """`base64.b64decode(text, validate=True)`, exactly (the same bytes, the same refusals):
+    pybase64 decodes in a fraction of the time, and what it accepts the standard library
+    decodes to the same bytes (tests/core/test_decode_base64.py); what it refuses (it is
+    stricter, e.g. about padding after a complete quantum) the standard library decides."""
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode(text, validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +387,7 @@ def unwrap_pubsub_event(event_data: object) -> ReceivedMessage:
             envelope_error="message data is not a base64 string",
         )  # fmt: skip
     try:
-        data = base64.b64decode(encoded, validate=True)
+        data = decode_base64(encoded)
     except (binascii.Error, ValueError):
         return ReceivedMessage(
             message_id, encoded.encode("utf-8"), attributes, publish_time,
