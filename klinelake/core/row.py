@@ -11,7 +11,8 @@ import functools
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import repeat, starmap
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -401,6 +402,16 @@ def _trusted_klines(*columns: Iterable[object]) -> list[Kline]:
     return out
 
 
+def _trusted_klines_from_values(values: Iterable[Iterable[object]], market: Market) -> list[Kline]:
+    """Klines from each row's 13 values in field order, as `_trusted_klines` (the same trust:
+    only for rows validated in bulk, `regular_message_rows`)."""
+    out: list[Kline] = list(starmap(_KlineFields, values))
+    if market != Market.SPOT:
+        deque(map(setattr, out, repeat("market"), repeat(market)), maxlen=0)
+    deque(map(setattr, out, repeat("__class__"), repeat(Kline)), maxlen=0)
+    return out
+
+
 # --- data.binance.vision CSV ---------------------------------------------------------------
 
 
@@ -525,21 +536,20 @@ def regular_message_rows(
         return None
     if not _decimal_digit_runs_ok(body, len(_DECIMAL_FIELDS) * n):
         return None
-    # The shape made every row a dict with FIELDS in order, so values() are the columns.
-    columns = list(zip(*map(dict.values, klines), strict=True))
+    # The shape made every row a dict with the market's keys in slot order (the n-th key of
+    # any market holds the n-th slot: markets.py), so each row's values() are a Kline's first
+    # 13 fields: the Klines are built from them row-wise, no transposed copy of the columns.
+    keys = row_keys(market)
     opens, closes, symbols, intervals, trades = (
-        columns[0], columns[1], columns[2], columns[3], columns[10]
-    )  # fmt: skip
+        list(map(itemgetter(keys[i]), klines)) for i in (0, 1, 2, 3, 10)
+    )
     if (
         symbols.count(symbol) != n
         or intervals.count(interval) != n
         or not _regular_grid(opens, closes, trades, grid, interval)
     ):
         return None
-    rows = _trusted_klines(
-        opens, closes, repeat(symbol), repeat(interval), *columns[4:10], trades, *columns[11:],
-        repeat(Market(market)),
-    )  # fmt: skip
+    rows = _trusted_klines_from_values(map(dict.values, klines), Market(market))
     # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
     # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
     lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
