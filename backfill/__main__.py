@@ -8,7 +8,6 @@ HTTP 451 restricted location or 403 WAF, or exchangeInfo never answered: see doc
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from klinelake.config import EXIT_BAD_CONFIG, EXIT_BLOCKED, split_csv
 from klinelake.core.contract import check_source
 from klinelake.core.errors import KlineLakeError
 from klinelake.core.markets import Market, spec
+from klinelake.runtime import tune_gc_for_bulk_rows
 
 EXIT_BAD_INPUT = EXIT_BAD_CONFIG
 EXIT_BANNED = 3
@@ -148,9 +148,7 @@ def main(  # noqa: PLR0917 - click passes every option
     from backfill.progress import make_reporter
 
     reporter = make_reporter()
-    # A backfill holds tens of thousands of rows in flight, all acyclic; with the default
-    # threshold (700) the cyclic GC traverses them again and again: 18% of the run's CPU.
-    gc.set_threshold(50_000, 20, 20)
+    tune_gc_for_bulk_rows()  # tens of thousands of acyclic rows in flight (klinelake.runtime)
     try:
         asyncio.run(run_backfill(settings, reporter))
     except BadInput as exc:

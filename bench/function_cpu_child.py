@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from ingest_function.handler import IngestConfig, IngestHandler
+from ingest_function.handler import IngestHandler
 from klinelake.core.contract import KlineBatch, encode_batch
 from klinelake.core.row import Kline
 from klinelake.core.symbols import object_name
@@ -50,9 +50,14 @@ def send(handler: IngestHandler, symbol: str, keys: range, n: int) -> tuple[floa
 
 def main() -> None:
     gcs_url, bucket, live, big_rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    # the function's own path: LAKE_URI=gs://BUCKET, the client honouring STORAGE_EMULATOR_HOST
+    # the function's own path: LAKE_URI=gs://BUCKET, the client honouring STORAGE_EMULATOR_HOST,
+    # the handler built by the deployed entry point (its process settings, e.g. the GC's, and
+    # its logging, at WARNING so that stdout keeps only this script's figures)
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
-    handler = IngestHandler.from_config(IngestConfig(f"gs://{bucket}", None, "bench"))
+    os.environ.update(LAKE_URI=f"gs://{bucket}", GOOGLE_CLOUD_PROJECT="bench", LOG_LEVEL="WARNING")
+    from ingest_function.main import handler as entry_handler
+
+    handler = entry_handler()
     store: Any = handler.writer.store
     out: dict[str, Any] = {}
 

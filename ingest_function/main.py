@@ -18,6 +18,7 @@ from cloudevents.http import CloudEvent
 
 from ingest_function.handler import IngestConfig, IngestHandler
 from klinelake.logs import setup_logging
+from klinelake.runtime import tune_gc_for_bulk_rows
 
 _lock = threading.Lock()
 
@@ -25,6 +26,7 @@ _lock = threading.Lock()
 @functools.cache
 def _build_handler() -> IngestHandler:
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"), sys.stdout)
+    tune_gc_for_bulk_rows()  # a backfill message is 5,000 rows of acyclic objects
     return IngestHandler.from_config(IngestConfig.from_env(os.environ))
 
 
