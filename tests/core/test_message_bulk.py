@@ -179,3 +179,19 @@ def test_sort_unique_skips_only_what_is_already_sorted_and_unique(
     by_time = {r.open_time: r for r in rows}
     assert sort_unique(rows) == [by_time[t] for t in sorted(by_time)]
     assert sort_unique(iter(rows)) == sort_unique(rows)
+
+
+@pytest.mark.parametrize("market", ["spot", "um", "cm"])
+def test_futures_messages_take_the_bulk_path_with_their_market(market: str) -> None:
+    """A regular message of every market is decoded in bulk (its lake lines ride along) into
+    the very rows it was made of, each carrying its market (a COIN-M row its COIN-M keys)."""
+    from klinelake.core.contract import encode_batch
+    from klinelake.core.markets import Market
+
+    m = Market(market)
+    rows = tuple(Kline(**dict(pairs), market=m) for pairs in regular_rows(40, "BTCUSD_PERP", "1m"))
+    batch = KlineBatch("BTCUSD_PERP", "1m", rows, market=m)
+    decoded = decode_message(encode_batch(batch, "rest").data)
+    assert decoded.lake_lines is not None  # the bulk path
+    assert decoded == batch and all(r.market is m for r in decoded.rows)
+    assert decoded.lake_lines == tuple(r.to_line() for r in rows)
