@@ -159,7 +159,12 @@ class StreamSender:
         target = requested
         if rows:
             target = max(target or rows[-1].open_time, rows[-1].open_time)
-        if target is not None and self.rest is not None and await self._repair(target, rows):
+        if (
+            target is not None
+            and self.rest is not None
+            and not self._rows_close_every_gap(target, rows)
+            and await self._repair(target, rows)
+        ):
             rows, source = self.spool.peek(self.stream, self.batch_rows)
             # live rows that arrived meanwhile may lie past a new gap: not in this batch
             rows = [k for k in rows if k.open_time <= target]
@@ -183,14 +188,36 @@ class StreamSender:
         await self._send(batch, source)
         return True
 
+    def _history_tail(self) -> int | None:
+        """The open time the published history ends at (the last published kline, or the bar
+        before a listing's onboard bar), or None."""
+        last = self.spool.last_published(self.stream)
+        if last is None and self.history_from is not None:
+            last = prev_open_time(self.history_from, self.interval)
+        return last
+
+    def _rows_close_every_gap(self, target: int, rows: list[Kline]) -> bool:
+        """The peeked rows alone run without a hole from the published history to `target`:
+        the common step (the next live kline), decided without reading the spool again. The
+        spool holds at least these rows, so it has no gap either and `_repair` would find
+        none (its gaps are a subset of these)."""
+        if not rows:
+            return False
+        gaps = plan_gaps(
+            last_published=self._history_tail(),
+            spooled=[k.open_time for k in rows],
+            first_spooled=rows[0].open_time,
+            target=target,
+            interval=self.interval,
+        )
+        return not gaps
+
     async def _repair(self, target: int, rows: list[Kline]) -> bool:
         """Fill the gaps up to `target`; True if rows were added. Retries until REST answers."""
         first_spooled = rows[0].open_time if rows else None
 
         async def attempt() -> tuple[list[Gap], int]:
-            last = self.spool.last_published(self.stream)
-            if last is None and self.history_from is not None:
-                last = prev_open_time(self.history_from, self.interval)
+            last = self._history_tail()
             gaps = plan_gaps(
                 last_published=last,
                 spooled=self.spool.open_times(self.stream, target),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from functools import partial
@@ -39,6 +38,7 @@ from streamer.sender import StreamSender
 from streamer.shards import shard
 from streamer.slots import start_slot
 from streamer.spool import Spool, SpoolUnavailable
+from streamer.stop_signals import stop_on_signals
 
 log = logging.getLogger("streamer")
 
@@ -89,6 +89,7 @@ class Service:
         try:
             s.state_dir.mkdir(parents=True, exist_ok=True)
             self.spool.open()
+            self.spool.defer_acks(asyncio.get_running_loop().call_soon)
         except (SpoolUnavailable, OSError) as exc:
             # Refuse to start rather than run without a durable spool: nothing is received
             # yet, so nothing is lost, and systemd's restarts make the line hard to miss.
@@ -117,9 +118,9 @@ class Service:
             return self.exit_code
         self.state = "running"
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+        # (not loop.add_signal_handler: under load it loses the signal, see stop_signals)
+        stop_signals = contextlib.ExitStack()
+        stop_signals.enter_context(stop_on_signals(loop, self.request_stop))
         self._sink_obj, self._rest_obj = sink, rest
         self.started_at = self.clock.now_ms()
         streams = await initial_streams(self, rest)
@@ -197,9 +198,7 @@ class Service:
         depth = sum(self.spool.depth().values())
         self.spool.close()  # (writes what it holds, if the disk allows it by now)
         self._report_unsent()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        stop_signals.close()
         log_event(
             log,
             "INFO",

@@ -13,7 +13,8 @@ real SQLite error; the first write that succeeds writes the held rows to disk an
 held rows that are still unsent when the process exits are lost (`held()` says which): the
 service reports them and exits non-zero.
 
-All calls are synchronous and short; the service makes them from its event loop thread only.
+All calls are synchronous and short; the service makes them from its event loop thread only,
+and has the acks of one loop turn written together (`defer_acks`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Spool:
         # Degraded mode: rows and acks that could not be written (see the module docstring).
         self._held: dict[str, dict[int, tuple[bytes, str]]] = {}
         self._unwritten_acks: dict[str, int] = {}
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
+        self._acks_scheduled = False
         self.state = OK
 
     def open(self) -> None:
@@ -250,13 +253,23 @@ class Spool:
         best = max([*held, *([row[0]] if row and row[0] is not None else [])], default=None)
         return best
 
+    def defer_acks(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """From now on `ack` writes through `schedule(self.write_acks)` (the service passes
+        `loop.call_soon`): the acks of one event-loop turn, for every stream, share one
+        transaction. Each SQLite call releases the GIL, and while the lake writer threads hold
+        it every reacquisition waits a switch interval (5 ms): a transaction per sent batch
+        made a turn with 1,000 streams take seconds."""
+        self._schedule = schedule
+
     def ack(self, stream: str, upto: int) -> None:
         """The sink has the rows of `stream` up to `upto`: forget them, remember `upto`.
 
-        Without an fsync of its own (WAL, synchronous=NORMAL): the next insert's fsync makes it
-        durable. Losing an ack to a power cut only re-sends rows the lake already has (the
-        writer dedupes); losing an insert would lose a kline, so inserts are FULL. An ack that
-        cannot be written is kept in memory (reads honour it) and written with the next write."""
+        In memory at once (reads honour it); on disk now, or with the turn's other acks
+        (`defer_acks`), without an fsync of its own (WAL, synchronous=NORMAL): the next
+        insert's fsync makes it durable. Losing an ack to a power cut only re-sends rows the
+        lake already has (the writer dedupes); losing an insert would lose a kline, so inserts
+        are FULL. An ack that cannot be written is kept in memory and written with the next
+        write."""
         self._published[stream] = max(upto, self._published.get(stream, upto))
         held = self._held.get(stream)
         if held:
@@ -264,23 +277,36 @@ class Spool:
                 del held[t]
             if not held:
                 del self._held[stream]
-        if not self._may_try():
-            self._unwritten_acks[stream] = self._published[stream]
+        self._unwritten_acks[stream] = self._published[stream]
+        if self._schedule is None:
+            self.write_acks()
+        elif not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._schedule(self.write_acks)
+
+    def write_acks(self) -> None:
+        """Write the acks not on disk yet, in one transaction (a failure keeps them for the
+        next write and degrades the spool, as any failed write does)."""
+        self._acks_scheduled = False
+        if not self._unwritten_acks or not self._may_try() or self._db is None:
             return
-        db = self.db
+        acks = list(self._unwritten_acks.items())
+        db = self._db
         try:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE")
             try:
-                _write_ack(db, stream, upto)
+                for stream, upto in acks:
+                    _write_ack(db, stream, upto)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # (see _write)
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            self._unwritten_acks[stream] = self._published[stream]
             self._degrade(exc)
+            return
+        self._unwritten_acks.clear()
 
     def depth(self) -> dict[str, int]:
         """Rows waiting to be sent, per stream (spooled and held)."""

@@ -52,14 +52,17 @@ def test_1000_streams_publish_every_closed_kline(tmp_path: Path) -> None:
             rss_mb = proc.memory_info().rss / 2**20
             cpu = proc.cpu_times()
             health = st.health()
-            assert st.terminate() == 0
+            t_stop = time.monotonic()
+            assert st.terminate() == 0  # within systemd's TimeoutStopSec (30 s)
+            stop_s = time.monotonic() - t_stop
         rows = sum(
             assert_lake_matches_truth(lake, sim, s, "1m", first=first[f"{s}@1m"], last=target)
             for s in symbols
         )
     conns = health.get("connections")
     print(f"\n1000 streams: {rows} rows, RSS {rss_mb:.1f} MB, CPU user {cpu.user:.1f}s "
-          f"sys {cpu.system:.1f}s, connections {conns}, {took:.1f}s")  # fmt: skip
+          f"sys {cpu.system:.1f}s, connections {conns}, {took:.1f}s, "
+          f"SIGTERM to exit {stop_s:.1f}s")  # fmt: skip
     assert rows >= N * 4
     assert health["connections"] == 3
     assert rss_mb < 300

@@ -147,3 +147,36 @@ async def test_sender_survives_a_spool_error(tmp_path: Path) -> None:
     await _run_until_idle(sender)
     assert sink.open_times() == [T0, T0 + MINUTE]
     sp.close()
+
+
+def test_deferred_acks_share_one_write_and_reads_honour_them_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    sp = Spool(path)
+    sp.open()
+    scheduled: list[object] = []
+    sp.defer_acks(scheduled.append)  # the service passes loop.call_soon
+    sids = [f"S{i}USDC@1m" for i in range(3)]
+    sp.add((s, synthetic_kline(0, s[:-3], "1m", T0 + i * MINUTE)) for s in sids for i in (1, 2))
+
+    def on_disk() -> dict[str, int]:
+        with sqlite3.connect(path) as db:
+            return dict(db.execute("SELECT stream, open_time FROM published").fetchall())
+
+    for s in sids:
+        sp.ack(s, T0 + MINUTE)
+    assert scheduled == [sp.write_acks]  # one write for the turn's acks, not one per stream
+    assert on_disk() == {}
+    for s in sids:  # in memory at once: nothing acked is served again, or counted
+        assert [r.open_time for r in sp.peek(s, 10)[0]] == [T0 + 2 * MINUTE]
+        assert sp.last_published(s) == T0 + MINUTE
+    assert sp.depth() == dict.fromkeys(sids, 1)
+    sp.write_acks()
+    assert on_disk() == dict.fromkeys(sids, T0 + MINUTE)
+    sp.ack(sids[0], T0 + 2 * MINUTE)  # a new turn schedules a new write
+    assert len(scheduled) == 2
+    sp.close()  # what a stop leaves unwritten is written on the way out
+    assert on_disk()[sids[0]] == T0 + 2 * MINUTE
+    sp = Spool(path)
+    sp.open()
+    assert sp.depth() == {sids[1]: 1, sids[2]: 1}
+    sp.close()
