@@ -74,6 +74,7 @@ class Connection:
         open_timeout_s: float = 10.0,
         counters: ConnCounters | None = None,
         market: Market = Market.SPOT,
+        keep_leftovers: Callable[[list[tuple[str, Kline]]], None] | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.market = market
@@ -82,6 +83,9 @@ class Connection:
         self.streams = streams
         self._by_sid = {s.sid: s for s in streams}
         self.on_closed = on_closed
+        # closed klines read but not handed to `on_closed` when the connection is closed
+        self.keep_leftovers = keep_leftovers
+        self._handing: tuple[str, Kline] | None = None  # inside `on_closed` right now
         self.clock = clock
         self.stall_grace_ms = stall_grace_ms
         self.max_params = max_params
@@ -179,24 +183,33 @@ class Connection:
                     fut.exception()  # mark retrieved
 
     async def _handle(self, frame: bytes) -> None:
+        closed = self._take(frame)
+        if closed is not None:
+            self._handing = closed  # (if the close cancels us in there, it was not taken)
+            await self.on_closed(*closed)
+            self._handing = None
+
+    def _take(self, frame: bytes) -> tuple[str, Kline] | None:
+        """What a frame does to this connection (clock, stall tracker, control replies); the
+        closed kline it carries for one of our streams, if any."""
         try:
             msg = parse_ws_frame(frame, self.market)
         except InvalidData as exc:
             self.counters.malformed += 1
             log_event(log, "WARNING", "malformed ws frame", conn=self.conn_id, error=str(exc)[:300])
-            return
+            return None
         if isinstance(msg, KlineEvent):
             self.clock.observe(msg.event_time)
             if not msg.closed:
-                return
+                return None
             k = msg.kline
             sid = stream_key(self.market, k.symbol, k.interval)
             if sid not in self._by_sid:
-                return
+                return None
             self.counters.closed_klines += 1
             if self.tracker is not None:
                 self.tracker.on_closed(sid, k.open_time, self.clock.now_ms())
-            await self.on_closed(sid, k)
+            return sid, k
         elif isinstance(msg, ControlReply):
             fut = self._pending.get(msg.id) if isinstance(msg.id, int) else None
             if fut is not None and not fut.done():
@@ -204,6 +217,7 @@ class Connection:
         elif isinstance(msg, ServerShutdown):
             self.shutdown_notice = True
             log_event(log, "WARNING", "serverShutdown received", conn=self.conn_id)
+        return None
 
     async def sync(self) -> None:
         """Subscribe what the slot gained, unsubscribe what it lost, while this connection was
@@ -283,3 +297,21 @@ class Connection:
             self.read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.read_task
+            self._keep_leftovers()
+
+    def _keep_leftovers(self) -> None:
+        """The closed klines this connection read but did not hand over (its reader waited
+        behind a slow ingest when the close cancelled it): to `keep_leftovers` at once, so that
+        a rotation, a reconnect or a shutdown leaves no hole for REST repair to fill."""
+        if self.keep_leftovers is None:
+            return
+        items = [self._handing] if self._handing is not None else []
+        self._handing = None
+        while not self._slow.empty():
+            item = self._slow.get_nowait()
+            if isinstance(item, bytes) and (closed := self._take(item)) is not None:
+                items.append(closed)
+        if items:
+            log_event(log, "INFO", "closed klines kept from a closing connection",
+                      conn=self.conn_id, klines=len(items))  # fmt: skip
+            self.keep_leftovers(items)

@@ -318,6 +318,11 @@ class Service:
     async def on_closed(self, sid: str, kline: Kline) -> None:
         await self.queue.put((sid, kline))
 
+    def keep_closed(self, items: list[tuple[str, Kline]]) -> None:
+        """Closed klines a closing connection read but could not queue: into the spool now
+        (past the bounded queue: a close must not wait on it, nor lose them)."""
+        self._flush(list(items))
+
     async def _flush_loop(self) -> None:
         # (the spool never raises for its disk: what it cannot write, it holds and serves)
         while True:

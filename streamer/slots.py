@@ -60,6 +60,7 @@ async def open_connection(svc: Service, idx: int, backoff: Backoff | None) -> Co
             counters=svc.counters,
             market=s.market,
             frames_per_s=s.subscribe_frames_per_s,
+            keep_leftovers=svc.keep_closed,
         )
         try:
             await conn.open(first_id=svc.conn_seq * 10_000)

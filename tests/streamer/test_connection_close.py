@@ -1,0 +1,80 @@
+"""A connection closed while its reader waits behind a slow ingest (rotation, reconnect,
+shutdown) keeps the closed klines it has read: they go to the spool, not to REST repair.
+
+Against a picows server in this process that answers the SUBSCRIBE and then sends N closed
+klines at once; the ingest takes the first and never returns (its queue is full)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import picows
+import pytest
+
+from binance_sim.market import synthetic_kline
+from binance_sim.ws import kline_event
+from klinelake.core.intervals import MINUTE
+from klinelake.core.row import Kline
+from streamer.clock import ServerClock
+from streamer.connection import Connection, StreamRef
+
+T0 = 1_704_067_200_000
+N = 20
+REF = StreamRef("aaausdc@kline_1m", "AAAUSDC@1m", "1m")
+
+
+@pytest.fixture
+async def server_url() -> AsyncIterator[str]:
+    peers: list[picows.WSTransport] = []
+
+    class Listener(picows.WSListener):
+        def on_ws_connected(self, transport: picows.WSTransport) -> None:
+            peers.append(transport)
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == picows.WSMsgType.TEXT:  # the SUBSCRIBE
+                request = orjson.loads(frame.get_payload_as_bytes())
+                transport.send(picows.WSMsgType.TEXT, orjson.dumps({"result": None,
+                                                                    "id": request["id"]}))  # fmt: skip
+                for i in range(N):
+                    k = synthetic_kline(0, "AAAUSDC", "1m", T0 + i * MINUTE)
+                    event = kline_event(k, True, k.close_time + 1, micros=False)
+                    transport.send(
+                        picows.WSMsgType.TEXT, orjson.dumps({"stream": REF.name, "data": event})
+                    )
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(picows.WSCloseCode.OK)
+                transport.disconnect()
+
+    srv = await picows.ws_create_server(lambda _: Listener(), "127.0.0.1", 0)
+    yield f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    for peer in peers:
+        peer.disconnect(graceful=False)
+    srv.close()
+    await srv.wait_closed()
+
+
+async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_url: str) -> None:
+    async def full_ingest(sid: str, k: Kline) -> None:
+        await asyncio.Event().wait()  # the ingest queue is full: never returns
+
+    kept: list[tuple[str, Kline]] = []
+    conn = Connection(
+        "t.1", server_url, [REF], full_ingest, ServerClock(), stall_grace_ms=60_000,
+        keep_leftovers=kept.extend,
+    )  # fmt: skip
+    await conn.open()
+    deadline = time.monotonic() + 10
+    while conn.frames_received < N + 1:  # the reply and the N klines are read
+        assert time.monotonic() < deadline, conn.frames_received
+        await asyncio.sleep(0.01)
+    await conn.close()
+    # every one, in order: the one inside the ingest when the close came, then the queued ones
+    assert [(sid, k.open_time) for sid, k in kept] == [
+        (REF.sid, T0 + i * MINUTE) for i in range(N)
+    ]
+    assert [k for _, k in kept] == [synthetic_kline(0, "AAAUSDC", "1m", T0 + i * MINUTE)
+                                    for i in range(N)]  # fmt: skip
