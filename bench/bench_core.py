@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 import subprocess
 import sys
@@ -185,6 +186,37 @@ def per_row_us(fn: Callable[[], object], rows: int) -> float:
     return best
 
 
+def columnar_lake_lines(body: bytes, symbol: str, interval: str) -> list[bytes]:
+    """A regular page straight to its lake lines with no Python object per row: what a columnar
+    design could do in pure Python (the same bulk checks as `regular_rest_page`, then each
+    line's parts placed by slice assignment over the flattened page and joined once). Only
+    here to measure that design's ceiling; the lines equal `Kline.to_line()`'s."""
+    rows = orjson.loads(body)
+    n = len(rows)
+    assert lake_row._rest_page_shape_ok(body, n)
+    flat = list(itertools.chain.from_iterable(rows))
+    opens, closes, trades = flat[0::12], flat[6::12], flat[8::12]
+    assert lake_row._regular_grid(opens, closes, trades, lake_row._GRID[interval], interval)
+    keys = [
+        '{"open_time":', ',"close_time":',
+        f',"symbol":{orjson.dumps(symbol).decode()},"interval":"{interval}","open":"',
+        '","high":"', '","low":"', '","close":"', '","volume":"', '","quote_volume":"',
+        '","trades":', ',"taker_buy_base_volume":"', '","taker_buy_quote_volume":"',
+    ]  # fmt: skip
+    template: list[object] = []
+    for key in keys:
+        template += [key, None]
+    template.append('"}\n')
+    parts = template * n
+    width = len(template)
+    parts[1::width] = map(str, opens)
+    parts[3::width] = map(str, closes)
+    for slot, column in ((5, 1), (7, 2), (9, 3), (11, 4), (13, 5), (15, 7), (19, 9), (21, 10)):
+        parts[slot::width] = flat[column::12]
+    parts[17::width] = map(str, trades)
+    return "".join(parts).encode().splitlines(keepends=True)  # type: ignore[arg-type]
+
+
 def row_path_stages() -> None:
     """The backfill's work per row after the HTTP client hands over a 1,000-row page, one
     stage at a time (each measured alone, so their sum is a floor for the whole path)."""
@@ -219,6 +251,17 @@ def row_path_stages() -> None:
     # the writer's figure includes KlineBatch and to_line: count them once, there
     total = loads_us + page_us + write_us
     print(f"row path, sum of the stages (a floor for this design): {total:.2f} us/row CPU")
+    # The columnar alternative, side by side: page bytes to lake lines, with and without Klines.
+    assert columnar_lake_lines(body, "BTCUSDT", "1m") == [k.to_line() for k in klines]
+    through_klines = per_row_us(
+        lambda: [k.to_line() for k in lake_row.parse_rest_page(body, "BTCUSDT", "1m")], 1000
+    )
+    columnar = per_row_us(lambda: columnar_lake_lines(body, "BTCUSDT", "1m"), 1000)
+    print(
+        f"page to lake lines through Klines (parse_rest_page + to_line): {through_klines:5.2f} "
+        f"us/row CPU; columnar, no object per row: {columnar:5.2f} us/row CPU "
+        f"({through_klines / columnar:.2f}x)"
+    )
 
 
 def main() -> None:

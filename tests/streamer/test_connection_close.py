@@ -37,8 +37,8 @@ async def server_url() -> AsyncIterator[str]:
         def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
             if frame.msg_type == picows.WSMsgType.TEXT:  # the SUBSCRIBE
                 request = orjson.loads(frame.get_payload_as_bytes())
-                transport.send(picows.WSMsgType.TEXT, orjson.dumps({"result": None,
-                                                                    "id": request["id"]}))  # fmt: skip
+                reply = {"result": None, "id": request["id"]}
+                transport.send(picows.WSMsgType.TEXT, orjson.dumps(reply))
                 for i in range(N):
                     k = synthetic_kline(0, "AAAUSDC", "1m", T0 + i * MINUTE)
                     event = kline_event(k, True, k.close_time + 1, micros=False)
@@ -73,8 +73,6 @@ async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_u
         await asyncio.sleep(0.01)
     await conn.close()
     # every one, in order: the one inside the ingest when the close came, then the queued ones
-    assert [(sid, k.open_time) for sid, k in kept] == [
-        (REF.sid, T0 + i * MINUTE) for i in range(N)
-    ]
+    assert [(sid, k.open_time) for sid, k in kept] == [(REF.sid, T0 + i * MINUTE) for i in range(N)]
     assert [k for _, k in kept] == [synthetic_kline(0, "AAAUSDC", "1m", T0 + i * MINUTE)
                                     for i in range(N)]  # fmt: skip
