@@ -291,13 +291,16 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        if self.ws is not None:
-            await self.ws.close(timeout_s=2)
-        if self.read_task is not None:
-            self.read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.read_task
-            self._keep_leftovers()
+        try:
+            if self.ws is not None:
+                await self.ws.close(timeout_s=2)
+        finally:  # also when a shutdown cancels us while the peer is slow to echo the close
+            if self.read_task is not None:
+                self.read_task.cancel()
+                # Cancelled, the reader can no longer take a frame or hand a kline over.
+                self._keep_leftovers()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.read_task
 
     def _keep_leftovers(self) -> None:
         """The closed klines this connection read but did not hand over (its reader waited

@@ -81,10 +81,15 @@ class Service:
         self.health_error: int | None = None
         self.health_streams = StreamsSection()  # the file's per-stream part, rebuilt less often
         self.rest: Any | None = None
+        self._stop_signals = contextlib.ExitStack()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
+        with self._stop_signals:  # the stop handlers `_run` installs go, however it ends
+            return await self._run()
+
+    async def _run(self) -> int:
         s = self.settings
         try:
             s.state_dir.mkdir(parents=True, exist_ok=True)
@@ -119,8 +124,7 @@ class Service:
         self.state = "running"
         loop = asyncio.get_running_loop()
         # (not loop.add_signal_handler: under load it loses the signal, see stop_signals)
-        stop_signals = contextlib.ExitStack()
-        stop_signals.enter_context(stop_on_signals(loop, self.request_stop))
+        self._stop_signals.enter_context(stop_on_signals(loop, self.request_stop))
         self._sink_obj, self._rest_obj = sink, rest
         self.started_at = self.clock.now_ms()
         streams = await initial_streams(self, rest)
@@ -198,7 +202,7 @@ class Service:
         depth = sum(self.spool.depth().values())
         self.spool.close()  # (writes what it holds, if the disk allows it by now)
         self._report_unsent()
-        stop_signals.close()
+        self._stop_signals.close()
         log_event(
             log,
             "INFO",
@@ -321,7 +325,7 @@ class Service:
     def keep_closed(self, items: list[tuple[str, Kline]]) -> None:
         """Closed klines a closing connection read but could not queue: into the spool now
         (past the bounded queue: a close must not wait on it, nor lose them)."""
-        self._flush(list(items))
+        self._flush(list(items), limit=None)  # and all that is queued: no hole behind them
 
     async def _flush_loop(self) -> None:
         # (the spool never raises for its disk: what it cannot write, it holds and serves)
@@ -331,8 +335,8 @@ class Service:
     async def _flush_pending(self) -> None:
         self._flush([])
 
-    def _flush(self, items: list[tuple[str, Kline]]) -> None:
-        while len(items) < INGEST_QUEUE:
+    def _flush(self, items: list[tuple[str, Kline]], limit: int | None = INGEST_QUEUE) -> None:
+        while limit is None or len(items) < limit:
             try:
                 items.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:

@@ -312,6 +312,8 @@ class Spool:
         """Rows waiting to be sent, per stream (spooled and held)."""
         if self._db is None:
             return {}
+        if self._unwritten_acks and self._may_try():
+            self.write_acks()  # one transaction, then one count (not a count per acked stream)
         out: dict[str, int] = dict(
             self._db.execute("SELECT stream, COUNT(*) FROM spool GROUP BY stream")
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -30,8 +31,11 @@ def stop_on_signals(
 
     def handler(signum: int, frame: FrameType | None) -> None:
         # A full self-pipe only delays the wake-up byte's write; the callback is queued.
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+        try:
             loop.call_soon_threadsafe(request_stop)
+        except RuntimeError:  # the loop is closed (a handler left behind): the default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     previous: dict[signal.Signals, object] = {}
     try:

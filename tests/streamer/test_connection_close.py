@@ -7,6 +7,7 @@ klines at once; the ingest takes the first and never returns (its queue is full)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -26,9 +27,10 @@ N = 20
 REF = StreamRef("aaausdc@kline_1m", "AAAUSDC@1m", "1m")
 
 
-@pytest.fixture
-async def server_url() -> AsyncIterator[str]:
+@pytest.fixture(params=["echoes the close", "never echoes the close"])
+async def server_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     peers: list[picows.WSTransport] = []
+    echoes_close = request.param == "echoes the close"
 
     class Listener(picows.WSListener):
         def on_ws_connected(self, transport: picows.WSTransport) -> None:
@@ -45,7 +47,7 @@ async def server_url() -> AsyncIterator[str]:
                     transport.send(
                         picows.WSMsgType.TEXT, orjson.dumps({"stream": REF.name, "data": event})
                     )
-            elif frame.msg_type == picows.WSMsgType.CLOSE:
+            elif frame.msg_type == picows.WSMsgType.CLOSE and echoes_close:
                 transport.send_close(picows.WSCloseCode.OK)
                 transport.disconnect()
 
@@ -57,13 +59,12 @@ async def server_url() -> AsyncIterator[str]:
     await srv.wait_closed()
 
 
-async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_url: str) -> None:
+async def _connected_behind_a_full_ingest(url: str, kept: list[tuple[str, Kline]]) -> Connection:
     async def full_ingest(sid: str, k: Kline) -> None:
         await asyncio.Event().wait()  # the ingest queue is full: never returns
 
-    kept: list[tuple[str, Kline]] = []
     conn = Connection(
-        "t.1", server_url, [REF], full_ingest, ServerClock(), stall_grace_ms=60_000,
+        "t.1", url, [REF], full_ingest, ServerClock(), stall_grace_ms=60_000,
         keep_leftovers=kept.extend,
     )  # fmt: skip
     await conn.open()
@@ -71,8 +72,33 @@ async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_u
     while conn.frames_received < N + 1:  # the reply and the N klines are read
         assert time.monotonic() < deadline, conn.frames_received
         await asyncio.sleep(0.01)
-    await conn.close()
+    return conn
+
+
+def _all_of_them(kept: list[tuple[str, Kline]]) -> None:
     # every one, in order: the one inside the ingest when the close came, then the queued ones
     assert [(sid, k.open_time) for sid, k in kept] == [(REF.sid, T0 + i * MINUTE) for i in range(N)]
     assert [k for _, k in kept] == [synthetic_kline(0, "AAAUSDC", "1m", T0 + i * MINUTE)
                                     for i in range(N)]  # fmt: skip
+
+
+async def test_a_shutdown_cancelling_the_close_still_keeps_them(server_url: str) -> None:
+    """SIGTERM while a slot closes a connection (a reconnect, a rotation): the slot task is
+    cancelled inside the close, possibly while the peer is slow to echo it."""
+    kept: list[tuple[str, Kline]] = []
+    conn = await _connected_behind_a_full_ingest(server_url, kept)
+    closing = asyncio.create_task(conn.close())
+    await asyncio.sleep(0)  # (one loop turn: the close starts and waits on the peer, or is done)
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    await conn.close()  # the slot's `finally`: a no-op by then
+    assert conn.read_task is not None and conn.read_task.done()
+    _all_of_them(kept)
+
+
+async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_url: str) -> None:
+    kept: list[tuple[str, Kline]] = []
+    conn = await _connected_behind_a_full_ingest(server_url, kept)
+    await conn.close()
+    _all_of_them(kept)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -63,3 +65,25 @@ def test_the_handler_also_wakes_an_idle_loop() -> None:
             return time.monotonic() - t0
 
     assert asyncio.run(main()) < 10
+
+
+LEFT_BEHIND = """
+import asyncio, os, signal, sys
+from streamer.stop_signals import stop_on_signals
+loop = asyncio.new_event_loop()
+handlers = stop_on_signals(loop, lambda: None)
+handlers.__enter__()  # never left: a run that raised past it
+loop.close()
+os.kill(os.getpid(), signal.SIGTERM)
+print("still running after SIGTERM", flush=True)
+sys.exit(3)
+"""
+
+
+def test_a_handler_left_behind_a_closed_loop_does_not_swallow_sigterm() -> None:
+    """Had the service's run raised past its handlers' restore, SIGTERM must still stop the
+    process (the default action), not vanish into a closed loop."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stdout, proc.stderr)
