@@ -160,7 +160,8 @@ class Spool:
         acks = list(self._unwritten_acks.items())
         db = self.db
         try:
-            db.execute("PRAGMA synchronous=FULL")  # a spooled kline survives a power cut
+            # A spooled kline survives a power cut (FULL); acks alone need no fsync (`ack`).
+            db.execute(f"PRAGMA synchronous={'FULL' if rows or held else 'NORMAL'}")
             db.execute("BEGIN IMMEDIATE")
             try:
                 if held:
@@ -290,23 +291,7 @@ class Spool:
         self._acks_scheduled = False
         if not self._unwritten_acks or not self._may_try() or self._db is None:
             return
-        acks = list(self._unwritten_acks.items())
-        db = self._db
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for stream, upto in acks:
-                    _write_ack(db, stream, upto)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # (see _write)
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            self._degrade(exc)
-            return
-        self._unwritten_acks.clear()
+        self._write([])
 
     def depth(self) -> dict[str, int]:
         """Rows waiting to be sent, per stream (spooled and held)."""
