@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import orjson
 import picows
@@ -27,9 +27,27 @@ N = 20
 REF = StreamRef("aaausdc@kline_1m", "AAAUSDC@1m", "1m")
 
 
+@dataclass
+class Server:
+    url: str = ""
+    close_seen: asyncio.Event = field(default_factory=asyncio.Event)  # our CLOSE reached it
+
+
+class Watched(Connection):
+    """A connection that says when it has read the reply and the N klines."""
+
+    all_read: asyncio.Event
+
+    def _on_frame(self, frame: bytes) -> None:
+        super()._on_frame(frame)
+        if self.frames_received >= N + 1:
+            self.all_read.set()
+
+
 @pytest.fixture(params=["echoes the close", "never echoes the close"])
-async def server_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     peers: list[picows.WSTransport] = []
+    state = Server()
     echoes_close = request.param == "echoes the close"
 
     class Listener(picows.WSListener):
@@ -47,12 +65,15 @@ async def server_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
                     transport.send(
                         picows.WSMsgType.TEXT, orjson.dumps({"stream": REF.name, "data": event})
                     )
-            elif frame.msg_type == picows.WSMsgType.CLOSE and echoes_close:
-                transport.send_close(picows.WSCloseCode.OK)
-                transport.disconnect()
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                state.close_seen.set()
+                if echoes_close:
+                    transport.send_close(picows.WSCloseCode.OK)
+                    transport.disconnect()
 
     srv = await picows.ws_create_server(lambda _: Listener(), "127.0.0.1", 0)
-    yield f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    state.url = f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    yield state
     for peer in peers:
         peer.disconnect(graceful=False)
     srv.close()
@@ -63,15 +84,13 @@ async def _connected_behind_a_full_ingest(url: str, kept: list[tuple[str, Kline]
     async def full_ingest(sid: str, k: Kline) -> None:
         await asyncio.Event().wait()  # the ingest queue is full: never returns
 
-    conn = Connection(
+    conn = Watched(
         "t.1", url, [REF], full_ingest, ServerClock(), stall_grace_ms=60_000,
         keep_leftovers=kept.extend,
     )  # fmt: skip
+    conn.all_read = asyncio.Event()
     await conn.open()
-    deadline = time.monotonic() + 10
-    while conn.frames_received < N + 1:  # the reply and the N klines are read
-        assert time.monotonic() < deadline, conn.frames_received
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(conn.all_read.wait(), 10)
     return conn
 
 
@@ -82,13 +101,13 @@ def _all_of_them(kept: list[tuple[str, Kline]]) -> None:
                                     for i in range(N)]  # fmt: skip
 
 
-async def test_a_shutdown_cancelling_the_close_still_keeps_them(server_url: str) -> None:
+async def test_a_shutdown_cancelling_the_close_still_keeps_them(server: Server) -> None:
     """SIGTERM while a slot closes a connection (a reconnect, a rotation): the slot task is
     cancelled inside the close, possibly while the peer is slow to echo it."""
     kept: list[tuple[str, Kline]] = []
-    conn = await _connected_behind_a_full_ingest(server_url, kept)
+    conn = await _connected_behind_a_full_ingest(server.url, kept)
     closing = asyncio.create_task(conn.close())
-    await asyncio.sleep(0)  # (one loop turn: the close starts and waits on the peer, or is done)
+    await asyncio.wait_for(server.close_seen.wait(), 10)  # the close is under way
     closing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await closing
@@ -97,8 +116,8 @@ async def test_a_shutdown_cancelling_the_close_still_keeps_them(server_url: str)
     _all_of_them(kept)
 
 
-async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server_url: str) -> None:
+async def test_closed_klines_read_but_not_handed_over_are_kept_on_close(server: Server) -> None:
     kept: list[tuple[str, Kline]] = []
-    conn = await _connected_behind_a_full_ingest(server_url, kept)
+    conn = await _connected_behind_a_full_ingest(server.url, kept)
     await conn.close()
     _all_of_them(kept)
