@@ -39,13 +39,13 @@ class FailFirstN:
         if self.n <= 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+") as f:
+        # read-write without O_APPEND (which would write at the end whatever the seek)
+        with os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)
             text = f.read().strip()
             count = (int(text) if text else 0) + 1
-            f.seek(0)
-            f.truncate()
+            f.seek(0)  # no truncate: the count only grows, so a reader never sees it empty
             f.write(str(count))
             f.flush()
             os.fsync(f.fileno())
