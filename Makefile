@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-cloud test lint typecheck unit venv clean bench
 
-$(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt
+# setup.py and the C source: `pip install -e` builds the compiled row path in place
+$(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt setup.py klinelake/core/_rest_page.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

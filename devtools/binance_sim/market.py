@@ -197,6 +197,7 @@ def _unchecked(*values: object) -> Kline:
     for name, value in zip(FIELDS, values, strict=True):
         object.__setattr__(k, name, value)
     object.__setattr__(k, "market", KlineMarket.SPOT)  # a slot without __init__ has no default
+    object.__setattr__(k, "_line", None)  # nor the cache of its line (Kline.to_line)
     return k
 
 

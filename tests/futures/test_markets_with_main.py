@@ -144,4 +144,4 @@ def test_verify_vision_compares_a_coin_m_stream_with_its_futures_archive(tmp_pat
 def _slots(row: object) -> dict[str, object]:
     import dataclasses
 
-    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}  # type: ignore[arg-type]
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row) if f.init}  # type: ignore[arg-type]
