@@ -231,3 +231,118 @@ def test_a_message_of_compiled_klines_has_the_same_bytes(market: Market, with_em
     assert messages[0].data == orjson.dumps(expected)
     decoded = decode_message(messages[0].data, messages[0].attributes)
     assert decoded.rows == tuple(ref) and decoded.empty == empty
+
+
+# --- the review of the compiled path (h-review): inputs around the page, the module's setup ----
+
+
+class _BytesSubclass(bytes):
+    pass
+
+
+class _StrSubclass(str):
+    __slots__ = ()
+
+
+def _bodies(body: bytes) -> dict[str, object]:
+    """The same page as every `bytes | str` a caller might hand over; orjson (the reference's
+    reader) refuses a bytes or str subclass and a str that is not UTF-8."""
+    return {
+        "bytes": body,
+        "str": body.decode(),
+        "bytes subclass": _BytesSubclass(body),
+        "str subclass": _StrSubclass(body.decode()),
+        "str with a lone surrogate": body.decode().replace('"0"', '"\ud800"', 1),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_bodies(b"[]")))
+def test_every_body_type_keeps_the_reference_outcome(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the body's type, `parse_rest_page` answers as it does without the module: the
+    same rows, or the same error; the compiled parser never raises on it nor accepts more."""
+    body = _bodies(orjson.dumps(regular_page(3, "1m", first_open("1m"))))[kind]
+    with_module = outcome(parse_rest_page, body, "BTCUSDT", "1m", Market.SPOT)
+    monkeypatch.setattr(lake_row, "_compiled", None)
+    without = outcome(parse_rest_page, body, "BTCUSDT", "1m", Market.SPOT)
+    assert with_module == without
+
+
+_SLOTS = tuple(f.name for f in dataclasses.fields(Kline))
+_BOUNDS = (lake_row._MIN_MS, lake_row._MAX_MS, lake_row.MAX_TRADES, 29, 9)
+
+
+@pytest.fixture
+def reconfigured() -> Any:
+    """The compiled module, configured back for Kline whatever the test did to it."""
+    yield lake_row._compiled
+    lake_row._compiled.configure(Kline, lake_row._COMPILED_SLOTS, *_BOUNDS)
+
+
+def test_the_module_fills_slots_by_name_not_by_field_order(reconfigured: Any) -> None:
+    """row.py names the slots in the C code's order, so reordering Kline's fields (or adding
+    one) cannot put a value in another field's slot."""
+    assert sorted(lake_row._COMPILED_SLOTS) == sorted(_SLOTS)
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Reordered:  # Kline's fields, market and the line first, the rest reversed
+        market: Any
+        _line: Any
+        taker_buy_quote_volume: Any
+        taker_buy_base_volume: Any
+        trades: Any
+        quote_volume: Any
+        volume: Any
+        close: Any
+        low: Any
+        high: Any
+        open: Any
+        interval: Any
+        symbol: Any
+        close_time: Any
+        open_time: Any
+
+    reconfigured.configure(Reordered, lake_row._COMPILED_SLOTS, *_BOUNDS)
+    body = orjson.dumps(regular_page(3, "1m", first_open("1m")))
+    got = compiled(body, "BTCUSDT", "1m", Market.SPOT)
+    ref = parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
+    assert [dataclasses.astuple(k)[2:] for k in got] == [k.values()[::-1] for k in ref]
+
+
+def test_a_failed_configure_changes_nothing(reconfigured: Any) -> None:
+    """configure() refuses slots that are not the type's own (another class's member
+    descriptors would be written at offsets outside the object), the same slot twice, and a
+    missing name, and a refused configure leaves the module as it was."""
+    body = orjson.dumps(regular_page(3, "1m", first_open("1m")))
+    ref = parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
+
+    class Foreign:  # Kline's descriptors on an object too small for them
+        __slots__ = ()
+
+    for name in _SLOTS:
+        setattr(Foreign, name, Kline.__dict__[name])
+    swapped = ("close", *lake_row._COMPILED_SLOTS[1:7], "open_time", *lake_row._COMPILED_SLOTS[8:])
+    for kind, names in (
+        (Foreign, lake_row._COMPILED_SLOTS),
+        (Kline, ("open_time",) * 15),
+        (Kline, (*swapped[:14], "no_such_slot")),
+    ):
+        with pytest.raises((TypeError, ValueError, AttributeError)):
+            reconfigured.configure(kind, names, *_BOUNDS)
+        got = compiled(body, "BTCUSDT", "1m", Market.SPOT)
+        assert got == ref and [k.to_line() for k in got] == [k.to_line() for k in ref]
+
+
+@pytest.mark.parametrize(
+    ("step", "anchor"), [(2**63 - 1, 0), (2**62, 0), (60_000, -(2**63)), (60_000, 2**63 - 1)]
+)
+def test_grid_arguments_beyond_the_bounds_are_refused(step: int, anchor: int) -> None:
+    """A step or anchor past the time bounds would overflow the grid arithmetic (undefined
+    behaviour in C): refused before any arithmetic."""
+    body = orjson.dumps(regular_page(2, "1m", first_open("1m")))
+    fragments = lake_row._line_fragments("BTCUSDT", "1m", Market.SPOT)
+    with pytest.raises(ValueError, match="step"):
+        lake_row._compiled.klines(
+            body, "BTCUSDT", "1m", Market.SPOT, fragments, step, anchor, True
+        )
