@@ -223,8 +223,13 @@ static PyObject *klines(PyObject *module, PyObject *args)
                           &PyTuple_Type, &fragments, &step, &anchor, &check_anchor))
         return NULL;
     PyObject *result = NULL;
-    if (PyTuple_GET_SIZE(fragments) != N_FRAGMENTS || step <= 0) {
-        PyErr_SetString(PyExc_ValueError, "12 fragments and a positive step are required");
+    /* A step and an anchor within the time bounds keep `first - anchor`, `first + n * step`
+     * and `open + step - 1` within 64 bits: first < 10**18 (18 digits), and the loop stops
+     * once open + step - 1 reaches max_ms. */
+    if (PyTuple_GET_SIZE(fragments) != N_FRAGMENTS || step <= 0 || step > max_ms ||
+        anchor < -max_ms || anchor > max_ms) {
+        PyErr_SetString(PyExc_ValueError,
+                        "12 fragments, a step in (0, max_ms] and |anchor| <= max_ms are required");
         goto done;
     }
     for (int i = 0; i < N_FRAGMENTS; i++) {
@@ -287,25 +292,41 @@ PyDoc_STRVAR(configure_doc,
 static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *type, *names;
-    if (!PyArg_ParseTuple(args, "O!O!LLLnn", &PyType_Type, &type, &PyTuple_Type, &names,
-                          &min_ms, &max_ms, &max_trades, &max_whole, &max_frac))
+    long long min, max, trades;
+    Py_ssize_t whole, frac;
+    if (!PyArg_ParseTuple(args, "O!O!LLLnn", &PyType_Type, &type, &PyTuple_Type, &names, &min,
+                          &max, &trades, &whole, &frac))
         return NULL;
+    /* the grid arithmetic in klines() stays within 64 bits for times within these bounds */
+    if (min < 0 || max <= min || max > (1LL << 50) || trades < 0 || whole < 1 || frac < 1) {
+        PyErr_SetString(PyExc_ValueError, "bounds out of range");
+        return NULL;
+    }
     if (PyTuple_GET_SIZE(names) != N_SLOTS) {
         PyErr_Format(PyExc_ValueError, "expected %d slot names", N_SLOTS);
         return NULL;
     }
+    /* Checked into a copy, kept only when every slot is right: a refused configure() leaves
+     * the module as it was. A slot is an object slot of `type` itself or of a base (another
+     * class's descriptor would place the write outside the object), each one once. */
+    Py_ssize_t offsets[N_SLOTS];
     for (int i = 0; i < N_SLOTS; i++) {
-        PyObject *descr = PyObject_GetAttr(type, PyTuple_GET_ITEM(names, i));
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *descr = PyObject_GetAttr(type, name);
         if (descr == NULL) return NULL;
         int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr)) &&
                  ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok) slot_offset[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
         Py_DECREF(descr);
+        for (int j = 0; ok && j < i; j++) ok = offsets[j] != offsets[i];
         if (!ok) {
-            PyErr_Format(PyExc_TypeError, "%R is not an object slot", PyTuple_GET_ITEM(names, i));
+            PyErr_Format(PyExc_TypeError, "%R is not an object slot of its own", name);
             return NULL;
         }
     }
+    memcpy(slot_offset, offsets, sizeof offsets);
+    min_ms = min, max_ms = max, max_trades = trades, max_whole = whole, max_frac = frac;
     Py_XSETREF(kline_type, (PyTypeObject *)Py_NewRef(type));
     Py_RETURN_NONE;
 }

@@ -430,13 +430,20 @@ def _trusted_klines_from_values(values: Iterable[Iterable[object]], market: Mark
 # It accepts only pages the reference path accepts, with the same rows and the same lines
 # (tests/core/test_rest_page_compiled.py).
 
+# Kline's slots in the order the C code fills them (its slot numbers), named rather than taken
+# from the field order, so that reordering Kline's fields cannot move a value into another slot.
+_COMPILED_SLOTS = (
+    "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close", "volume",
+    "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "market", "_line",
+)  # fmt: skip
+
 try:
     import klinelake.core._rest_page as _compiled
 except ImportError:  # not built here: the pure Python path does the same, slower
     _compiled = None  # type: ignore[assignment]  # (mypy's idiom for an optional module)
 else:
     _compiled.configure(
-        Kline, tuple(f.name for f in dataclasses.fields(Kline)), _MIN_MS, _MAX_MS, MAX_TRADES,
+        Kline, _COMPILED_SLOTS, _MIN_MS, _MAX_MS, MAX_TRADES,
         DECIMAL_MAX_WHOLE_DIGITS, DECIMAL_MAX_FRACTION_DIGITS,
     )  # fmt: skip
 
@@ -478,7 +485,17 @@ def _compiled_page(
         or (market != Market.SPOT and interval == "1s")
     ):
         return None
-    raw = body.encode() if isinstance(body, str) else body
+    # Exactly the types the reference's reader (orjson) takes as `bytes | str`: it refuses their
+    # subclasses and a str that is not UTF-8 (a lone surrogate), and so must this path.
+    if type(body) is bytes:
+        raw = body
+    elif type(body) is str:
+        try:
+            raw = body.encode()
+        except UnicodeEncodeError:
+            return None
+    else:
+        return None
     step, anchor = grid
     market = Market(market)
     fragments = _line_fragments(symbol, interval, market)

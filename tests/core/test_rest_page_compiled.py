@@ -343,6 +343,4 @@ def test_grid_arguments_beyond_the_bounds_are_refused(step: int, anchor: int) ->
     body = orjson.dumps(regular_page(2, "1m", first_open("1m")))
     fragments = lake_row._line_fragments("BTCUSDT", "1m", Market.SPOT)
     with pytest.raises(ValueError, match="step"):
-        lake_row._compiled.klines(
-            body, "BTCUSDT", "1m", Market.SPOT, fragments, step, anchor, True
-        )
+        lake_row._compiled.klines(body, "BTCUSDT", "1m", Market.SPOT, fragments, step, anchor, True)
