@@ -10,6 +10,7 @@ reference's outcome (the same rows, or the same error).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 from typing import Any
@@ -344,3 +345,109 @@ def test_grid_arguments_beyond_the_bounds_are_refused(step: int, anchor: int) ->
     fragments = lake_row._line_fragments("BTCUSDT", "1m", Market.SPOT)
     with pytest.raises(ValueError, match="step"):
         lake_row._compiled.klines(body, "BTCUSDT", "1m", Market.SPOT, fragments, step, anchor, True)
+
+
+def _round_trip(batch: KlineBatch) -> KlineBatch:
+    message = encode_batch(batch, "rest")
+    return decode_message(message.data, message.attributes)
+
+
+def _line_of(k: Kline) -> bytes:
+    return orjson.dumps(k.to_dict()) + b"\n"
+
+
+@pytest.mark.parametrize("market", list(Market))
+def test_every_way_the_tree_builds_a_kline_keeps_its_line_true(market: Market) -> None:
+    """A Kline's `to_line()` is always the dump of its values, however it was made: the
+    compiled parser, the bulk paths (`_trusted_klines` by `__class__` assignment), the row by
+    row path, a lake line, a message, a copy, a pickle, `dataclasses.replace`, the simulator's
+    unvalidated rows (`object.__new__`); and `lake_lines` of any mix of them says the same."""
+    from devtools.binance_sim.market import synthetic_kline
+
+    body = orjson.dumps(regular_page(5, "1m", first_open("1m")))
+    fast = compiled(body, "BTCUSDT", "1m", market)
+    bulk = lake_row.regular_rest_page(body, orjson.loads(body), "BTCUSDT", "1m", market)
+    assert fast is not None and bulk is not None
+    made: dict[str, list[Kline]] = {
+        "compiled": fast,
+        "bulk page": bulk,
+        "row by row": parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m", market),
+        "lake line": [lake_row.parse_lake_line(k.to_line(), market=market) for k in fast],
+        "message": list(_round_trip(KlineBatch("BTCUSDT", "1m", tuple(fast), market=market)).rows),
+        "copy": [copy.copy(k) for k in fast],
+        "deepcopy": copy.deepcopy(fast),
+        "pickle": pickle.loads(pickle.dumps(fast)),
+        "replace": [dataclasses.replace(k, close="7.00000000") for k in fast],
+        "replace market": [dataclasses.replace(k, market=Market.SPOT) for k in fast],
+    }
+    if market == Market.SPOT:
+        made["simulator"] = [synthetic_kline(7, "BTCUSDT", "1m", k.open_time) for k in fast]
+    for how, rows in made.items():
+        lines = [_line_of(k) for k in rows]
+        assert [k.to_line() for k in rows] == lines, how
+        assert lake_row.lake_lines(rows) == lines, how
+        assert lake_row.lake_lines([*fast[:2], *rows]) == [*map(_line_of, fast[:2]), *lines], how
+
+
+def _old_encoding(batch: KlineBatch) -> bytes:
+    """`encode_batch`'s data before the lines were spliced in as a Fragment (275b062^)."""
+    body: dict[str, Any] = {"symbol": batch.symbol, "interval": batch.interval}
+    if batch.market != Market.SPOT:
+        body["market"] = str(batch.market)
+    body["klines"] = [row.to_dict() for row in batch.rows]
+    if batch.empty:
+        body["empty"] = ranges_to_json(batch.empty)
+    return orjson.dumps(body)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 40),
+    st.sampled_from(["1s", "1m", "1h", "3d", "1w"]),
+    st.sampled_from(SYMBOLS),
+    st.sampled_from(list(Market)),
+    st.tuples(st.booleans(), st.sampled_from(["compiled", "row by row", "decoded", "mixed"])),
+)
+def test_encode_batch_writes_the_old_bytes_for_rows_from_every_source(
+    n: int, interval: str, symbol: str, market: Market, how: tuple[bool, str]
+) -> None:
+    with_empty, source = how
+    if market != Market.SPOT and interval == "1s":
+        interval = "1m"
+    first = first_open(interval)
+    step = lake_row.NOMINAL_MS[interval]
+    body = orjson.dumps(regular_page(max(n, 1), interval, first))[: None if n else 0] or b"[]"
+    ref = parse_rest_rows(orjson.loads(body), symbol, interval, market)
+    fast = compiled(body, symbol, interval, market) if n else []
+    assert fast is not None
+    empty = ((first + n * step, first + (n + 2) * step),) if with_empty or not n else ()
+    rows = {"compiled": fast, "row by row": ref, "mixed": [*fast[: n // 2], *ref[n // 2 :]]}
+    batch = KlineBatch(symbol, interval, tuple(rows.get(source, fast)), empty, market=market)
+    if source == "decoded":
+        batch = _round_trip(batch)
+        assert batch.rows == tuple(ref)
+        # an ASCII stream's regular message carries its lines (regular_message_rows)
+        assert (batch.lake_lines is not None) == (n > 0 and symbol.isascii())
+    data = encode_batch(batch, "rest").data
+    assert data == _old_encoding(batch)
+    assert decode_message(data, encode_batch(batch, "rest").attributes).rows == tuple(ref)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="latent (no caller today): KlineBatch.lake_lines is an init field, so "
+    "dataclasses.replace(batch, rows=...) keeps the old rows' lines and encode_batch and "
+    "LakeWriter.write_batch then write the old rows; only the count is checked",
+)
+def test_a_replaced_batch_does_not_keep_the_old_rows_lines() -> None:
+    body = orjson.dumps(regular_page(4, "1m", first_open("1m")))
+    message = encode_batch(KlineBatch("BTCUSDT", "1m", tuple(compiled(body, *_STREAM))), "rest")
+    decoded = decode_message(message.data, message.attributes)
+    assert decoded.lake_lines is not None
+    later = regular_page(8, "1m", first_open("1m"))[4:]
+    other = tuple(parse_rest_rows(later, *_STREAM))
+    replaced = dataclasses.replace(decoded, rows=other)
+    assert encode_batch(replaced, "rest").data == _old_encoding(replaced)
+
+
+_STREAM = ("BTCUSDT", "1m", Market.SPOT)
