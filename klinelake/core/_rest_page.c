@@ -30,7 +30,8 @@
 #define N_SLOTS 15 /* Kline's fields: 13 row values, market, the cached line */
 #define N_FRAGMENTS 12
 
-/* Set once by configure(): the Kline type, its slots' offsets (in field order), the rules. */
+/* Set by configure(): the Kline type, its slots' offsets (in the order of row.py's
+ * `_COMPILED_SLOTS`, which the slot numbers below follow), the rules. */
 static PyTypeObject *kline_type = NULL;
 static Py_ssize_t slot_offset[N_SLOTS];
 static long long min_ms, max_ms, max_trades;
@@ -172,7 +173,7 @@ static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *inter
         Py_DECREF(line);
         return NULL;
     }
-    /* Slots in Kline's field order; each value is moved in as soon as it exists, so that a
+    /* Slots numbered as in `_COMPILED_SLOTS`; each value is moved in as soon as it exists, so that a
      * failed allocation leaves a half-filled Kline that deallocates cleanly (NULL slots). */
     static const int str_columns[8] = {1, 2, 3, 4, 5, 7, 9, 10};
     static const int str_slots[8] = {4, 5, 6, 7, 8, 9, 11, 12};
@@ -287,7 +288,9 @@ done:
 
 PyDoc_STRVAR(configure_doc,
 "configure(kline_type, slot_names, min_ms, max_ms, max_trades, max_whole, max_frac)\n\n"
-"The Kline class, its 15 slot names in field order, and the row rules' bounds.");
+"The Kline class, its 15 slot names in this module's order (row.py `_COMPILED_SLOTS`: the\n"
+"13 row values, market, the line), and the row rules' bounds. All or nothing: a refused\n"
+"configure() leaves the module as it was.");
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
