@@ -173,8 +173,8 @@ static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *inter
         Py_DECREF(line);
         return NULL;
     }
-    /* Slots numbered as in `_COMPILED_SLOTS`; each value is moved in as soon as it exists, so that a
-     * failed allocation leaves a half-filled Kline that deallocates cleanly (NULL slots). */
+    /* Slots numbered as in `_COMPILED_SLOTS`; each value is moved in as soon as it exists, so
+     * that a failed allocation leaves a half-filled Kline that deallocates cleanly (NULL slots). */
     static const int str_columns[8] = {1, 2, 3, 4, 5, 7, 9, 10};
     static const int str_slots[8] = {4, 5, 6, 7, 8, 9, 11, 12};
     set_slot(k, 14, line);
