@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import zipfile
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -386,6 +387,60 @@ def test_wheel_build_is_reproducible(
         out = dry_run("deploy_vm.sh", config, "--build-dir", tmp_path / build, env=env)
         urls.append(re.findall(r"gs://test-lake/artifacts/\S+\.whl", out)[0])
     assert urls[0] == urls[1]
+
+
+def _tree_copy(tmp_path: Path) -> Path:
+    """What `build_from_source` reads of the repo, copied (REPO_ROOT for deploy_vm.sh)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt", "setup.py"):
+        shutil.copy(REPO / name, repo / name)
+    for pkg in ("klinelake", "streamer", "backfill", "ingest_function"):
+        shutil.copytree(REPO / pkg, repo / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def test_deploy_wheel_is_pure_and_carries_the_c_source(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The VM compiles the row path from the C source in the wheel (startup.sh); the wheel itself
+    stays pure, installable whatever machine built it, even from a tree holding in-place builds
+    of the extension (`make venv` leaves one; older Pythons, other platforms)."""
+    repo = _tree_copy(tmp_path)
+    core = repo / "klinelake/core"
+    planted = [f"_rest_page{s}" for s in (*EXTENSION_SUFFIXES, ".pyd", ".dylib")]
+    for name in planted:
+        (core / name).write_bytes(b"\x7fELF an in-place build of the operator's machine")
+    env = {**no_gcloud_env(gcloud_env, tmp_path), "REPO_ROOT": str(repo),
+           "PYTHON": str(VENV_BIN / "python")}  # fmt: skip
+    dry_run("deploy_vm.sh", config, "--build-dir", tmp_path / "build", env=env)
+    (wheel,) = (tmp_path / "build").glob("dist/*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        shipped_c = zf.read("klinelake/core/_rest_page.c")
+    assert "klinelake/core/_rest_page.pyi" in names
+    assert shipped_c == (REPO / "klinelake/core/_rest_page.c").read_bytes()
+    compiled = [n for n in names if n.endswith((".so", ".pyd", ".dylib"))]
+    assert compiled == [], f"compiled modules in the deploy wheel: {compiled}"
+
+
+def test_deploy_vm_refuses_a_wheel_with_a_compiled_module(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path, built_wheel: Path
+) -> None:
+    """--wheel (e.g. a CI artifact) is checked too: a compiled module built elsewhere would shadow
+    the one the VM builds, or fail to load there."""
+    wheel = tmp_path / built_wheel.name
+    shutil.copy(built_wheel, wheel)
+    so = f"klinelake/core/_rest_page{EXTENSION_SUFFIXES[0]}"
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr(so, b"\x7fELF")
+    proc = run_script("deploy_vm.sh", "--config", config, "--dry-run", "--build-dir",
+                      tmp_path / "build", "--wheel", wheel,
+                      env=no_gcloud_env(gcloud_env, tmp_path), check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert 'step "build wheel"' in proc.stderr and so in proc.stderr
+    assert "+ gcloud storage cp" not in proc.stdout  # nothing uploaded
 
 
 def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
