@@ -142,6 +142,78 @@ pip=("$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q
 if [[ $PIP_INSTALL_DEPS == 1 ]]; then
   "${pip[@]}" -c "$WORK/constraints.txt" "${wheel}[streamer]"
 fi
+
+step "compiled row path"
+# The backfill's and the streamer's row path, klinelake/core/_rest_page.c (issue 15), compiled for
+# this venv's Python into the installed package: the wheel is pure and carries the C source
+# (deploy_vm.sh). Built again after every install of the wheel, never kept: pip leaves a module it
+# did not install in place, and one built from an older wheel's source must never be loaded with
+# a newer wheel's Python code. No compiler is a WARNING, not an error: the pure Python path gives
+# the same rows at about twice the CPU per row, and the streamer must start either way.
+sysconfig_lines=$("$VENV/bin/python" -I -c 'import importlib.machinery as m, sysconfig as s
+print(s.get_paths()["purelib"]); print(s.get_paths()["include"]); print(s.get_config_var("EXT_SUFFIX"))
+print(" ".join(m.EXTENSION_SUFFIXES))')
+{
+  read -r site_packages
+  read -r py_include
+  read -r ext_suffix
+  read -r -a import_suffixes
+} <<<"$sysconfig_lines"
+core="$site_packages/klinelake/core"
+module="$core/_rest_page$ext_suffix"
+read -r -a cc <<<"${CC:-cc}"
+# Every name the import system would load it under, and leftovers of an interrupted build.
+for suffix in "${import_suffixes[@]}"; do rm -f "$core/_rest_page$suffix"; done
+rm -f "$core"/_rest_page*.tmp
+problem=""
+if [[ ! -f $core/_rest_page.c ]]; then
+  problem="the wheel carries no klinelake/core/_rest_page.c (built before it shipped it)"
+else
+  if on_vm && { ! command -v "${cc[0]}" >/dev/null || [[ ! -f $py_include/Python.h ]]; }; then
+    # A failure here shows in the log and as the compiler's failure below.
+    apt-get update -q || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev python3-dev || true
+  fi
+  # Python's own -DNDEBUG -fwrapv, as setuptools builds it (setup.py, `make venv`).
+  build=("${cc[@]}" -shared -fPIC -O2 -fwrapv -DNDEBUG "-I$py_include" -o "$module.tmp"
+    "$core/_rest_page.c")
+  cc_rc=0
+  "${build[@]}" >"$WORK/cc.log" 2>&1 || cc_rc=$?
+  if ((cc_rc == 0)); then
+    mv -f "$module.tmp" "$module" # atomic: a process importing it sees no half-written file
+  else
+    rm -f "$module.tmp"
+    problem="\`${build[*]}\` failed (exit $cc_rc)"
+    [[ ! -s $WORK/cc.log ]] || problem+=": $(tail -n 5 "$WORK/cc.log" | paste -sd ' ')"
+  fi
+fi
+if [[ -z $problem ]] && ! "$VENV/bin/python" -I -c 'import klinelake.core._rest_page' \
+  2>"$WORK/load.err"; then
+  problem="the built $module does not load: $(tail -n 1 "$WORK/load.err")"
+  rm -f "$module"
+fi
+# What the services will run: klinelake.core.row's own answer (it needs the dependencies).
+row_path="compiled"
+[[ -f $module ]] || row_path="pure Python"
+if [[ $PIP_INSTALL_DEPS == 1 ]]; then
+  check='from klinelake.core.row import COMPILED_ROW_PATH as c; print("compiled" if c else "pure Python")'
+  if ! row_path=$("$VENV/bin/python" -I -c "$check" 2>"$WORK/row.err") && [[ -f $module ]]; then
+    problem="klinelake.core.row does not import with $module: $(tail -n 1 "$WORK/row.err")"
+    rm -f "$module"
+    row_path=$("$VENV/bin/python" -I -c "$check" 2>"$WORK/row.err") || true
+  fi
+  [[ -n $row_path ]] ||
+    die "klinelake.core.row does not import, compiled row path or not: $(tail -n 1 "$WORK/row.err")"
+  [[ $row_path == compiled || -n $problem ]] || problem="klinelake.core.row did not load $module"
+else
+  printf 'startup.sh: PIP_INSTALL_DEPS=0: klinelake.core.row not imported (no dependencies)\n'
+fi
+if [[ -n $problem ]]; then
+  printf 'startup.sh: WARNING: the compiled row path is not built: %s. The backfill and the streamer run on the pure Python path: the same rows, about twice the CPU per row (docs/BENCHMARKS.md, issue 15). Install a C compiler and the Python headers (apt-get install gcc python3-dev) and run the startup script again.\n' "$problem" >&2
+fi
+printf 'startup.sh: the backfill and the streamer use the %s row path\n' "$row_path"
+
+# Last: deploy_vm.sh's preflight waits for this, so it runs what the services will run.
 printf '%s\n' "$have_sha" >"$WORK/installed-wheel.sha256"
 install_file "$WORK/installed-wheel.sha256" "$P/opt/klines/installed-wheel.sha256" 0644
 

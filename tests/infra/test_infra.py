@@ -792,6 +792,34 @@ def _assert_installed(root: Path, tmp_path: Path, module: str) -> None:
     assert env_file.stat().st_mode & 0o777 == 0o640
 
 
+def _venv_python(root: Path, tmp_path: Path, code: str) -> str:
+    """What the VM venv's python prints for `code`, run outside the repo (imports from the venv)."""
+    proc = subprocess.run(
+        [str(root / "opt/klines/venv/bin/python"), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def _installed_core(root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """The installed klinelake/core directory of the VM venv, and that python's EXT_SUFFIX."""
+    site, suffix = _venv_python(
+        root, tmp_path,
+        "import sysconfig; print(sysconfig.get_paths()['purelib']); "
+        "print(sysconfig.get_config_var('EXT_SUFFIX'))",
+    ).splitlines()  # fmt: skip
+    return Path(site) / "klinelake/core", suffix
+
+
+def _compiled_modules(core: Path) -> list[str]:
+    return sorted(p.name for p in core.iterdir() if p.name.endswith((".so", ".tmp")))
+
+
 def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel: Path) -> None:
     root, proc = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
     assert "user creation skipped" in proc.stdout
@@ -800,8 +828,22 @@ def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel:
     marker = root / "opt/klines/installed-wheel.sha256"
     assert marker.read_text().strip() == hashlib.sha256(built_wheel.read_bytes()).hexdigest()
     assert "ops agent skipped" in proc.stdout
-    # Re-run (every boot does): same result, no error.
-    _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    # The row path is compiled from the wheel's C source, for the venv's own Python, in place.
+    assert "==> compiled row path" in proc.stdout
+    core, suffix = _installed_core(root, tmp_path)
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    loaded = _venv_python(
+        root, tmp_path, "import klinelake.core._rest_page as m; print(m.__file__)"
+    )
+    assert loaded == str(core / f"_rest_page{suffix}")
+    assert "startup.sh: WARNING" not in proc.stderr
+    # Re-run (every boot does): same result, no error; the module is built again (a new wheel may
+    # carry a new C source).
+    before = (core / f"_rest_page{suffix}").stat().st_ino
+    _, again = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    assert "startup.sh: WARNING" not in again.stderr
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    assert (core / f"_rest_page{suffix}").stat().st_ino != before
 
 
 def test_startup_script_refuses_a_wheel_whose_hash_differs(
@@ -821,10 +863,14 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
 ) -> None:
     """The real thing: pip resolves the [streamer] extra pinned by constraints.txt; the
     streamer's imports work, and what only the function, the simulator or tests need is absent."""
-    root, _ = _startup(tmp_path, built_wheel)
+    root, proc = _startup(tmp_path, built_wheel)
     _assert_installed(
         root, tmp_path, "streamer, backfill, google.cloud.pubsub, picows, rich, aiohttp"
     )
+    # the services run the compiled row path, and the script says so
+    compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
+    assert _venv_python(root, tmp_path, compiled) == "True"
+    assert "the backfill and the streamer use the compiled row path" in proc.stdout
     python = root / "opt/klines/venv/bin/python"
     for module in ("functions_framework", "psutil", "pytest", "websockets"):
         absent = subprocess.run(
@@ -852,6 +898,30 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
             assert version == pins[canonical(name)], line  # pinned to constraints.txt
             checked += 1
     assert checked >= 20  # websockets, the Google clients and their whole tree
+
+
+@pytest.mark.slow
+def test_startup_script_without_a_compiler_warns_and_runs_the_pure_path(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """No working C compiler (CC=false): the install still succeeds, says why the row path is
+    not compiled and what it costs, and no module from an earlier build survives to be loaded
+    with a newer wheel's Python code: the services run the pure path."""
+    root, _ = _startup(tmp_path, built_wheel)
+    core, suffix = _installed_core(root, tmp_path)
+    built = core / f"_rest_page{suffix}"
+    assert built.is_file()
+    # Earlier builds under every name the import system tries (each of them loads).
+    for stale in ("_rest_page.abi3.so", "_rest_page.so"):
+        shutil.copy(built, core / stale)
+    _, proc = _startup(tmp_path, built_wheel, CC="false")
+    assert "==> compiled row path" in proc.stdout and "==> start" in proc.stdout
+    (warning,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("startup.sh: WARNING")]
+    assert "false" in warning and "pure Python path" in warning and "docs/BENCHMARKS.md" in warning
+    assert _compiled_modules(core) == []
+    compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
+    assert _venv_python(root, tmp_path, compiled) == "False"
+    assert "the backfill and the streamer use the pure Python row path" in proc.stdout
 
 
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
