@@ -297,6 +297,9 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
     assert (bundle / "klinelake/__init__.py").is_file()
     assert (bundle / "ingest_function/handler.py").is_file()
     assert not list(bundle.rglob("__pycache__"))
+    # nor this machine's in-place build of the row path (`make venv`): a binary of the operator's
+    # compiler and libc, which would make the bundle (and its fingerprint) machine-dependent
+    assert not [p for p in bundle.rglob("*") if p.suffix in (".so", ".pyd", ".dylib")]
     reqs = [
         line
         for line in (bundle / "requirements.txt").read_text().splitlines()
