@@ -9,8 +9,12 @@
 #   3. the wheel into /opt/klines/venv, after checking its sha256 against the metadata key
 #      wheel-sha256 (a mismatch refuses it, nothing installed), with the streamer's extra only and
 #      every dependency pinned by the metadata key constraints (constraints.txt); the same version
-#      is force-reinstalled, so a rebuilt wheel always lands; /opt/klines/installed-wheel.sha256
-#      records what is installed (deploy_vm.sh's preflight waits for it),
+#      is force-reinstalled, so a rebuilt wheel always lands,
+#   3b. the compiled row path: klinelake/core/_rest_page.c from the wheel, compiled for the venv's
+#      python (${CC:-cc}; on the VM gcc and python3-dev are installed when missing), rebuilt at
+#      every run; without it a WARNING and the pure Python path (same rows, more CPU); then
+#      /opt/klines/installed-wheel.sha256 records what is installed (deploy_vm.sh's preflight
+#      waits for it),
 #   4. /etc/klines/streamer-MARKET.env from the metadata key streamer-env-MARKET, for each market in
 #      streamer-markets ("spot um cm"); the env files of markets no longer listed are removed,
 #   5. /etc/systemd/system/streamer@.service (a template) from the metadata key streamer-service;
@@ -24,7 +28,8 @@
 # Testable without a VM: ROOT=/tmp/x installs under that root and skips apt, useradd, chown and
 # systemctl; WHEEL=/path/to.whl skips the download; METADATA_DIR=DIR reads metadata key K from
 # DIR/K instead of the metadata server; SKIP_SYSTEMCTL=1; PYTHON=python3.11;
-# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests);
+# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests); CC=COMMAND the C
+# compiler of the row path (default cc);
 # SKIP_OPS_AGENT=1 (implied when ROOT is not /) leaves the Ops Agent alone.
 set -Eeuo pipefail
 
@@ -209,7 +214,7 @@ else
   printf 'startup.sh: PIP_INSTALL_DEPS=0: klinelake.core.row not imported (no dependencies)\n'
 fi
 if [[ -n $problem ]]; then
-  printf 'startup.sh: WARNING: the compiled row path is not built: %s. The backfill and the streamer run on the pure Python path: the same rows, about twice the CPU per row (docs/BENCHMARKS.md, issue 15). Install a C compiler and the Python headers (apt-get install gcc python3-dev) and run the startup script again.\n' "$problem" >&2
+  printf 'startup.sh: WARNING: no compiled row path: %s. The backfill and the streamer run on the pure Python path: the same rows, about twice the CPU per row (docs/BENCHMARKS.md, issue 15). Install a C compiler and the Python headers (apt-get install gcc python3-dev) and run the startup script again.\n' "$problem" >&2
 fi
 printf 'startup.sh: the backfill and the streamer use the %s row path\n' "$row_path"
 
