@@ -140,6 +140,24 @@ mkdir -p "$(dirname "$VENV")"
 if [[ ! -x $VENV/bin/python ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
+# The compiled row path of the installed wheel goes first (step "compiled row path" builds it again
+# from the new wheel's C source): pip would leave it in place (it did not install it), and if this
+# run stops before that step, the units start at boot with the new code and no compiled module,
+# never with one built from an older wheel's source.
+sysconfig_lines=$("$VENV/bin/python" -I -c 'import importlib.machinery as m, sysconfig as s
+print(s.get_paths()["purelib"]); print(s.get_paths()["include"]); print(s.get_config_var("EXT_SUFFIX"))
+print(" ".join(m.EXTENSION_SUFFIXES))')
+{
+  read -r site_packages
+  read -r py_include
+  read -r ext_suffix
+  read -r -a import_suffixes
+} <<<"$sysconfig_lines"
+core="$site_packages/klinelake/core"
+module="$core/_rest_page$ext_suffix"
+# Every name the import system would load it under, and leftovers of an interrupted build.
+for suffix in "${import_suffixes[@]}"; do rm -f "$core/_rest_page$suffix"; done
+rm -f "$core"/_rest_page*.tmp
 pip=("$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q)
 # Same version number, new build: force the package itself, leave dependencies alone ...
 "${pip[@]}" --force-reinstall --no-deps "$wheel"
@@ -154,22 +172,9 @@ step "compiled row path"
 # (deploy_vm.sh). Built again after every install of the wheel, never kept: pip leaves a module it
 # did not install in place, and one built from an older wheel's source must never be loaded with
 # a newer wheel's Python code. No compiler is a WARNING, not an error: the pure Python path gives
-# the same rows at about twice the CPU per row, and the streamer must start either way.
-sysconfig_lines=$("$VENV/bin/python" -I -c 'import importlib.machinery as m, sysconfig as s
-print(s.get_paths()["purelib"]); print(s.get_paths()["include"]); print(s.get_config_var("EXT_SUFFIX"))
-print(" ".join(m.EXTENSION_SUFFIXES))')
-{
-  read -r site_packages
-  read -r py_include
-  read -r ext_suffix
-  read -r -a import_suffixes
-} <<<"$sysconfig_lines"
-core="$site_packages/klinelake/core"
-module="$core/_rest_page$ext_suffix"
+# the same rows at about twice the CPU per row, and the streamer must start either way. (The
+# previous build was removed before the wheel was installed: step "venv".)
 read -r -a cc <<<"${CC:-cc}"
-# Every name the import system would load it under, and leftovers of an interrupted build.
-for suffix in "${import_suffixes[@]}"; do rm -f "$core/_rest_page$suffix"; done
-rm -f "$core"/_rest_page*.tmp
 problem=""
 if [[ ! -f $core/_rest_page.c ]]; then
   problem="the wheel carries no klinelake/core/_rest_page.c (built before it shipped it)"

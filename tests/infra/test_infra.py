@@ -734,11 +734,15 @@ def test_unit_settings() -> None:
 # --- the VM startup script against a temporary root --------------------------------------
 
 
-def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
+def _metadata(
+    tmp_path: Path, wheel: Path, sha256: str | None = None, constraints: str | None = None
+) -> Path:
     meta = tmp_path / "metadata"
     meta.mkdir(exist_ok=True)
     shutil.copy(INFRA / "streamer@.service", meta / "streamer-service")
     shutil.copy(REPO / "constraints.txt", meta / "constraints")
+    if constraints is not None:
+        (meta / "constraints").write_text(constraints)
     (meta / "streamer-markets").write_text("spot")
     (meta / "streamer-env-spot").write_text(
         "MARKET=spot\nKLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\n"
@@ -749,10 +753,16 @@ def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
 
 
 def _startup(
-    tmp_path: Path, wheel: Path, *, sha256: str | None = None, ok: bool = True, **extra: str
+    tmp_path: Path,
+    wheel: Path,
+    *,
+    sha256: str | None = None,
+    constraints: str | None = None,
+    ok: bool = True,
+    **extra: str,
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = tmp_path / "vmroot"
-    meta = _metadata(tmp_path, wheel, sha256)
+    meta = _metadata(tmp_path, wheel, sha256, constraints)
     env = {
         **os.environ,
         "ROOT": str(root),
@@ -842,11 +852,26 @@ def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel:
     assert "startup.sh: WARNING" not in proc.stderr
     # Re-run (every boot does): same result, no error; the module is built again (a new wheel may
     # carry a new C source).
-    before = (core / f"_rest_page{suffix}").stat().st_ino
+    (core / f"_rest_page{suffix}").write_bytes(b"an older build")
     _, again = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
     assert "startup.sh: WARNING" not in again.stderr
     assert _compiled_modules(core) == [f"_rest_page{suffix}"]
-    assert (core / f"_rest_page{suffix}").stat().st_ino != before
+    assert _venv_python(root, tmp_path, "import klinelake.core._rest_page as m; print(m.__file__)")
+
+
+def test_startup_script_failing_after_the_new_wheel_leaves_no_old_module(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """A run that dies after installing the new wheel's code (here: its dependencies cannot be
+    resolved) must not leave the module built from the previous wheel's C source beside it: the
+    enabled units start at boot whatever the startup script did."""
+    root, _ = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    core, suffix = _installed_core(root, tmp_path)
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    no_such_release = "orjson==0.0.1\n"
+    _, proc = _startup(tmp_path, built_wheel, constraints=no_such_release, ok=False)
+    assert proc.returncode != 0 and 'step "venv' in proc.stderr
+    assert _compiled_modules(core) == []
 
 
 def test_startup_script_refuses_a_wheel_whose_hash_differs(
