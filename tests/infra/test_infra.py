@@ -5,8 +5,9 @@
 * the Pub/Sub part runs for real against the Pub/Sub emulator, twice: the second run creates
   nothing and says so;
 * the systemd unit passes `systemd-analyze verify` in a temporary root;
-* the VM startup script installs a freshly built wheel into a venv under a temporary root and
-  writes the unit and the environment file.
+* the VM startup script installs a freshly built wheel into a venv under a temporary root,
+  compiles the row path from the C source the (pure) wheel carries, or warns and goes on without
+  it, and writes the unit and the environment file.
 """
 
 from __future__ import annotations
