@@ -1,7 +1,8 @@
 """The one compiled module, klinelake.core._rest_page (the backfill's row path, issue 15).
 
 Optional: where it cannot be built (no C compiler) the package works unchanged on its pure
-Python path (klinelake/core/row.py falls back), only slower; `klinelake --version` says which.
+Python path (klinelake/core/row.py falls back), only slower; every entry point's `--version`
+says which.
 Everything else about the distribution is in pyproject.toml.
 """
 

@@ -28,6 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from binance_sim.market import synthetic_kline  # noqa: E402
 from klinelake.backends.local_store import LocalStore  # noqa: E402
 from klinelake.core import row as lake_row  # noqa: E402
 from klinelake.core.contract import decode_message, encode_batch, make_batches  # noqa: E402
@@ -220,13 +221,17 @@ def columnar_lake_lines(body: bytes, symbol: str, interval: str) -> list[bytes]:
 def row_path_stages() -> None:
     """The backfill's work per row after the HTTP client hands over a 1,000-row page, one
     stage at a time (each measured alone, so their sum is a floor for the whole path)."""
-    rows = [synth(k) for k in range(1000)]
+    # the simulator's synthetic rows: prices that move (an open is the previous close, as often
+    # on Binance), volumes that vary; the same rows bench_backfill.py fetches
+    rows = [synthetic_kline(0, "BTCUSDT", "1m", T0 + k * MIN) for k in range(1000)]
     body = orjson.dumps(
         [[r.open_time, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume,
           r.trades, r.taker_buy_base_volume, r.taker_buy_quote_volume, "0"] for r in rows]
     )  # fmt: skip
     decoded = orjson.loads(body)
-    klines = lake_row.parse_rest_page(body, "BTCUSDT", "1m")
+    pure_klines = lake_row.regular_rest_page(body, decoded, "BTCUSDT", "1m")
+    assert pure_klines is not None
+    klines: list[Kline] = pure_klines  # the stages below are the pure Python path's
     pages = [[synth(k) for k in range(p * 5000, (p + 1) * 5000)] for p in range(20)]
     with tempfile.TemporaryDirectory() as lake:
         # 20 batches of 5,000 new rows (backfill's batch) onto one object, oldest first (local)
@@ -251,16 +256,33 @@ def row_path_stages() -> None:
     # the writer's figure includes KlineBatch and to_line: count them once, there
     total = loads_us + page_us + write_us
     print(f"row path, sum of the stages (a floor for this design): {total:.2f} us/row CPU")
-    # The columnar alternative, side by side: page bytes to lake lines, with and without Klines.
+    # The columnar alternative and the compiled parser, side by side: page bytes to lake lines.
     assert columnar_lake_lines(body, "BTCUSDT", "1m") == [k.to_line() for k in klines]
-    through_klines = per_row_us(
-        lambda: [k.to_line() for k in lake_row.parse_rest_page(body, "BTCUSDT", "1m")], 1000
-    )
+
+    def through_klines() -> list[bytes]:
+        return lake_row.lake_lines(lake_row.parse_rest_page(body, "BTCUSDT", "1m"))
+
+    compiled = lake_row._compiled
+    lake_row._compiled = None  # the pure Python path, as where the module is not built
+    try:
+        assert through_klines() == [k.to_line() for k in klines]
+        pure = per_row_us(through_klines, 1000)
+    finally:
+        lake_row._compiled = compiled
     columnar = per_row_us(lambda: columnar_lake_lines(body, "BTCUSDT", "1m"), 1000)
     print(
-        f"page to lake lines through Klines (parse_rest_page + to_line): {through_klines:5.2f} "
+        f"page to lake lines through Klines, pure Python (parse_rest_page + to_line): {pure:5.2f} "
         f"us/row CPU; columnar, no object per row: {columnar:5.2f} us/row CPU "
-        f"({through_klines / columnar:.2f}x)"
+        f"({pure / columnar:.2f}x)"
+    )
+    if compiled is None:
+        print("page to lake lines, compiled: the module is not built here (setup.py)")
+        return
+    assert through_klines() == [k.to_line() for k in klines]
+    fast = per_row_us(through_klines, 1000)
+    print(
+        f"page to lake lines through Klines, compiled (klinelake/core/_rest_page.c): {fast:5.2f} "
+        f"us/row CPU ({pure / fast:.2f}x less than pure Python)"
     )
 
 

@@ -202,10 +202,14 @@ def version() -> str:
 
 
 def version_option(prog: str) -> Callable[[F], F]:
-    # Resolved when --version is given (no metadata read at import).
+    # Resolved when --version is given (no metadata read at import). The second line says
+    # whether the compiled REST page parser is built here (setup.py; else pure Python, slower).
+    from klinelake.core.row import COMPILED_ROW_PATH
+
+    row_path = "compiled" if COMPILED_ROW_PATH else "pure Python (the compiled module is not built)"
     decorator: Callable[[F], F] = click.version_option(
         None, "--version", package_name=DISTRIBUTION, prog_name=prog,
-        message="%(prog)s %(version)s",
+        message=f"%(prog)s %(version)s\nrow path: {row_path}",
     )  # fmt: skip
     return decorator
 

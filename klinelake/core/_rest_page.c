@@ -9,6 +9,8 @@
  * It accepts a page only if the reference path accepts it, with the same rows and lines
  * (tests/core/test_rest_page_compiled.py compares both on generated and mutated pages).
  *
+ * Equal decimal strings within a page are one string object (`shared_str`).
+ *
  * A regular page: `[` rows joined by `,` `]`, no whitespace, each row
  *   [INT,"D","D","D","D","D",INT,"D",INT,"D","D","DIGITS"]
  * INT: JSON integer digits (no sign, no leading zero); D: 1..MAX_WHOLE digits, a dot, 1..MAX_FRAC
@@ -110,38 +112,30 @@ static const char *parse_row(const char *p, const char *end, row_t *row)
     return expect(p, end, ']');
 }
 
-/* The first pass: the page is regular, and how many rows it holds (0: not regular). */
-static Py_ssize_t check_page(const char *p, const char *end, long long step, long long anchor,
-                             int check_anchor)
-{
-    row_t row;
-    long long first = 0;
-    Py_ssize_t n = 0;
-    p = expect(p, end, '[');
-    while (p != NULL) {
-        if (n) p = expect(p, end, ',');
-        p = parse_row(p, end, &row);
-        if (p == NULL) return 0;
-        if (n == 0) {
-            first = row.open_time;
-            if (first < min_ms) return 0;
-            if (check_anchor && (((first - anchor) % step) + step) % step != 0) return 0;
-        }
-        long long open = first + (long long)n * step;
-        if (open + step - 1 >= max_ms) return 0; /* this row's close_time is past the bound */
-        if (row.open_time != open || row.close_time != open + step - 1) return 0;
-        if (row.trades > max_trades) return 0;
-        n++;
-        if (p < end && *p == ']') return (p + 1 == end) ? n : 0;
-    }
-    return 0;
-}
-
 static PyObject *ascii_str(const char *text, Py_ssize_t len)
 {
     PyObject *s = PyUnicode_New(len, 127);
     if (s != NULL) memcpy(PyUnicode_1BYTE_DATA(s), text, (size_t)len);
     return s;
+}
+
+/* The string for `text`: one of `seen` (ours, so compact ASCII) when equal, else a new one.
+ * Prices repeat (an open is often the previous close; a quiet kline is flat with zero
+ * volumes), and a shared string costs neither an allocation nor its memory. */
+static PyObject *shared_str(const char *text, Py_ssize_t len, PyObject *const *seen, int n_seen)
+{
+    for (int j = 0; j < n_seen; j++) {
+        PyObject *s = seen[j];
+        if (s != NULL && PyUnicode_GET_LENGTH(s) == len &&
+            memcmp(PyUnicode_1BYTE_DATA(s), text, (size_t)len) == 0)
+            return Py_NewRef(s);
+    }
+    return ascii_str(text, len);
+}
+
+static PyObject *get_slot(PyObject *obj, int slot)
+{
+    return *(PyObject **)((char *)obj + slot_offset[slot]);
 }
 
 static void set_slot(PyObject *obj, int slot, PyObject *value)
@@ -154,7 +148,7 @@ static void set_slot(PyObject *obj, int slot, PyObject *value)
 static const int line_columns[N_FRAGMENTS - 1] = {0, 6, 1, 2, 3, 4, 5, 7, 8, 9, 10};
 
 static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *interval,
-                             PyObject *market, PyObject *const *fragments)
+                             PyObject *market, PyObject *const *fragments, PyObject *previous)
 {
     Py_ssize_t size = 0;
     for (int i = 0; i < N_FRAGMENTS; i++) size += PyBytes_GET_SIZE(fragments[i]);
@@ -196,10 +190,13 @@ static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *inter
     set_slot(k, 1, v);
     if ((v = PyLong_FromLongLong(row->trades)) == NULL) goto fail;
     set_slot(k, 10, v);
+    /* candidates to share: the previous row's close, then this row's strings so far */
+    PyObject *seen[9] = {previous != NULL ? get_slot(previous, 7) : NULL};
     for (int i = 0; i < 8; i++) {
-        if ((v = ascii_str(row->text[str_columns[i]], row->len[str_columns[i]])) == NULL)
-            goto fail;
+        v = shared_str(row->text[str_columns[i]], row->len[str_columns[i]], seen, i + 1);
+        if (v == NULL) goto fail;
         set_slot(k, str_slots[i], v);
+        seen[i + 1] = v;
     }
     return k;
 fail:
@@ -236,28 +233,48 @@ static PyObject *klines(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    const char *start = body.buf, *end = start + body.len;
-    Py_ssize_t n = check_page(start, end, step, anchor, check_anchor);
-    if (n == 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    PyObject *list = PyList_New(n);
-    if (list == NULL) goto done;
+    /* One pass: each row is checked, then built; the first irregular byte or value drops
+     * what was built and answers None (Binance sends regular pages outside halts). */
+    const char *p = body.buf, *end = p + body.len;
     PyObject *const *frags = &PyTuple_GET_ITEM(fragments, 0);
-    const char *p = start + 1;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) goto done;
     row_t row;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i) p++; /* the ',' that check_page saw */
+    long long first = 0;
+    Py_ssize_t n = 0;
+    p = expect(p, end, '[');
+    while (p != NULL) {
+        if (n) p = expect(p, end, ',');
         p = parse_row(p, end, &row);
-        PyObject *k = build_kline(&row, symbol, interval, market, frags);
-        if (k == NULL) {
+        if (p == NULL) break;
+        if (n == 0) {
+            first = row.open_time;
+            if (first < min_ms) break;
+            if (check_anchor && (((first - anchor) % step) + step) % step != 0) break;
+        }
+        long long open = first + (long long)n * step;
+        if (open + step - 1 >= max_ms) break; /* this row's close_time is past the bound */
+        if (row.open_time != open || row.close_time != open + step - 1) break;
+        if (row.trades > max_trades) break;
+        PyObject *previous = n ? PyList_GET_ITEM(list, n - 1) : NULL;
+        PyObject *k = build_kline(&row, symbol, interval, market, frags, previous);
+        if (k == NULL || PyList_Append(list, k) < 0) {
+            Py_XDECREF(k);
             Py_DECREF(list);
             goto done;
         }
-        PyList_SET_ITEM(list, i, k);
+        Py_DECREF(k);
+        n++;
+        if (p < end && *p == ']') {
+            if (p + 1 == end) {
+                result = list;
+                goto done;
+            }
+            break;
+        }
     }
-    result = list;
+    Py_DECREF(list); /* not regular */
+    result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&body);
     return result;

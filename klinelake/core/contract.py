@@ -41,7 +41,7 @@ from klinelake.core.halts import check_range, ranges_from_json, ranges_to_json
 from klinelake.core.intervals import Gap, check_interval
 from klinelake.core.json_input import load_json
 from klinelake.core.markets import Market, check_market_interval, parse_market
-from klinelake.core.row import Kline, kline_from_dict, regular_message_rows
+from klinelake.core.row import Kline, kline_from_dict, lake_lines, regular_message_rows
 from klinelake.core.symbols import stream_id, validate_symbol
 
 SCHEMA_VERSION = "1"
@@ -243,7 +243,10 @@ def encode_batch(batch: KlineBatch, source: Source) -> PubsubMessage:
     body: dict[str, Any] = {"symbol": batch.symbol, "interval": batch.interval}
     if batch.market != Market.SPOT:  # spot messages stay byte-for-byte as before markets
         body["market"] = str(batch.market)
-    body["klines"] = [row.to_dict() for row in batch.rows]
+    # The rows are their lake lines (compact orjson dumps of `to_dict()`, one per line, no
+    # other newline in them): joined with commas they are the array orjson would write.
+    lines = batch.lake_lines if batch.lake_lines is not None else lake_lines(batch.rows)
+    body["klines"] = orjson.Fragment(b"[" + b"".join(lines)[:-1].replace(b"\n", b",") + b"]")
     if batch.empty:  # absent otherwise: a message without halts keeps its exact old bytes
         body["empty"] = ranges_to_json(batch.empty)
     data = orjson.dumps(body)

@@ -7,13 +7,15 @@ lines lazily, so memory is bounded by the batch, never by the object.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from klinelake.core.errors import KlineLakeError
-from klinelake.core.row import Kline, open_time_of_line
+from klinelake.core.row import Kline, lake_lines, open_time_of_line
 
 BatchLines = Sequence[tuple[int, bytes]]
+_OPEN_TIME = operator.attrgetter("open_time")
 
 
 class CorruptObject(KlineLakeError):
@@ -37,8 +39,8 @@ class MergeStats:
         )  # fmt: skip
 
 
-def batch_lines(rows: Iterable[Kline]) -> list[tuple[int, bytes]]:
-    return [(r.open_time, r.to_line()) for r in rows]
+def batch_lines(rows: Sequence[Kline]) -> list[tuple[int, bytes]]:
+    return list(zip(map(_OPEN_TIME, rows), lake_lines(rows), strict=True))
 
 
 def _ordered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:

@@ -64,6 +64,7 @@ _CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer rem
 
 Action = Literal["create", "append", "prepend", "merge", "noop"]
 _OPEN_TIME = operator.attrgetter("open_time")
+_LINE = operator.itemgetter(1)  # of an (open_time, line) pair
 T = TypeVar("T")
 
 
@@ -215,7 +216,7 @@ class LakeWriter:
         cached = self._known.get(name)
         info = cached if cached is not None else store.stat(name)
         if info is None:
-            body = b"".join(ln for _, ln in lines)
+            body = b"".join(map(_LINE, lines))
             bounds = Bounds(first_new, last_new)
             after = store.write(name, body, if_generation_match=0, bounds=bounds)
             self._remember(after, bounds)
@@ -226,7 +227,7 @@ class LakeWriter:
         if edge is not None:
             action, bounds = edge
             part = f"{STAGING_PREFIX}{name}.{uuid.uuid4().hex}.part"
-            store.write(part, b"".join(ln for _, ln in lines), if_generation_match=0)
+            store.write(part, b"".join(map(_LINE, lines)), if_generation_match=0)
             sources = [name, part] if action == "append" else [part, name]
             try:
                 after = store.compose(name, sources, if_generation_match=gen, bounds=bounds)

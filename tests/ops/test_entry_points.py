@@ -30,6 +30,7 @@ READS: dict[str, tuple[cfg.Setting, ...]] = {
     "binance_sim": (),
     "localcloud": (),
 }  # fmt: skip
+PRODUCTION = ("streamer", "backfill", "klinelake")
 SUBCOMMANDS = {
     "klinelake status": (cfg.LAKE,),
     "klinelake verify": (cfg.LAKE,),
@@ -65,7 +66,10 @@ def test_help_and_version(name: str, how: str) -> None:
         assert setting.env is not None and setting.env in text, (name, setting.env)
     version = _run([*argv, "--version"])
     assert version.returncode == 0, version.stderr
-    assert version.stdout.split()[-1] == cfg.version() != "0+unknown"
+    first, *rest = version.stdout.splitlines()
+    assert first.split()[-1] == cfg.version() != "0+unknown"
+    if name in PRODUCTION:  # `make venv` builds the compiled row path (setup.py)
+        assert rest == ["row path: compiled"]
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
