@@ -830,6 +830,15 @@ def _installed_core(root: Path, tmp_path: Path) -> tuple[Path, str]:
     return Path(site) / "klinelake/core", suffix
 
 
+def _version(root: Path, script: str) -> str:
+    """`SCRIPT --version` of the VM venv: what an operator sees (its second line: the row path)."""
+    return subprocess.run(
+        [str(root / "opt/klines/venv/bin" / script), "--version"],
+        capture_output=True, text=True, check=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    ).stdout.strip()  # fmt: skip
+
+
 def _compiled_modules(core: Path) -> list[str]:
     return sorted(p.name for p in core.iterdir() if p.name.endswith((".so", ".tmp")))
 
@@ -900,6 +909,7 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
     compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
     assert _venv_python(root, tmp_path, compiled) == "True"
     assert "the backfill and the streamer use the compiled row path" in proc.stdout
+    assert _version(root, "backfill").endswith("row path: compiled")
     python = root / "opt/klines/venv/bin/python"
     for module in ("functions_framework", "psutil", "pytest", "websockets"):
         absent = subprocess.run(
@@ -951,6 +961,7 @@ def test_startup_script_without_a_compiler_warns_and_runs_the_pure_path(
     compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
     assert _venv_python(root, tmp_path, compiled) == "False"
     assert "the backfill and the streamer use the pure Python row path" in proc.stdout
+    assert "row path: pure Python" in _version(root, "backfill")
 
 
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:
