@@ -175,6 +175,7 @@ step "compiled row path"
 # the same rows at about twice the CPU per row, and the streamer must start either way. (The
 # previous build was removed before the wheel was installed: step "venv".)
 read -r -a cc <<<"${CC:-cc}"
+((${#cc[@]} > 0)) || cc=(cc) # CC of blanks only
 problem=""
 if [[ ! -f $core/_rest_page.c ]]; then
   problem="the wheel carries no klinelake/core/_rest_page.c (built before it shipped it)"
