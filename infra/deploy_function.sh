@@ -24,9 +24,11 @@ stage_bundle() {
   [[ -d $REPO_ROOT/klinelake ]] || die "$REPO_ROOT/klinelake not found"
   rm -rf "$BUNDLE_DIR"
   mkdir -p "$BUNDLE_DIR"
-  # main.py imports ingest_function.handler and klinelake: ship both packages beside it.
-  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - ingest_function klinelake |
-    tar -C "$BUNDLE_DIR" -xf -
+  # main.py imports ingest_function.handler and klinelake: ship both packages beside it. Not
+  # this machine's in-place build of the row path (`make venv`): a binary of its compiler and libc
+  # (the function parses messages, not REST pages: it does not use it).
+  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.so' --exclude='*.pyd' \
+    --exclude='*.dylib' -cf - ingest_function klinelake | tar -C "$BUNDLE_DIR" -xf -
   cp "$REPO_ROOT/ingest_function/main.py" "$BUNDLE_DIR/main.py"
   "$PYTHON" "$INFRA_DIR/function_requirements.py" "$REPO_ROOT" "$BUNDLE_DIR"
   note "bundle: $BUNDLE_DIR ($(find "$BUNDLE_DIR" -type f | wc -l) files)"

@@ -2,7 +2,9 @@
 # Deploy (or update) the streamer VM:
 #   1. a static external IP (regional): Binance sees one stable address,
 #   2. the project wheel, built reproducibly (SOURCE_DATE_EPOCH) from a clean copy of the repo and
-#      uploaded to gs://BUCKET/artifacts/<sha256-prefix>/<wheel> (a new build gets a new URL),
+#      uploaded to gs://BUCKET/artifacts/<sha256-prefix>/<wheel> (a new build gets a new URL);
+#      pure (py3-none-any, refused otherwise): it carries the row path's C source, which the VM
+#      compiles for its own Python (startup.sh, step "compiled row path"),
 #   3. an e2-micro VM running as the streamer service account (scopes cloud-platform; IAM decides),
 #      with metadata: startup-script (infra/startup.sh), streamer-service (infra/streamer@.service,
 #      a template unit), streamer-markets (MARKETS, e.g. "spot um cm"), streamer-env-MARKET (each
@@ -51,6 +53,7 @@ build_wheel() {
   else
     build_from_source "$src" "$dist"
   fi
+  check_pure_wheel "$WHEEL_FILE"
   WHEEL_SHA256=$(sha256sum "$WHEEL_FILE" | cut -d' ' -f1)
   WHEEL_URL="gs://${BUCKET}/artifacts/${WHEEL_SHA256:0:16}/$(basename "$WHEEL_FILE")"
   note "wheel $(basename "$WHEEL_FILE") sha256 ${WHEEL_SHA256}"
@@ -61,13 +64,30 @@ build_from_source() {
   # Build from a copy: the working tree stays clean (no build/ or egg-info at the repo root).
   cp "$REPO_ROOT/pyproject.toml" "$src/"
   [[ ! -f $REPO_ROOT/README.md ]] || cp "$REPO_ROOT/README.md" "$src/"
+  # No setup.py: the wheel is pure (py3-none-any) and carries the row path's C source, which the
+  # VM compiles for its own Python (startup.sh). In-place builds of it (`make venv` leaves
+  # klinelake/core/_rest_page.*.so) are this machine's, never the VM's: left out.
   for d in klinelake streamer backfill ingest_function; do # the production packages only
     [[ ! -d $REPO_ROOT/$d ]] ||
-      tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "$d" | tar -C "$src" -xf -
+      tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.so' \
+        --exclude='*.pyd' --exclude='*.dylib' -cf - "$d" | tar -C "$src" -xf -
   done
   SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH "$PYTHON" -m pip wheel -q --no-deps -w "$dist" "$src"
   WHEEL_FILE=$(find "$dist" -name '*.whl' -print -quit)
   [[ -n $WHEEL_FILE ]] || die "no wheel was built in $dist"
+}
+
+# check_pure_wheel FILE: the VM installs a pure wheel and builds the compiled row path itself; a
+# compiled module in the wheel (built for another machine's Python) would shadow it or not load.
+check_pure_wheel() {
+  local compiled
+  [[ $1 == *-py3-none-any.whl ]] ||
+    die "$(basename "$1") is not a pure wheel (want *-py3-none-any.whl): the VM compiles the row path itself"
+  compiled=$("$PYTHON" -c 'import sys, zipfile
+print(" ".join(n for n in zipfile.ZipFile(sys.argv[1]).namelist()
+               if n.endswith((".so", ".pyd", ".dylib"))))' "$1")
+  [[ -z $compiled ]] ||
+    die "$(basename "$1") holds compiled modules ($compiled): the VM compiles the row path itself from klinelake/core/_rest_page.c; build the wheel without them"
 }
 
 upload_wheel() {

@@ -9,8 +9,12 @@
 #   3. the wheel into /opt/klines/venv, after checking its sha256 against the metadata key
 #      wheel-sha256 (a mismatch refuses it, nothing installed), with the streamer's extra only and
 #      every dependency pinned by the metadata key constraints (constraints.txt); the same version
-#      is force-reinstalled, so a rebuilt wheel always lands; /opt/klines/installed-wheel.sha256
-#      records what is installed (deploy_vm.sh's preflight waits for it),
+#      is force-reinstalled, so a rebuilt wheel always lands,
+#   3b. the compiled row path: klinelake/core/_rest_page.c from the wheel, compiled for the venv's
+#      python (${CC:-cc}; on the VM gcc and python3-dev are installed when missing), rebuilt at
+#      every run; without it a WARNING and the pure Python path (same rows, more CPU); then
+#      /opt/klines/installed-wheel.sha256 records what is installed (deploy_vm.sh's preflight
+#      waits for it),
 #   4. /etc/klines/streamer-MARKET.env from the metadata key streamer-env-MARKET, for each market in
 #      streamer-markets ("spot um cm"); the env files of markets no longer listed are removed,
 #   5. /etc/systemd/system/streamer@.service (a template) from the metadata key streamer-service;
@@ -24,7 +28,8 @@
 # Testable without a VM: ROOT=/tmp/x installs under that root and skips apt, useradd, chown and
 # systemctl; WHEEL=/path/to.whl skips the download; METADATA_DIR=DIR reads metadata key K from
 # DIR/K instead of the metadata server; SKIP_SYSTEMCTL=1; PYTHON=python3.11;
-# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests);
+# PIP_INSTALL_DEPS=0 installs the wheel without its dependencies (offline tests); CC=COMMAND the C
+# compiler of the row path (default cc);
 # SKIP_OPS_AGENT=1 (implied when ROOT is not /) leaves the Ops Agent alone.
 set -Eeuo pipefail
 
@@ -135,6 +140,24 @@ mkdir -p "$(dirname "$VENV")"
 if [[ ! -x $VENV/bin/python ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
+# The compiled row path of the installed wheel goes first (step "compiled row path" builds it again
+# from the new wheel's C source): pip would leave it in place (it did not install it), and if this
+# run stops before that step, the units start at boot with the new code and no compiled module,
+# never with one built from an older wheel's source.
+sysconfig_lines=$("$VENV/bin/python" -I -c 'import importlib.machinery as m, sysconfig as s
+print(s.get_paths()["purelib"]); print(s.get_paths()["include"]); print(s.get_config_var("EXT_SUFFIX"))
+print(" ".join(m.EXTENSION_SUFFIXES))')
+{
+  read -r site_packages
+  read -r py_include
+  read -r ext_suffix
+  read -r -a import_suffixes
+} <<<"$sysconfig_lines"
+core="$site_packages/klinelake/core"
+module="$core/_rest_page$ext_suffix"
+# Every name the import system would load it under, and leftovers of an interrupted build.
+for suffix in "${import_suffixes[@]}"; do rm -f "$core/_rest_page$suffix"; done
+rm -f "$core"/_rest_page*.tmp
 pip=("$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q)
 # Same version number, new build: force the package itself, leave dependencies alone ...
 "${pip[@]}" --force-reinstall --no-deps "$wheel"
@@ -142,6 +165,66 @@ pip=("$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q
 if [[ $PIP_INSTALL_DEPS == 1 ]]; then
   "${pip[@]}" -c "$WORK/constraints.txt" "${wheel}[streamer]"
 fi
+
+step "compiled row path"
+# The backfill's and the streamer's row path, klinelake/core/_rest_page.c (issue 15), compiled for
+# this venv's Python into the installed package: the wheel is pure and carries the C source
+# (deploy_vm.sh). Built again after every install of the wheel, never kept: pip leaves a module it
+# did not install in place, and one built from an older wheel's source must never be loaded with
+# a newer wheel's Python code. No compiler is a WARNING, not an error: the pure Python path gives
+# the same rows at about twice the CPU per row, and the streamer must start either way. (The
+# previous build was removed before the wheel was installed: step "venv".)
+read -r -a cc <<<"${CC:-cc}"
+((${#cc[@]} > 0)) || cc=(cc) # CC of blanks only
+problem=""
+if [[ ! -f $core/_rest_page.c ]]; then
+  problem="the wheel carries no klinelake/core/_rest_page.c (built before it shipped it)"
+else
+  if on_vm && { ! command -v "${cc[0]}" >/dev/null || [[ ! -f $py_include/Python.h ]]; }; then
+    # A failure here shows in the log and as the compiler's failure below.
+    apt-get update -q || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev python3-dev || true
+  fi
+  # Python's own -DNDEBUG -fwrapv, as setuptools builds it (setup.py, `make venv`).
+  build=("${cc[@]}" -shared -fPIC -O2 -fwrapv -DNDEBUG "-I$py_include" -o "$module.tmp"
+    "$core/_rest_page.c")
+  cc_rc=0
+  "${build[@]}" >"$WORK/cc.log" 2>&1 || cc_rc=$?
+  if ((cc_rc == 0)); then
+    mv -f "$module.tmp" "$module" # atomic: a process importing it sees no half-written file
+  else
+    rm -f "$module.tmp"
+    problem="\`${build[*]}\` failed (exit $cc_rc)"
+    [[ ! -s $WORK/cc.log ]] || problem+=": $(tail -n 5 "$WORK/cc.log" | paste -sd ' ')"
+  fi
+fi
+if [[ -z $problem ]] && ! "$VENV/bin/python" -I -c 'import klinelake.core._rest_page' \
+  2>"$WORK/load.err"; then
+  problem="the built $module does not load: $(tail -n 1 "$WORK/load.err")"
+  rm -f "$module"
+fi
+# What the services will run: klinelake.core.row's own answer (it needs the dependencies).
+row_path="compiled"
+[[ -f $module ]] || row_path="pure Python"
+if [[ $PIP_INSTALL_DEPS == 1 ]]; then
+  check='from klinelake.core.row import COMPILED_ROW_PATH as c; print("compiled" if c else "pure Python")'
+  if ! row_path=$("$VENV/bin/python" -I -c "$check" 2>"$WORK/row.err") && [[ -f $module ]]; then
+    problem="klinelake.core.row does not import with $module: $(tail -n 1 "$WORK/row.err")"
+    rm -f "$module"
+    row_path=$("$VENV/bin/python" -I -c "$check" 2>"$WORK/row.err") || true
+  fi
+  [[ -n $row_path ]] ||
+    die "klinelake.core.row does not import, compiled row path or not: $(tail -n 1 "$WORK/row.err")"
+  [[ $row_path == compiled || -n $problem ]] || problem="klinelake.core.row did not load $module"
+else
+  printf 'startup.sh: PIP_INSTALL_DEPS=0: klinelake.core.row not imported (no dependencies)\n'
+fi
+if [[ -n $problem ]]; then
+  printf 'startup.sh: WARNING: no compiled row path: %s. The backfill and the streamer run on the pure Python path: the same rows, about twice the CPU per row (docs/BENCHMARKS.md, issue 15). Install a C compiler and the Python headers (apt-get install gcc python3-dev) and run the startup script again.\n' "$problem" >&2
+fi
+printf 'startup.sh: the backfill and the streamer use the %s row path\n' "$row_path"
+
+# Last: deploy_vm.sh's preflight waits for this, so it runs what the services will run.
 printf '%s\n' "$have_sha" >"$WORK/installed-wheel.sha256"
 install_file "$WORK/installed-wheel.sha256" "$P/opt/klines/installed-wheel.sha256" 0644
 

@@ -133,12 +133,14 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     src = tmp_path_factory.mktemp("src")
-    # Build from a copy so the repo gets no build/ directory.
+    # Build from a copy so the repo gets no build/ directory; as infra/deploy_vm.sh builds it: no
+    # setup.py and no in-place build of the extension (pure; the VM compiles the row path).
     shutil.copy(REPO / "pyproject.toml", src)
     packages = ("klinelake", "streamer", "backfill", "ingest_function")
+    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.dylib")
     for pkg in packages:
         if (REPO / pkg).is_dir():
-            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(REPO / pkg, src / pkg, ignore=skip)
     subprocess.run(
         [str(VENV_BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,

@@ -5,8 +5,9 @@
 * the Pub/Sub part runs for real against the Pub/Sub emulator, twice: the second run creates
   nothing and says so;
 * the systemd unit passes `systemd-analyze verify` in a temporary root;
-* the VM startup script installs a freshly built wheel into a venv under a temporary root and
-  writes the unit and the environment file.
+* the VM startup script installs a freshly built wheel into a venv under a temporary root,
+  compiles the row path from the C source the (pure) wheel carries, or warns and goes on without
+  it, and writes the unit and the environment file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import zipfile
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -296,6 +298,9 @@ def test_deploy_function_dry_run(config: Path, gcloud_env: dict[str, str], tmp_p
     assert (bundle / "klinelake/__init__.py").is_file()
     assert (bundle / "ingest_function/handler.py").is_file()
     assert not list(bundle.rglob("__pycache__"))
+    # nor this machine's in-place build of the row path (`make venv`): a binary of the operator's
+    # compiler and libc, which would make the bundle (and its fingerprint) machine-dependent
+    assert not [p for p in bundle.rglob("*") if p.suffix in (".so", ".pyd", ".dylib")]
     reqs = [
         line
         for line in (bundle / "requirements.txt").read_text().splitlines()
@@ -386,6 +391,60 @@ def test_wheel_build_is_reproducible(
         out = dry_run("deploy_vm.sh", config, "--build-dir", tmp_path / build, env=env)
         urls.append(re.findall(r"gs://test-lake/artifacts/\S+\.whl", out)[0])
     assert urls[0] == urls[1]
+
+
+def _tree_copy(tmp_path: Path) -> Path:
+    """What `build_from_source` reads of the repo, copied (REPO_ROOT for deploy_vm.sh)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt", "setup.py"):
+        shutil.copy(REPO / name, repo / name)
+    for pkg in ("klinelake", "streamer", "backfill", "ingest_function"):
+        shutil.copytree(REPO / pkg, repo / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def test_deploy_wheel_is_pure_and_carries_the_c_source(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The VM compiles the row path from the C source in the wheel (startup.sh); the wheel itself
+    stays pure, installable whatever machine built it, even from a tree holding in-place builds
+    of the extension (`make venv` leaves one; older Pythons, other platforms)."""
+    repo = _tree_copy(tmp_path)
+    core = repo / "klinelake/core"
+    planted = [f"_rest_page{s}" for s in (*EXTENSION_SUFFIXES, ".pyd", ".dylib")]
+    for name in planted:
+        (core / name).write_bytes(b"\x7fELF an in-place build of the operator's machine")
+    env = {**no_gcloud_env(gcloud_env, tmp_path), "REPO_ROOT": str(repo),
+           "PYTHON": str(VENV_BIN / "python")}  # fmt: skip
+    dry_run("deploy_vm.sh", config, "--build-dir", tmp_path / "build", env=env)
+    (wheel,) = (tmp_path / "build").glob("dist/*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        shipped_c = zf.read("klinelake/core/_rest_page.c")
+    assert "klinelake/core/_rest_page.pyi" in names
+    assert shipped_c == (REPO / "klinelake/core/_rest_page.c").read_bytes()
+    compiled = [n for n in names if n.endswith((".so", ".pyd", ".dylib"))]
+    assert compiled == [], f"compiled modules in the deploy wheel: {compiled}"
+
+
+def test_deploy_vm_refuses_a_wheel_with_a_compiled_module(
+    config: Path, gcloud_env: dict[str, str], tmp_path: Path, built_wheel: Path
+) -> None:
+    """--wheel (e.g. a CI artifact) is checked too: a compiled module built elsewhere would shadow
+    the one the VM builds, or fail to load there."""
+    wheel = tmp_path / built_wheel.name
+    shutil.copy(built_wheel, wheel)
+    so = f"klinelake/core/_rest_page{EXTENSION_SUFFIXES[0]}"
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr(so, b"\x7fELF")
+    proc = run_script("deploy_vm.sh", "--config", config, "--dry-run", "--build-dir",
+                      tmp_path / "build", "--wheel", wheel,
+                      env=no_gcloud_env(gcloud_env, tmp_path), check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert 'step "build wheel"' in proc.stderr and so in proc.stderr
+    assert "+ gcloud storage cp" not in proc.stdout  # nothing uploaded
 
 
 def test_teardown_dry_run(config: Path, gcloud_env: dict[str, str], tmp_path: Path) -> None:
@@ -676,11 +735,15 @@ def test_unit_settings() -> None:
 # --- the VM startup script against a temporary root --------------------------------------
 
 
-def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
+def _metadata(
+    tmp_path: Path, wheel: Path, sha256: str | None = None, constraints: str | None = None
+) -> Path:
     meta = tmp_path / "metadata"
     meta.mkdir(exist_ok=True)
     shutil.copy(INFRA / "streamer@.service", meta / "streamer-service")
     shutil.copy(REPO / "constraints.txt", meta / "constraints")
+    if constraints is not None:
+        (meta / "constraints").write_text(constraints)
     (meta / "streamer-markets").write_text("spot")
     (meta / "streamer-env-spot").write_text(
         "MARKET=spot\nKLINES_TOPIC=projects/test-project/topics/klines\nSYMBOLS=BTCUSDC\n"
@@ -691,10 +754,16 @@ def _metadata(tmp_path: Path, wheel: Path, sha256: str | None = None) -> Path:
 
 
 def _startup(
-    tmp_path: Path, wheel: Path, *, sha256: str | None = None, ok: bool = True, **extra: str
+    tmp_path: Path,
+    wheel: Path,
+    *,
+    sha256: str | None = None,
+    constraints: str | None = None,
+    ok: bool = True,
+    **extra: str,
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = tmp_path / "vmroot"
-    meta = _metadata(tmp_path, wheel, sha256)
+    meta = _metadata(tmp_path, wheel, sha256, constraints)
     env = {
         **os.environ,
         "ROOT": str(root),
@@ -737,6 +806,43 @@ def _assert_installed(root: Path, tmp_path: Path, module: str) -> None:
     assert env_file.stat().st_mode & 0o777 == 0o640
 
 
+def _venv_python(root: Path, tmp_path: Path, code: str) -> str:
+    """What the VM venv's python prints for `code`, run outside the repo (imports from the venv)."""
+    proc = subprocess.run(
+        [str(root / "opt/klines/venv/bin/python"), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def _installed_core(root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """The installed klinelake/core directory of the VM venv, and that python's EXT_SUFFIX."""
+    site, suffix = _venv_python(
+        root, tmp_path,
+        "import sysconfig; print(sysconfig.get_paths()['purelib']); "
+        "print(sysconfig.get_config_var('EXT_SUFFIX'))",
+    ).splitlines()  # fmt: skip
+    return Path(site) / "klinelake/core", suffix
+
+
+def _version(root: Path, script: str) -> str:
+    """`SCRIPT --version` of the VM venv: what an operator sees (its second line: the row path)."""
+    return subprocess.run(
+        [str(root / "opt/klines/venv/bin" / script), "--version"],
+        capture_output=True, text=True, check=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    ).stdout.strip()  # fmt: skip
+
+
+def _compiled_modules(core: Path) -> list[str]:
+    return sorted(p.name for p in core.iterdir() if p.name.endswith((".so", ".tmp")))
+
+
 def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel: Path) -> None:
     root, proc = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
     assert "user creation skipped" in proc.stdout
@@ -745,8 +851,37 @@ def test_startup_script_in_a_temporary_root_offline(tmp_path: Path, built_wheel:
     marker = root / "opt/klines/installed-wheel.sha256"
     assert marker.read_text().strip() == hashlib.sha256(built_wheel.read_bytes()).hexdigest()
     assert "ops agent skipped" in proc.stdout
-    # Re-run (every boot does): same result, no error.
-    _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    # The row path is compiled from the wheel's C source, for the venv's own Python, in place.
+    assert "==> compiled row path" in proc.stdout
+    core, suffix = _installed_core(root, tmp_path)
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    loaded = _venv_python(
+        root, tmp_path, "import klinelake.core._rest_page as m; print(m.__file__)"
+    )
+    assert loaded == str(core / f"_rest_page{suffix}")
+    assert "startup.sh: WARNING" not in proc.stderr
+    # Re-run (every boot does): same result, no error; the module is built again (a new wheel may
+    # carry a new C source).
+    (core / f"_rest_page{suffix}").write_bytes(b"an older build")
+    _, again = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    assert "startup.sh: WARNING" not in again.stderr
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    assert _venv_python(root, tmp_path, "import klinelake.core._rest_page as m; print(m.__file__)")
+
+
+def test_startup_script_failing_after_the_new_wheel_leaves_no_old_module(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """A run that dies after installing the new wheel's code (here: its dependencies cannot be
+    resolved) must not leave the module built from the previous wheel's C source beside it: the
+    enabled units start at boot whatever the startup script did."""
+    root, _ = _startup(tmp_path, built_wheel, PIP_INSTALL_DEPS="0")
+    core, suffix = _installed_core(root, tmp_path)
+    assert _compiled_modules(core) == [f"_rest_page{suffix}"]
+    no_such_release = "orjson==0.0.1\n"
+    _, proc = _startup(tmp_path, built_wheel, constraints=no_such_release, ok=False)
+    assert proc.returncode != 0 and 'step "venv' in proc.stderr
+    assert _compiled_modules(core) == []
 
 
 def test_startup_script_refuses_a_wheel_whose_hash_differs(
@@ -766,10 +901,15 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
 ) -> None:
     """The real thing: pip resolves the [streamer] extra pinned by constraints.txt; the
     streamer's imports work, and what only the function, the simulator or tests need is absent."""
-    root, _ = _startup(tmp_path, built_wheel)
+    root, proc = _startup(tmp_path, built_wheel)
     _assert_installed(
         root, tmp_path, "streamer, backfill, google.cloud.pubsub, picows, rich, aiohttp"
     )
+    # the services run the compiled row path, and the script says so
+    compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
+    assert _venv_python(root, tmp_path, compiled) == "True"
+    assert "the backfill and the streamer use the compiled row path" in proc.stdout
+    assert _version(root, "backfill").endswith("row path: compiled")
     python = root / "opt/klines/venv/bin/python"
     for module in ("functions_framework", "psutil", "pytest", "websockets"):
         absent = subprocess.run(
@@ -797,6 +937,31 @@ def test_startup_script_installs_the_wheel_with_its_dependencies(
             assert version == pins[canonical(name)], line  # pinned to constraints.txt
             checked += 1
     assert checked >= 20  # websockets, the Google clients and their whole tree
+
+
+@pytest.mark.slow
+def test_startup_script_without_a_compiler_warns_and_runs_the_pure_path(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    """No working C compiler (CC=false): the install still succeeds, says why the row path is
+    not compiled and what it costs, and no module from an earlier build survives to be loaded
+    with a newer wheel's Python code: the services run the pure path."""
+    root, _ = _startup(tmp_path, built_wheel)
+    core, suffix = _installed_core(root, tmp_path)
+    built = core / f"_rest_page{suffix}"
+    assert built.is_file()
+    # Earlier builds under every name the import system tries (each of them loads).
+    for stale in ("_rest_page.abi3.so", "_rest_page.so"):
+        shutil.copy(built, core / stale)
+    _, proc = _startup(tmp_path, built_wheel, CC="false")
+    assert "==> compiled row path" in proc.stdout and "==> start" in proc.stdout
+    (warning,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("startup.sh: WARNING")]
+    assert "false" in warning and "pure Python path" in warning and "docs/BENCHMARKS.md" in warning
+    assert _compiled_modules(core) == []
+    compiled = "from klinelake.core.row import COMPILED_ROW_PATH as c; print(c)"
+    assert _venv_python(root, tmp_path, compiled) == "False"
+    assert "the backfill and the streamer use the pure Python row path" in proc.stdout
+    assert "row path: pure Python" in _version(root, "backfill")
 
 
 def test_startup_script_rejects_bad_metadata(tmp_path: Path, built_wheel: Path) -> None:

@@ -52,3 +52,15 @@ def test_production_wheel_has_only_production_packages(tree_wheel: Path) -> None
     assert not [n for n in names if n.endswith(".csv")], "simulator data must not ship"
     # package data the production code reads at run time does ship
     assert {"klinelake/py.typed", "klinelake/schema/message.schema.json"} <= set(names)
+    # the row path's C source and stub: the VM compiles it (infra/startup.sh)
+    assert {"klinelake/core/_rest_page.c", "klinelake/core/_rest_page.pyi"} <= set(names)
+
+
+def test_the_wheel_the_vm_installs_is_pure_and_carries_the_c_source(built_wheel: Path) -> None:
+    """Built as infra/deploy_vm.sh builds it (the `built_wheel` fixture; deploy_vm.sh itself in
+    tests/infra/test_infra.py): installable on the VM whatever machine built it."""
+    assert built_wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(built_wheel) as zf:
+        names = set(zf.namelist())
+    assert {"klinelake/core/_rest_page.c", "klinelake/core/_rest_page.pyi"} <= names
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".dylib"))]
