@@ -451,3 +451,58 @@ def test_a_replaced_batch_does_not_keep_the_old_rows_lines() -> None:
 
 
 _STREAM = ("BTCUSDT", "1m", Market.SPOT)
+
+
+def _edge_pages() -> dict[str, tuple[bytes, str]]:
+    """Named pages at the rules' edges (the review's list): each with its interval."""
+    m1 = lake_row.NOMINAL_MS["1m"]
+    page = regular_page(3, "1m", first_open("1m"))
+    near_end = lake_row._MAX_MS - 2 * m1
+    w_step, w_anchor = lake_row._GRID["1w"]
+    last_week = w_anchor + ((lake_row._MAX_MS - w_anchor) // w_step - 1) * w_step
+
+    def with_value(column: int, value: object) -> bytes:
+        rows = [list(r) for r in page]
+        rows[1][column] = value
+        return orjson.dumps(rows)
+
+    body = orjson.dumps(page)
+    trades = b",%d," % page[1][8]
+    micros = [list(r) for r in page]
+    micros[0][0], micros[0][6] = micros[0][0] * 1000, micros[0][6] * 1000 + 999
+    return {
+        "empty page": (b"[]", "1m"),
+        "one row": (orjson.dumps(page[:1]), "1m"),
+        "a row repeated": (orjson.dumps([page[0], page[0]]), "1m"),
+        "last close at 2100 - 1 ms": (orjson.dumps(regular_page(2, "1m", near_end)), "1m"),
+        "a close at 2100": (orjson.dumps(regular_page(3, "1m", near_end)), "1m"),
+        "the last week before 2100": (orjson.dumps(regular_page(1, "1w", last_week)), "1w"),
+        "trades 2^53-1": (with_value(8, 2**53 - 1), "1m"),
+        "trades 2^53": (with_value(8, 2**53), "1m"),
+        "trades of 18 digits": (with_value(8, 10**17), "1m"),
+        "trades of 19 digits": (with_value(8, 10**18), "1m"),
+        "trades of 20 digits": (with_value(8, 10**19), "1m"),
+        "trades -0": (body.replace(trades, b",-0,", 1), "1m"),
+        "trades 1E1": (body.replace(trades, b",1E1,", 1), "1m"),
+        "trades 7.0": (body.replace(trades, b",7.0,", 1), "1m"),
+        "open_time in µs": (orjson.dumps(micros), "1m"),
+        "a decimal without a dot": (with_value(1, "100"), "1m"),
+        "3d off the epoch grid": (orjson.dumps(regular_page(2, "3d", first_open("1d"))), "3d"),
+        "1w on a Thursday": (orjson.dumps(regular_page(2, "1w", first_open("1d"))), "1w"),
+        "1M": (orjson.dumps(regular_page(2, "1M", first_open("1M"))), "1M"),
+        "1s": (orjson.dumps(regular_page(2, "1s", first_open("1s"))), "1s"),
+    }
+
+
+@pytest.mark.parametrize("market", list(Market))
+@pytest.mark.parametrize("name", list(_edge_pages()))
+def test_pages_at_the_rules_edges_keep_the_reference_outcome(
+    name: str, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body, interval = _edge_pages()[name]
+    for symbol in ("BTCUSDT", "币安人生USDT"):
+        check_against_reference(body, symbol, interval, market)
+        with_module = outcome(parse_rest_page, body, symbol, interval, market)
+        with monkeypatch.context() as patched:
+            patched.setattr(lake_row, "_compiled", None)
+            assert outcome(parse_rest_page, body, symbol, interval, market) == with_module
