@@ -109,20 +109,18 @@ class KlineBatch:
     """1..5000 rows of one stream, ascending and unique by open_time; optionally confirmed-empty
     ranges of the stream (contract 4), and then 0..5000 rows.
 
-    `lake_lines`, when the decoder has them at no cost, are the rows' `Kline.to_line()`, so
-    that the writer does not serialise them again."""
+    Rows that a bulk parser built carry their lake lines (`Kline.to_line()`: the compiled REST
+    page parser, `regular_message_rows`), so the writer and `encode_batch` serialise nothing
+    again; a row changed by `dataclasses.replace` is a new Kline, rendered anew."""
 
     symbol: str
     interval: str
     rows: tuple[Kline, ...]
     empty: tuple[Gap, ...] = ()
-    lake_lines: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     # keyword-only: a batch of another market than spot is always named so at its call site
     market: Market = field(default=Market.SPOT, kw_only=True)
 
     def __post_init__(self) -> None:
-        if self.lake_lines is not None and len(self.lake_lines) != len(self.rows):
-            raise ValueError("lake_lines must hold one line per row")
         validate_symbol(self.symbol)
         if self.symbol != self.symbol.upper():
             raise InvalidMessage(f"symbol {self.symbol!r} must be the uppercase exchange symbol")
@@ -227,7 +225,7 @@ def with_empty(
     if not batches:
         return [KlineBatch(symbol, interval, (), ranges, market=market)]
     last = batches[-1]
-    merged = dataclasses.replace(last, empty=last.empty + ranges, lake_lines=last.lake_lines)
+    merged = dataclasses.replace(last, empty=last.empty + ranges)
     return [*batches[:-1], merged]
 
 
@@ -245,7 +243,7 @@ def encode_batch(batch: KlineBatch, source: Source) -> PubsubMessage:
         body["market"] = str(batch.market)
     # The rows are their lake lines (compact orjson dumps of `to_dict()`, one per line, no
     # other newline in them): joined with commas they are the array orjson would write.
-    lines = batch.lake_lines if batch.lake_lines is not None else lake_lines(batch.rows)
+    lines = lake_lines(batch.rows)
     body["klines"] = orjson.Fragment(b"[" + b"".join(lines)[:-1].replace(b"\n", b",") + b"]")
     if batch.empty:  # absent otherwise: a message without halts keeps its exact old bytes
         body["empty"] = ranges_to_json(batch.empty)
@@ -305,15 +303,14 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         # every market (COIN-M rows have their own keys: regular_message_rows checks them).
         regular = regular_message_rows(klines, symbol, interval, market)
         if regular is not None:
-            rows, lake_lines = tuple(regular[0]), tuple(regular[1])
+            rows = tuple(regular[0])  # each carrying its lake line
         else:
             rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
-            lake_lines = None
     except InvalidMessage:
         raise
     except InvalidData as exc:
         raise InvalidMessage(str(exc)) from None
-    batch = KlineBatch(symbol, interval, rows, empty, lake_lines, market=market)
+    batch = KlineBatch(symbol, interval, rows, empty, market=market)
     _check_attributes(batch, attributes)
     return batch
 

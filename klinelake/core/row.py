@@ -412,12 +412,16 @@ def _trusted_klines(*columns: Iterable[object]) -> list[Kline]:
     return out
 
 
-def _trusted_klines_from_values(values: Iterable[Iterable[object]], market: Market) -> list[Kline]:
-    """Klines from each row's 13 values in field order, as `_trusted_klines` (the same trust:
-    only for rows validated in bulk, `regular_message_rows`)."""
+def _trusted_klines_from_values(
+    values: Iterable[Iterable[object]], market: Market, lines: Iterable[bytes]
+) -> list[Kline]:
+    """Klines from each row's 13 values in field order, each carrying its lake line (`_line`),
+    as `_trusted_klines` (the same trust: only for rows validated in bulk, and lines cut from
+    the bytes that were checked: `regular_message_rows`)."""
     out: list[Kline] = list(starmap(_KlineFields, values))
     if market != Market.SPOT:
         deque(map(setattr, out, repeat("market"), repeat(market)), maxlen=0)
+    deque(map(setattr, out, repeat("_line"), lines), maxlen=0)
     deque(map(setattr, out, repeat("__class__"), repeat(Kline)), maxlen=0)
     return out
 
@@ -655,11 +659,10 @@ def regular_message_rows(
         or not _regular_grid(opens, closes, trades, grid, interval)
     ):
         return None
-    rows = _trusted_klines_from_values(map(dict.values, klines), Market(market))
     # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
     # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
     lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
-    return rows, lines
+    return _trusted_klines_from_values(map(dict.values, klines), Market(market), lines), lines
 
 
 def parse_lake_line(line: bytes, where: str = "", market: Market = Market.SPOT) -> Kline:

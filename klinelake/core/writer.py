@@ -149,11 +149,7 @@ class LakeWriter:
     def write_batch(self, batch: KlineBatch) -> WriteResult:
         # A KlineBatch is already ascending, unique and of one stream (checked when built).
         m = batch.market
-        if batch.lake_lines is not None:
-            lines = list(zip(map(_OPEN_TIME, batch.rows), batch.lake_lines, strict=True))
-            result = self._write_lines(batch.symbol, batch.interval, lines, m)
-        else:
-            result = self._write_ordered(batch.symbol, batch.interval, batch.rows, m)
+        result = self._write_ordered(batch.symbol, batch.interval, batch.rows, m)
         if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
             from klinelake.core.halts_writer import write_empty
 
