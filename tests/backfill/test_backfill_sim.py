@@ -51,6 +51,7 @@ async def test_multi_page_streams_equal_the_fixture_byte_for_byte(
     )
     last = orjson.loads(done.stderr.strip().splitlines()[-1])
     assert last["message"] == "done" and last["rows_sent"] == 744
+    assert last["row_path"] == "compiled"  # `make venv` builds it (setup.py)
 
 
 async def test_halts_are_confirmed_empty_and_missing_only_fetches_only_gaps(
