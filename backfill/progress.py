@@ -11,7 +11,7 @@ from backfill.plan import Page, Plan
 from backfill.result import RunResult
 from backfill.settings import Settings, iso
 from klinelake.core.intervals import Gap
-from klinelake.core.row import COMPILED_ROW_PATH
+from klinelake.core.row import ROW_PATH
 from klinelake.logs import log_event, setup_logging
 
 logger = logging.getLogger("backfill")
@@ -55,7 +55,7 @@ def result_summary(result: RunResult) -> dict[str, Any]:
         "budget_per_minute": result.budget,
         "elapsed_s": round(result.elapsed_s, 2),
         # the compiled REST page parser, or the pure Python path at ~2x the CPU (setup.py)
-        "row_path": "compiled" if COMPILED_ROW_PATH else "pure Python",
+        "row_path": ROW_PATH,
     }
 
 

@@ -207,7 +207,7 @@ fi
 row_path="compiled"
 [[ -f $module ]] || row_path="pure Python"
 if [[ $PIP_INSTALL_DEPS == 1 ]]; then
-  check='from klinelake.core.row import COMPILED_ROW_PATH as c; print("compiled" if c else "pure Python")'
+  check='from klinelake.core.row import ROW_PATH; print(ROW_PATH)'
   if ! row_path=$("$VENV/bin/python" -I -c "$check" 2>"$WORK/row.err") && [[ -f $module ]]; then
     problem="klinelake.core.row does not import with $module: $(tail -n 1 "$WORK/row.err")"
     rm -f "$module"

@@ -204,9 +204,9 @@ def version() -> str:
 def version_option(prog: str) -> Callable[[F], F]:
     # Resolved when --version is given (no metadata read at import). The second line says
     # whether the compiled REST page parser is built here (setup.py; else pure Python, slower).
-    from klinelake.core.row import COMPILED_ROW_PATH
+    from klinelake.core.row import COMPILED_ROW_PATH, ROW_PATH
 
-    row_path = "compiled" if COMPILED_ROW_PATH else "pure Python (the compiled module is not built)"
+    row_path = ROW_PATH if COMPILED_ROW_PATH else f"{ROW_PATH} (the compiled module is not built)"
     decorator: Callable[[F], F] = click.version_option(
         None, "--version", package_name=DISTRIBUTION, prog_name=prog,
         message=f"%(prog)s %(version)s\nrow path: {row_path}",

@@ -75,9 +75,10 @@ class Kline:
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
     market: Market = Market.SPOT
-    # `to_line()`'s bytes, set only by the compiled page parser (`_compiled_page`), which
-    # renders them from the page's own text; never compared, never passed to __init__
-    # (`dataclasses.replace` drops it with the values it was rendered from).
+    # `to_line()`'s bytes, set only by the bulk parsers (`_compiled_page`, rendering them from
+    # the page's own text; `regular_message_rows`, cutting them from the bytes it checked);
+    # never compared, never passed to __init__ (`dataclasses.replace` drops it with the values
+    # it was rendered from).
     _line: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -335,11 +336,9 @@ def regular_rest_page(
     """The page's Klines if it is regular (see `parse_rest_page`), else None (never raises for
     bad data: the row-by-row path then decides, and names what is wrong)."""
     n = len(rows)
-    grid = _GRID.get(interval)
-    if not n or grid is None or _valid_symbol_or_none(symbol) is None:
+    grid = _bulk_grid(symbol, interval, market)
+    if not n or grid is None:
         return None
-    if market != Market.SPOT and (market not in SPECS or interval == "1s"):
-        return None  # the row-by-row path names the problem
     raw = body.encode() if isinstance(body, str) else body
     if not _rest_page_shape_ok(raw, n):
         return None
@@ -377,6 +376,22 @@ def _regular_grid(
         and tuple(closes) == tuple(range(first + step - 1, end + step - 1, step))
         and _trades_ok(min(trades), max(trades))
     )  # fmt: skip
+
+
+def _bulk_grid(symbol: str, interval: str, market: Market) -> tuple[int, int] | None:
+    """The interval's (step, anchor) if a page of this stream may be checked in bulk at all
+    (a fixed interval, a valid symbol, a market that has the interval), else None: the
+    row-by-row path then names the problem."""
+    grid = _GRID.get(interval)
+    if (
+        grid is None
+        or type(symbol) is not str
+        or _valid_symbol_or_none(symbol) is None
+        or market not in SPECS
+        or (market != Market.SPOT and interval == "1s")
+    ):
+        return None
+    return grid
 
 
 def _valid_symbol_or_none(symbol: str) -> str | None:
@@ -452,6 +467,7 @@ else:
     )  # fmt: skip
 
 COMPILED_ROW_PATH = _compiled is not None
+ROW_PATH = "compiled" if COMPILED_ROW_PATH else "pure Python"  # what --version and logs say
 
 
 @functools.lru_cache(maxsize=4096)
@@ -479,15 +495,8 @@ def _compiled_page(
 ) -> list[Kline] | None:
     """The page's Klines (each carrying its line) if the compiled parser is built and the page
     is regular (`parse_rest_page`), else None."""
-    grid = _GRID.get(interval)
-    if (
-        _compiled is None
-        or grid is None
-        or type(symbol) is not str
-        or _valid_symbol_or_none(symbol) is None
-        or market not in SPECS
-        or (market != Market.SPOT and interval == "1s")
-    ):
+    grid = _bulk_grid(symbol, interval, market)
+    if _compiled is None or grid is None:
         return None
     # Exactly the types the reference's reader (orjson) takes as `bytes | str`: it refuses their
     # subclasses and a str that is not UTF-8 (a lone surrogate), and so must this path.
