@@ -15,7 +15,6 @@ sent they are also cached locally (klinelake.backends.empty_ranges) for `--missi
 from __future__ import annotations
 
 import asyncio
-import operator
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 
@@ -39,11 +38,10 @@ from klinelake.core.publish import (
     confirmed_empty,
     send_until_durable,
 )
-from klinelake.core.row import Kline
+from klinelake.core.row import Kline, StreamRows, open_times
 
 # The backfill may give up on the sink: its checkpoint holds the progress and a re-run resumes.
 # Transient failures get 6 tries over ~20 s; anything else (bad config, a rejected batch) ends it.
-_OPEN_TIME = operator.attrgetter("open_time")
 SINK_PATIENCE = Patience(
     attempts=6, first_s=0.5, cap_s=10.0, permanent=lambda e: not isinstance(e, TransientError)
 )
@@ -77,11 +75,13 @@ class StreamEmitter:
     interval: str = field(init=False)
     market: Market = field(init=False)
     next: int = field(init=False, default=0)
-    ready: dict[str, tuple[list[Kline], list[Gap]]] = field(init=False, default_factory=dict)
-    rows: list[Kline] = field(init=False, default_factory=list)
-    # confirmed-empty ranges of the pages moved into self.rows
+    ready: dict[str, tuple[Sequence[Kline], list[Gap]]] = field(init=False, default_factory=dict)
+    # the send buffer: rows as their open times and lake lines (row.StreamRows), no Klines
+    times: list[int] = field(init=False, default_factory=list)
+    lines: list[bytes] = field(init=False, default_factory=list)
+    # confirmed-empty ranges of the pages moved into the buffer
     halts: list[Gap] = field(init=False, default_factory=list)
-    # (page key, end index in self.rows)
+    # (page key, end index in the buffer)
     page_ends: list[tuple[str, int]] = field(init=False, default_factory=list)
     wakeup: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
@@ -90,7 +90,7 @@ class StreamEmitter:
         self.symbol, self.interval = pages[0].symbol, pages[0].interval
         self.market = pages[0].market
 
-    def complete(self, page: Page, rows: list[Kline], halts: list[Gap]) -> None:
+    def complete(self, page: Page, rows: Sequence[Kline], halts: list[Gap]) -> None:
         self.ready[page.key] = (rows, halts)
         self.wakeup.set()
 
@@ -99,28 +99,36 @@ class StreamEmitter:
             while self.next < len(self.order) and self.order[self.next] in self.ready:
                 key = self.order[self.next]
                 rows, halts = self.ready.pop(key)
-                self.rows.extend(reversed(rows) if self.newest_first else rows)
+                page = StreamRows.of(self.symbol, self.interval, self.market, rows)
+                if self.newest_first:
+                    page = page.reversed()
+                self.times.extend(page.open_times)
+                self.lines.extend(page.lines)
                 self.halts.extend(halts)
-                self.page_ends.append((key, len(self.rows)))
+                self.page_ends.append((key, len(self.times)))
                 self.next += 1
                 self.slots.release()
             final = self.next == len(self.order) or self.fetching_done.is_set()
             while True:
-                n = next_send_size(len(self.rows), self.batch_rows, final, bool(self.page_ends))
+                n = next_send_size(len(self.times), self.batch_rows, final, bool(self.page_ends))
                 if n is None:
                     break
                 if n or self.halts:  # a page's halts go with the first batch sent after it
-                    await self._send(self.rows[:n], self.halts)
+                    rows = StreamRows(
+                        self.symbol, self.interval, self.market, self.times[:n], self.lines[:n]
+                    )
+                    await self._send(rows, self.halts)
                     self.halts = []
                 done, self.page_ends = pages_sent(self.page_ends, n)
-                del self.rows[:n]
+                del self.times[:n]
+                del self.lines[:n]
                 await asyncio.to_thread(self.checkpoint.mark, done)
             if final:
                 return
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def _send(self, rows: list[Kline], halts: list[Gap]) -> None:
+    async def _send(self, rows: StreamRows, halts: list[Gap]) -> None:
         batches = list(make_batches(rows))  # each ascending (make_batches sorts)
         ordered = list(reversed(batches)) if self.newest_first else batches
         for batch in with_empty(self.symbol, self.interval, ordered, halts, self.market):
@@ -134,4 +142,4 @@ class StreamEmitter:
 def page_halts(page: Page, rows: Sequence[Kline]) -> list[Gap]:
     """Open times a complete page lacks: Binance has no klines there (exchange halts)."""
     last_open = align_down(page.end, page.interval)
-    return confirmed_empty(list(map(_OPEN_TIME, rows)), page.start, last_open, page.interval)
+    return confirmed_empty(open_times(rows), page.start, last_open, page.interval)

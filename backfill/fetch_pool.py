@@ -6,7 +6,7 @@ hand the rows to their stream's emitter, and stop taking pages at the first fail
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from backfill.checkpoint import Checkpoint
 from backfill.emitter import StreamEmitter, page_halts
@@ -35,7 +35,7 @@ async def fetch_all(
     settings: Settings,
     result: RunResult,
     reporter: Reporter,
-    fetch_page: Callable[[Page], Awaitable[list[Kline]]] | None = None,
+    fetch_page: Callable[[Page], Awaitable[Sequence[Kline]]] | None = None,
 ) -> None:
     by_stream: dict[str, list[Page]] = {}
     for page in todo:

@@ -69,7 +69,7 @@ class VisionFetcher:
         self.archives = archives
         self.page_limit = page_limit
 
-    async def fetch(self, page: Page) -> list[Kline]:
+    async def fetch(self, page: Page) -> Sequence[Kline]:
         archive = self.archives.get(page.key)
         if archive is not None:
             rows = await self.client.fetch(archive)

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from klinelake.backends.empty_ranges import EmptyRanges
@@ -289,7 +289,7 @@ class StreamSender:
                 ranges=holes[:10],
             )  # fmt: skip
 
-    def _store_rest(self, rows: list[Kline]) -> None:
+    def _store_rest(self, rows: Sequence[Kline]) -> None:
         self.spool.add(((self.stream, k) for k in rows), source="rest")
 
     async def _send(self, batch: KlineBatch, source: str) -> None:

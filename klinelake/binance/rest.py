@@ -30,7 +30,7 @@ at once, without touching the network, until the ban ends.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,7 +245,7 @@ class BinanceRest:
 
     async def klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT
-    ) -> list[Kline]:
+    ) -> Sequence[Kline]:
         """Klines with `start_ms <= open_time <= end_ms`, at most `limit` (≤ the market's
         ceiling: 1000 spot, 1500 futures), ascending, the first from `start_ms` on.
 

@@ -1,4 +1,4 @@
-/* A regular Binance klines page, from its bytes to Klines carrying their lake lines, in one pass.
+/* A regular Binance klines page, from its bytes to its open times and lake lines, in one pass.
  *
  * Why C: the backfill's CPU per row (issue 15) was bounded in Python by one object per value,
  * orjson's decode, the bulk shape checks and the serialisation (docs/BENCHMARKS.md, "The
@@ -9,31 +9,25 @@
  * It accepts a page only if the reference path accepts it, with the same rows and lines
  * (tests/core/test_rest_page_compiled.py compares both on generated and mutated pages).
  *
- * Equal decimal strings within a page are one string object (`shared_str`).
+ * It builds no Kline: the backfill carries a page as its open times and lines (row.py
+ * `StreamRows`), two objects per row where Klines took fourteen.
  *
  * A regular page: `[` rows joined by `,` `]`, no whitespace, each row
  *   [INT,"D","D","D","D","D",INT,"D",INT,"D","D","DIGITS"]
  * INT: JSON integer digits (no sign, no leading zero); D: 1..MAX_WHOLE digits, a dot, 1..MAX_FRAC
  * digits; open times contiguous on the grid (open_i = first + i * step, close_i = open_i + step
  * - 1), the first aligned to the anchor when asked, inside [min_ms, max_ms), trades <= max_trades.
- *
- * Klines are filled slot by slot through their member descriptors' offsets, which is what
- * `object.__setattr__` does for a slotted class, without the frozen dataclass's __init__.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
 #include <string.h>
 
 #define N_COLUMNS 12
-#define N_SLOTS 15 /* Kline's fields: 13 row values, market, the cached line */
 #define N_FRAGMENTS 12
 
-/* Set by configure(): the Kline type, its slots' offsets (in the order of row.py's
- * `_COMPILED_SLOTS`, which the slot numbers below follow), the rules. */
-static PyTypeObject *kline_type = NULL;
-static Py_ssize_t slot_offset[N_SLOTS];
+/* The rules' bounds, set by configure(). */
+static int configured = 0;
 static long long min_ms, max_ms, max_trades;
 static Py_ssize_t max_whole, max_frac;
 
@@ -113,43 +107,11 @@ static const char *parse_row(const char *p, const char *end, row_t *row)
     return expect(p, end, ']');
 }
 
-static PyObject *ascii_str(const char *text, Py_ssize_t len)
-{
-    PyObject *s = PyUnicode_New(len, 127);
-    if (s != NULL) memcpy(PyUnicode_1BYTE_DATA(s), text, (size_t)len);
-    return s;
-}
-
-/* The string for `text`: one of `seen` (ours, so compact ASCII) when equal, else a new one.
- * Prices repeat (an open is often the previous close; a quiet kline is flat with zero
- * volumes), and a shared string costs neither an allocation nor its memory. */
-static PyObject *shared_str(const char *text, Py_ssize_t len, PyObject *const *seen, int n_seen)
-{
-    for (int j = 0; j < n_seen; j++) {
-        PyObject *s = seen[j];
-        if (s != NULL && PyUnicode_GET_LENGTH(s) == len &&
-            memcmp(PyUnicode_1BYTE_DATA(s), text, (size_t)len) == 0)
-            return Py_NewRef(s);
-    }
-    return ascii_str(text, len);
-}
-
-static PyObject *get_slot(PyObject *obj, int slot)
-{
-    return *(PyObject **)((char *)obj + slot_offset[slot]);
-}
-
-static void set_slot(PyObject *obj, int slot, PyObject *value)
-{
-    /* the slot is NULL (fresh object): the reference is moved in */
-    *(PyObject **)((char *)obj + slot_offset[slot]) = value;
-}
-
-/* The line's values in order (REST column of each) between the 12 fragments. */
+/* The row's lake line: the 12 fragments with the row's 11 values (REST columns, in line order)
+ * between them. */
 static const int line_columns[N_FRAGMENTS - 1] = {0, 6, 1, 2, 3, 4, 5, 7, 8, 9, 10};
 
-static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *interval,
-                             PyObject *market, PyObject *const *fragments, PyObject *previous)
+static PyObject *render_line(const row_t *row, PyObject *const *fragments)
 {
     Py_ssize_t size = 0;
     for (int i = 0; i < N_FRAGMENTS; i++) size += PyBytes_GET_SIZE(fragments[i]);
@@ -167,63 +129,28 @@ static PyObject *build_kline(const row_t *row, PyObject *symbol, PyObject *inter
             out += row->len[col];
         }
     }
-
-    PyObject *k = kline_type->tp_alloc(kline_type, 0);
-    if (k == NULL) {
-        Py_DECREF(line);
-        return NULL;
-    }
-    /* Slots numbered as in `_COMPILED_SLOTS`; each value is moved in as soon as it exists, so
-     * that a failed allocation leaves a half-filled Kline that deallocates cleanly (NULL slots). */
-    static const int str_columns[8] = {1, 2, 3, 4, 5, 7, 9, 10};
-    static const int str_slots[8] = {4, 5, 6, 7, 8, 9, 11, 12};
-    set_slot(k, 14, line);
-    Py_INCREF(symbol);
-    set_slot(k, 2, symbol);
-    Py_INCREF(interval);
-    set_slot(k, 3, interval);
-    Py_INCREF(market);
-    set_slot(k, 13, market);
-    PyObject *v;
-    if ((v = PyLong_FromLongLong(row->open_time)) == NULL) goto fail;
-    set_slot(k, 0, v);
-    if ((v = PyLong_FromLongLong(row->close_time)) == NULL) goto fail;
-    set_slot(k, 1, v);
-    if ((v = PyLong_FromLongLong(row->trades)) == NULL) goto fail;
-    set_slot(k, 10, v);
-    /* candidates to share: the previous row's close, then this row's strings so far */
-    PyObject *seen[9] = {previous != NULL ? get_slot(previous, 7) : NULL};
-    for (int i = 0; i < 8; i++) {
-        v = shared_str(row->text[str_columns[i]], row->len[str_columns[i]], seen, i + 1);
-        if (v == NULL) goto fail;
-        set_slot(k, str_slots[i], v);
-        seen[i + 1] = v;
-    }
-    return k;
-fail:
-    Py_DECREF(k);
-    return NULL;
+    return line;
 }
 
-PyDoc_STRVAR(klines_doc,
-"klines(body, symbol, interval, market, fragments, step, anchor, check_anchor) -> list | None\n\n"
-"The Klines of a regular page (bytes), each with its lake line; None if the page is not\n"
-"regular. `fragments`: the 12 bytes between the line's 11 values (row.py builds them).");
+PyDoc_STRVAR(page_lines_doc,
+"page_lines(body, fragments, step, anchor, check_anchor) -> (open_times, lines) | None\n\n"
+"A regular page's (bytes) open times and lake lines, two lists in page order; None if the\n"
+"page is not regular. `fragments`: the 12 bytes between the line's 11 values (row.py).");
 
-static PyObject *klines(PyObject *module, PyObject *args)
+static PyObject *page_lines(PyObject *module, PyObject *args)
 {
     Py_buffer body;
-    PyObject *symbol, *interval, *market, *fragments;
+    PyObject *fragments;
     long long step, anchor;
     int check_anchor;
-    if (kline_type == NULL) {
+    if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*UUOO!LLp", &body, &symbol, &interval, &market,
-                          &PyTuple_Type, &fragments, &step, &anchor, &check_anchor))
+    if (!PyArg_ParseTuple(args, "y*O!LLp", &body, &PyTuple_Type, &fragments, &step, &anchor,
+                          &check_anchor))
         return NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *times = NULL, *lines = NULL;
     /* A step and an anchor within the time bounds keep `first - anchor`, `first + n * step`
      * and `open + step - 1` within 64 bits: first < 10**18 (18 digits), and the loop stops
      * once open + step - 1 reaches max_ms. */
@@ -234,17 +161,18 @@ static PyObject *klines(PyObject *module, PyObject *args)
         goto done;
     }
     for (int i = 0; i < N_FRAGMENTS; i++) {
-        if (!PyBytes_Check(PyTuple_GET_ITEM(fragments, i))) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(fragments, i))) {
             PyErr_SetString(PyExc_TypeError, "fragments must be bytes");
             goto done;
         }
     }
-    /* One pass: each row is checked, then built; the first irregular byte or value drops
+    /* One pass: each row is checked, then rendered; the first irregular byte or value drops
      * what was built and answers None (Binance sends regular pages outside halts). */
     const char *p = body.buf, *end = p + body.len;
     PyObject *const *frags = &PyTuple_GET_ITEM(fragments, 0);
-    PyObject *list = PyList_New(0);
-    if (list == NULL) goto done;
+    times = PyList_New(0);
+    lines = PyList_New(0);
+    if (times == NULL || lines == NULL) goto done;
     row_t row;
     long long first = 0;
     Py_ssize_t n = 0;
@@ -262,87 +190,60 @@ static PyObject *klines(PyObject *module, PyObject *args)
         if (open + step - 1 >= max_ms) break; /* this row's close_time is past the bound */
         if (row.open_time != open || row.close_time != open + step - 1) break;
         if (row.trades > max_trades) break;
-        PyObject *previous = n ? PyList_GET_ITEM(list, n - 1) : NULL;
-        PyObject *k = build_kline(&row, symbol, interval, market, frags, previous);
-        if (k == NULL || PyList_Append(list, k) < 0) {
-            Py_XDECREF(k);
-            Py_DECREF(list);
+        PyObject *t = PyLong_FromLongLong(open);
+        if (t == NULL || PyList_Append(times, t) < 0) {
+            Py_XDECREF(t);
             goto done;
         }
-        Py_DECREF(k);
+        Py_DECREF(t);
+        PyObject *line = render_line(&row, frags);
+        if (line == NULL || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            goto done;
+        }
+        Py_DECREF(line);
         n++;
         if (p < end && *p == ']') {
-            if (p + 1 == end) {
-                result = list;
-                goto done;
-            }
+            if (p + 1 == end) result = PyTuple_Pack(2, times, lines);
             break;
         }
     }
-    Py_DECREF(list); /* not regular */
-    result = Py_NewRef(Py_None);
+    if (result == NULL && !PyErr_Occurred()) result = Py_NewRef(Py_None); /* not regular */
 done:
+    Py_XDECREF(times);
+    Py_XDECREF(lines);
     PyBuffer_Release(&body);
     return result;
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(kline_type, slot_names, min_ms, max_ms, max_trades, max_whole, max_frac)\n\n"
-"The Kline class, its 15 slot names in this module's order (row.py `_COMPILED_SLOTS`: the\n"
-"13 row values, market, the line), and the row rules' bounds. All or nothing: a refused\n"
-"configure() leaves the module as it was.");
+"configure(min_ms, max_ms, max_trades, max_whole, max_frac)\n\n"
+"The row rules' bounds (row.py). A refused configure() leaves the module as it was.");
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
-    PyObject *type, *names;
     long long min, max, trades;
     Py_ssize_t whole, frac;
-    if (!PyArg_ParseTuple(args, "O!O!LLLnn", &PyType_Type, &type, &PyTuple_Type, &names, &min,
-                          &max, &trades, &whole, &frac))
-        return NULL;
-    /* the grid arithmetic in klines() stays within 64 bits for times within these bounds */
+    if (!PyArg_ParseTuple(args, "LLLnn", &min, &max, &trades, &whole, &frac)) return NULL;
+    /* the grid arithmetic in page_lines() stays within 64 bits for times within these bounds */
     if (min < 0 || max <= min || max > (1LL << 50) || trades < 0 || whole < 1 || frac < 1) {
         PyErr_SetString(PyExc_ValueError, "bounds out of range");
         return NULL;
     }
-    if (PyTuple_GET_SIZE(names) != N_SLOTS) {
-        PyErr_Format(PyExc_ValueError, "expected %d slot names", N_SLOTS);
-        return NULL;
-    }
-    /* Checked into a copy, kept only when every slot is right: a refused configure() leaves
-     * the module as it was. A slot is an object slot of `type` itself or of a base (another
-     * class's descriptor would place the write outside the object), each one once. */
-    Py_ssize_t offsets[N_SLOTS];
-    for (int i = 0; i < N_SLOTS; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *descr = PyObject_GetAttr(type, name);
-        if (descr == NULL) return NULL;
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                 PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr)) &&
-                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
-        for (int j = 0; ok && j < i; j++) ok = offsets[j] != offsets[i];
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "%R is not an object slot of its own", name);
-            return NULL;
-        }
-    }
-    memcpy(slot_offset, offsets, sizeof offsets);
     min_ms = min, max_ms = max, max_trades = trades, max_whole = whole, max_frac = frac;
-    Py_XSETREF(kline_type, (PyTypeObject *)Py_NewRef(type));
+    configured = 1;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"klines", klines, METH_VARARGS, klines_doc},
+    {"page_lines", page_lines, METH_VARARGS, page_lines_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_rest_page",
-    "A regular Binance klines page to Klines with their lake lines (see the source's header).",
+    "A regular Binance klines page to its open times and lake lines (see the source's header).",
     -1, methods,
 };
 

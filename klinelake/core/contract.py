@@ -41,7 +41,14 @@ from klinelake.core.halts import check_range, ranges_from_json, ranges_to_json
 from klinelake.core.intervals import Gap, check_interval
 from klinelake.core.json_input import load_json
 from klinelake.core.markets import Market, check_market_interval, parse_market
-from klinelake.core.row import Kline, kline_from_dict, lake_lines, regular_message_rows
+from klinelake.core.row import (
+    Kline,
+    StreamRows,
+    kline_from_dict,
+    lake_lines,
+    open_times,
+    regular_message_rows,
+)
 from klinelake.core.symbols import stream_id, validate_symbol
 
 SCHEMA_VERSION = "1"
@@ -60,16 +67,21 @@ DATA_KEYS: dict[str, type] = {
 }  # fmt: skip
 REQUIRED_DATA_KEYS = ("symbol", "interval", "klines")
 _JSON_NAMES = {str: "string", list: "array", dict: "object", int: "integer"}
-_OPEN_TIME = operator.attrgetter("open_time")
 _STREAM_OF_ROW = operator.attrgetter("symbol", "interval", "market")
+
+
+def _ascending(times: Sequence[int]) -> bool:
+    return all(map(operator.lt, times, islice(times, 1, None)))
 
 
 def _rows_of_one_stream_ascending(rows: Sequence[Kline], stream: tuple[str, str, str]) -> bool:
     """Every row of `stream`, open times strictly ascending: what KlineBatch checks row by row,
-    in C-level passes (a 5,000-row batch is built for every backfill message)."""
-    opens = list(map(_OPEN_TIME, rows))
-    return list(map(_STREAM_OF_ROW, rows)).count(stream) == len(rows) and all(
-        map(operator.lt, opens, islice(opens, 1, None))
+    in C-level passes (a 5,000-row batch is built for every backfill message); StreamRows are of
+    one stream by construction."""
+    if isinstance(rows, StreamRows):
+        return rows.stream == stream and _ascending(rows.open_times)
+    return list(map(_STREAM_OF_ROW, rows)).count(stream) == len(rows) and _ascending(
+        open_times(rows)
     )
 
 
@@ -115,7 +127,7 @@ class KlineBatch:
 
     symbol: str
     interval: str
-    rows: tuple[Kline, ...]
+    rows: Sequence[Kline]  # a tuple, or StreamRows (the backfill's pages: no Kline per row)
     empty: tuple[Gap, ...] = ()
     # keyword-only: a batch of another market than spot is always named so at its call site
     market: Market = field(default=Market.SPOT, kw_only=True)
@@ -189,12 +201,17 @@ class ReceivedMessage:
     envelope_error: str | None = None
 
 
-def sort_unique(rows: Iterable[Kline]) -> list[Kline]:
+def sort_unique(rows: Iterable[Kline]) -> Sequence[Kline]:
     """Ascending by open_time; for a repeated open_time the last one given wins."""
+    if isinstance(rows, StreamRows):
+        # Backfill pages arrive ascending, or strictly descending (newest first): C-level passes.
+        if _ascending(rows.open_times):
+            return rows
+        if _ascending(rows.open_times[::-1]):
+            return rows.reversed()
     rows = list(rows)
-    times = list(map(_OPEN_TIME, rows))
-    # Backfill pages and decoded batches arrive sorted and unique: one C-level pass says so.
-    if all(map(operator.lt, times, islice(times, 1, None))):
+    # Decoded batches arrive sorted and unique: one C-level pass says so.
+    if _ascending(open_times(rows)):
         return rows
     by_time: dict[int, Kline] = {}
     for row in rows:
@@ -206,6 +223,10 @@ def make_batches(rows: Sequence[Kline], max_rows: int = MAX_ROWS) -> Iterator[Kl
     """Split one stream's rows (any order, duplicates allowed) into contract batches."""
     ordered = sort_unique(rows)
     for i in range(0, len(ordered), max_rows):
+        if isinstance(ordered, StreamRows):
+            part = ordered[i : i + max_rows]
+            yield KlineBatch(part.symbol, part.interval, part, market=part.market)
+            continue
         chunk = tuple(ordered[i : i + max_rows])
         yield KlineBatch(chunk[0].symbol, chunk[0].interval, chunk, market=chunk[0].market)
 

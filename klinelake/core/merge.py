@@ -12,10 +12,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from klinelake.core.errors import KlineLakeError
-from klinelake.core.row import Kline, lake_lines, open_time_of_line
+from klinelake.core.row import Kline, lake_lines, open_time_of_line, open_times
 
 BatchLines = Sequence[tuple[int, bytes]]
-_OPEN_TIME = operator.attrgetter("open_time")
 
 
 class CorruptObject(KlineLakeError):
@@ -40,7 +39,7 @@ class MergeStats:
 
 
 def batch_lines(rows: Sequence[Kline]) -> list[tuple[int, bytes]]:
-    return list(zip(map(_OPEN_TIME, rows), lake_lines(rows), strict=True))
+    return list(zip(open_times(rows), lake_lines(rows), strict=True))
 
 
 def _ordered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:

@@ -27,6 +27,7 @@ client (the REST client is a protocol; its -1121 error type is imported only whe
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from klinelake.core.intervals import (
     next_open_time,
 )
 from klinelake.core.markets import Market, spec, window_for_page
+from klinelake.core.row import open_time_at, open_times
 
 if TYPE_CHECKING:
     from klinelake.backends.sink import Sink
@@ -136,7 +138,7 @@ async def send_until_durable(
 class KlineSource(Protocol):
     async def klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
-    ) -> list[Kline]: ...
+    ) -> Sequence[Kline]: ...
 
 
 def next_page_start(
@@ -157,7 +159,7 @@ def next_page_start(
     reached `last` (spot, USD-M), else it continues after the window (COIN-M: a halt inside a
     window, or a window that ends before the range does)."""
     if returned >= limit and rows:
-        start = next_open_time(rows[-1].open_time, interval)
+        start = next_open_time(open_time_at(rows, -1), interval)
     elif window_end is not None and window_end < last:
         start = next_open_time(align_down(window_end, interval), interval)
     else:
@@ -165,12 +167,13 @@ def next_page_start(
     return start if start <= last else None
 
 
-def within(rows: list[Kline], first: int, last: int) -> list[Kline]:
-    """The rows (ascending by open_time) with `first <= open_time <= last`; the list itself
+def within(rows: Sequence[Kline], first: int, last: int) -> Sequence[Kline]:
+    """The rows (ascending by open_time) with `first <= open_time <= last`; the rows themselves
     when all are (a page inside its range, the common case: no per-row pass)."""
-    if not rows or (first <= rows[0].open_time and rows[-1].open_time <= last):
+    if not rows or (first <= open_time_at(rows, 0) and open_time_at(rows, -1) <= last):
         return rows
-    return [k for k in rows if first <= k.open_time <= last]
+    times = open_times(rows)
+    return rows[bisect.bisect_left(times, first) : bisect.bisect_right(times, last)]
 
 
 async def fetch_range(
@@ -182,7 +185,7 @@ async def fetch_range(
     *,
     limit: int = PAGE_LIMIT,
     market: Market | str = Market.SPOT,
-) -> AsyncGenerator[list[Kline], None]:
+) -> AsyncGenerator[Sequence[Kline], None]:
     """Every kline with `first <= open_time <= last`, a page at a time (pages may be empty).
     `market` decides each request's window (COIN-M's 200-day, newest-bars rule)."""
     start: int | None = first

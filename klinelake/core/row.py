@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat, starmap
 from operator import attrgetter, itemgetter
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import orjson
 
@@ -75,8 +76,8 @@ class Kline:
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
     market: Market = Market.SPOT
-    # `to_line()`'s bytes, set only by the bulk parsers (`_compiled_page`, rendering them from
-    # the page's own text; `regular_message_rows`, cutting them from the bytes it checked);
+    # `to_line()`'s bytes, set only by the function's bulk parser (`regular_message_rows`,
+    # cutting them from the bytes it checked; the compiled REST parser builds no Klines);
     # never compared, never passed to __init__ (`dataclasses.replace` drops it with the values
     # it was rendered from).
     _line: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
@@ -259,13 +260,14 @@ def parse_rest_row(
 
 def parse_rest_page(
     body: bytes | str, symbol: str, interval: str, market: Market = Market.SPOT
-) -> list[Kline]:
+) -> Sequence[Kline]:
     """A whole `/api/v3/klines` (`/fapi/v1/klines`, `/dapi/v1/klines`) response body; rows
     must ascend by open_time. Futures rows have the same 12 columns (binance-futures-api.md §6).
 
     A regular page (compact JSON, contiguous open times, full-length candles: what Binance
     sends outside halts) is validated in bulk (`regular_rest_page`); anything else goes row by
     row, which also names the first offending field. Both accept exactly the same pages.
+    A regular page comes as `StreamRows` where the compiled parser is built, else as Klines.
     """
     compiled = _compiled_page(body, symbol, interval, market)
     if compiled is not None:
@@ -449,22 +451,14 @@ def _trusted_klines_from_values(
 # It accepts only pages the reference path accepts, with the same rows and the same lines
 # (tests/core/test_rest_page_compiled.py).
 
-# Kline's slots in the order the C code fills them (its slot numbers), named rather than taken
-# from the field order, so that reordering Kline's fields cannot move a value into another slot.
-_COMPILED_SLOTS = (
-    "open_time", "close_time", "symbol", "interval", "open", "high", "low", "close", "volume",
-    "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "market", "_line",
-)  # fmt: skip
-
 try:
     import klinelake.core._rest_page as _compiled
 except ImportError:  # not built here: the pure Python path does the same, slower
     _compiled = None  # type: ignore[assignment]  # (mypy's idiom for an optional module)
 else:
     _compiled.configure(
-        Kline, _COMPILED_SLOTS, _MIN_MS, _MAX_MS, MAX_TRADES,
-        DECIMAL_MAX_WHOLE_DIGITS, DECIMAL_MAX_FRACTION_DIGITS,
-    )  # fmt: skip
+        _MIN_MS, _MAX_MS, MAX_TRADES, DECIMAL_MAX_WHOLE_DIGITS, DECIMAL_MAX_FRACTION_DIGITS
+    )
 
 COMPILED_ROW_PATH = _compiled is not None
 ROW_PATH = "compiled" if COMPILED_ROW_PATH else "pure Python"  # what --version and logs say
@@ -492,8 +486,8 @@ def _line_fragments(symbol: str, interval: str, market: Market) -> tuple[bytes, 
 
 def _compiled_page(
     body: bytes | str, symbol: str, interval: str, market: Market
-) -> list[Kline] | None:
-    """The page's Klines (each carrying its line) if the compiled parser is built and the page
+) -> StreamRows | None:
+    """The page's rows as open times and lines if the compiled parser is built and the page
     is regular (`parse_rest_page`), else None."""
     grid = _bulk_grid(symbol, interval, market)
     if _compiled is None or grid is None:
@@ -513,18 +507,116 @@ def _compiled_page(
     market = Market(market)
     fragments = _line_fragments(symbol, interval, market)
     check_anchor = interval not in GRID_UNDOCUMENTED
-    klines: list[Kline] | None = _compiled.klines(
-        raw, symbol, interval, market, fragments, step, anchor, check_anchor
-    )
-    return klines
+    page = _compiled.page_lines(raw, fragments, step, anchor, check_anchor)
+    if page is None:
+        return None
+    return StreamRows(symbol, interval, market, *page)
+
+
+class StreamRows(Sequence[Kline]):
+    """Rows of one stream held as two parallel lists, their open times and their lake lines
+    (`Kline.to_line()`): all that the lake and the messages need of a row. The compiled REST
+    parser hands a page over like this and the backfill carries it so to the sink, two objects
+    per row where a Kline takes fourteen (issue 15); a Kline is parsed from its line only when
+    one is asked for. As a Sequence it equals any sequence of the same Klines.
+
+    Only for lines of this stream that a parser validated or `to_line()` wrote; the lists are
+    never changed once given."""
+
+    __slots__ = ("interval", "lines", "market", "open_times", "symbol")
+
+    def __init__(
+        self,
+        symbol: str,
+        interval: str,
+        market: Market,
+        open_times: Sequence[int],
+        lines: Sequence[bytes],
+    ) -> None:
+        if len(open_times) != len(lines):
+            raise ValueError("open_times and lines differ in length")
+        self.symbol, self.interval, self.market = symbol, interval, market
+        self.open_times, self.lines = open_times, lines
+
+    @classmethod
+    def of(cls, symbol: str, interval: str, market: Market, rows: Sequence[Kline]) -> StreamRows:
+        """`rows` as StreamRows of this stream (themselves if they already are); InvalidData
+        if one of them is of another stream."""
+        stream = (symbol, interval, market)
+        if isinstance(rows, StreamRows):
+            if rows.stream != stream:
+                raise InvalidData(f"rows of {rows.stream} given as rows of {stream}")
+            return rows
+        if list(map(_STREAM_OF_ROW, rows)).count(stream) != len(rows):
+            other = next(r for r in rows if (r.symbol, r.interval, r.market) != stream)
+            raise InvalidData(
+                f"row {other.market}:{other.symbol}@{other.interval} given as a row of "
+                f"{market}:{symbol}@{interval}"
+            )
+        return cls(symbol, interval, market, open_times(rows), lake_lines(rows))
+
+    @property
+    def stream(self) -> tuple[str, str, Market]:
+        return self.symbol, self.interval, self.market
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, index: int) -> Kline: ...
+    @overload
+    def __getitem__(self, index: slice) -> StreamRows: ...
+    def __getitem__(self, index: int | slice) -> Kline | StreamRows:
+        if isinstance(index, slice):
+            return StreamRows(
+                self.symbol, self.interval, self.market, self.open_times[index], self.lines[index]
+            )
+        return parse_lake_line(self.lines[index], f"row {index}", self.market)
+
+    def __iter__(self) -> Iterator[Kline]:
+        return map(parse_lake_line, self.lines, repeat(""), repeat(self.market))
+
+    def reversed(self) -> StreamRows:
+        return self[::-1]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StreamRows):
+            return self.stream == other.stream and list(self.lines) == list(other.lines)
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(map(operator.eq, self, other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"StreamRows({self.market}:{self.symbol}@{self.interval}, {len(self)} rows)"
 
 
 _CACHED_LINE = attrgetter("_line")
+_OPEN_TIME = attrgetter("open_time")
+_STREAM_OF_ROW = attrgetter("symbol", "interval", "market")
 
 
-def lake_lines(rows: Sequence[Kline]) -> list[bytes]:
-    """Each row's `to_line()`: the lines the compiled parser rendered are taken as they are, in
-    one C-level pass when every row has one (every row of a regular backfill page does)."""
+def open_times(rows: Sequence[Kline]) -> Sequence[int]:
+    """Each row's open_time (StreamRows hold them already)."""
+    if isinstance(rows, StreamRows):
+        return rows.open_times
+    return list(map(_OPEN_TIME, rows))
+
+
+def open_time_at(rows: Sequence[Kline], index: int) -> int:
+    """`rows[index].open_time`, without parsing a line out of StreamRows."""
+    if isinstance(rows, StreamRows):
+        return rows.open_times[index]
+    return rows[index].open_time
+
+
+def lake_lines(rows: Sequence[Kline]) -> Sequence[bytes]:
+    """Each row's `to_line()`: StreamRows hold them already, and the lines a bulk parser put
+    in its Klines are taken as they are, in one C-level pass when every row has one."""
+    if isinstance(rows, StreamRows):
+        return rows.lines
     cached = list(map(_CACHED_LINE, rows))
     if None in cached:
         return [r.to_line() for r in rows]

@@ -25,7 +25,7 @@ from klinelake.core.contract import KlineBatch, decode_message, encode_batch
 from klinelake.core.errors import InvalidData
 from klinelake.core.halts import ranges_to_json
 from klinelake.core.markets import Market
-from klinelake.core.row import Kline, parse_rest_page, parse_rest_rows
+from klinelake.core.row import Kline, StreamRows, parse_rest_page, parse_rest_rows
 from tests.core.test_rest_page_fast import (
     INTERVALS,
     first_open,
@@ -63,11 +63,11 @@ def check_against_reference(body: bytes, symbol: str, interval: str, market: Mar
     fast = compiled(body, symbol, interval, market)
     if fast is None:
         return False
-    assert reference(body, symbol, interval, market) == (
-        "rows",
-        (fast, [orjson.dumps(k.to_dict()) + b"\n" for k in fast]),
-    )
-    assert [k.to_line() for k in fast] == [orjson.dumps(k.to_dict()) + b"\n" for k in fast]
+    kind, (rows, lines) = reference(body, symbol, interval, market)
+    assert kind == "rows"
+    assert isinstance(fast, StreamRows) and fast.stream == (symbol, interval, market)
+    assert list(fast.lines) == lines and list(fast.open_times) == [k.open_time for k in rows]
+    assert list(fast) == rows
     return True
 
 
@@ -182,18 +182,31 @@ def test_the_rules_bounds_and_keys(symbol: str, market: Market) -> None:
         assert compiled(orjson.dumps(wider), symbol, "1m", market) is None
 
 
-def test_compiled_klines_are_ordinary_klines() -> None:
+def test_a_compiled_page_is_a_sequence_of_ordinary_klines() -> None:
+    """StreamRows hold no Klines, but every Sequence operation gives the reference's."""
     body = orjson.dumps(regular_page(4, "1h", first_open("1h")))
     fast = compiled(body, "BTCUSDT", "1h", Market.SPOT)
     ref = parse_rest_rows(orjson.loads(body), "BTCUSDT", "1h")
-    assert fast == ref and list(map(hash, fast)) == list(map(hash, ref))
-    assert all(type(k) is Kline for k in fast) and repr(fast) == repr(ref)
+    assert fast == ref and fast == tuple(ref) and ref == fast and fast != ref[:3]
+    assert fast != ref[::-1] and fast != "not rows" and hash(fast) == hash(tuple(ref))
+    assert list(map(hash, fast)) == list(map(hash, ref))
+    assert all(type(k) is Kline for k in fast) and repr(list(fast)) == repr(ref)
+    assert [fast[i] for i in range(-4, 4)] == ref + ref and len(fast) == 4
+    assert fast[1:3] == ref[1:3] and isinstance(fast[1:3], StreamRows)
+    assert fast.reversed() == ref[::-1] and list(reversed(fast)) == ref[::-1]
+    assert fast.index(ref[2]) == 2 and ref[1] in fast and fast.count(ref[0]) == 1
+    with pytest.raises(IndexError):
+        fast[4]
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast[0].open = "1.0"  # type: ignore[misc]
     # a changed copy does not keep the line of the values it was rendered from
     changed = dataclasses.replace(fast[0], close="1.00000000")
     assert changed.to_line() == orjson.dumps(changed.to_dict()) + b"\n" != fast[0].to_line()
-    assert pickle.loads(pickle.dumps(fast)) == fast
+    assert pickle.loads(pickle.dumps(fast)) == fast and copy.deepcopy(fast) == fast
+    assert StreamRows.of("BTCUSDT", "1h", Market.SPOT, fast) is fast
+    assert StreamRows.of("BTCUSDT", "1h", Market.SPOT, ref) == fast
+    with pytest.raises(ValueError, match="differ in length"):
+        StreamRows("BTCUSDT", "1h", Market.SPOT, fast.open_times[:3], fast.lines)
 
 
 def test_a_regular_page_still_parses_without_the_compiled_module(
@@ -270,69 +283,21 @@ def test_every_body_type_keeps_the_reference_outcome(
     assert with_module == without
 
 
-_SLOTS = tuple(f.name for f in dataclasses.fields(Kline))
 _BOUNDS = (lake_row._MIN_MS, lake_row._MAX_MS, lake_row.MAX_TRADES, 29, 9)
 
 
-@pytest.fixture
-def reconfigured() -> Any:
-    """The compiled module, configured back for Kline whatever the test did to it."""
-    yield lake_row._compiled
-    lake_row._compiled.configure(Kline, lake_row._COMPILED_SLOTS, *_BOUNDS)
-
-
-def test_the_module_fills_slots_by_name_not_by_field_order(reconfigured: Any) -> None:
-    """row.py names the slots in the C code's order, so reordering Kline's fields (or adding
-    one) cannot put a value in another field's slot."""
-    assert sorted(lake_row._COMPILED_SLOTS) == sorted(_SLOTS)
-
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Reordered:  # Kline's fields, market and the line first, the rest reversed
-        market: Any
-        _line: Any
-        taker_buy_quote_volume: Any
-        taker_buy_base_volume: Any
-        trades: Any
-        quote_volume: Any
-        volume: Any
-        close: Any
-        low: Any
-        high: Any
-        open: Any
-        interval: Any
-        symbol: Any
-        close_time: Any
-        open_time: Any
-
-    reconfigured.configure(Reordered, lake_row._COMPILED_SLOTS, *_BOUNDS)
+@pytest.mark.parametrize(
+    "bounds",
+    [(-1, *_BOUNDS[1:]), (_BOUNDS[1], _BOUNDS[1], *_BOUNDS[2:]), (0, 2**51, *_BOUNDS[2:]),
+     (*_BOUNDS[:2], -1, 29, 9), (*_BOUNDS[:3], 0, 9), (*_BOUNDS[:3], 29, 0)],
+)  # fmt: skip
+def test_a_refused_configure_changes_nothing(bounds: tuple[int, ...]) -> None:
+    """configure() refuses bounds that would let the grid arithmetic overflow or make no
+    sense, and a refused configure leaves the module's rules as they were."""
     body = orjson.dumps(regular_page(3, "1m", first_open("1m")))
-    got = compiled(body, "BTCUSDT", "1m", Market.SPOT)
-    ref = parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
-    assert [dataclasses.astuple(k)[2:] for k in got] == [k.values()[::-1] for k in ref]
-
-
-def test_a_failed_configure_changes_nothing(reconfigured: Any) -> None:
-    """configure() refuses slots that are not the type's own (another class's member
-    descriptors would be written at offsets outside the object), the same slot twice, and a
-    missing name, and a refused configure leaves the module as it was."""
-    body = orjson.dumps(regular_page(3, "1m", first_open("1m")))
-    ref = parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m")
-
-    class Foreign:  # Kline's descriptors on an object too small for them
-        __slots__ = ()
-
-    for name in _SLOTS:
-        setattr(Foreign, name, Kline.__dict__[name])
-    swapped = ("close", *lake_row._COMPILED_SLOTS[1:7], "open_time", *lake_row._COMPILED_SLOTS[8:])
-    for kind, names in (
-        (Foreign, lake_row._COMPILED_SLOTS),
-        (Kline, ("open_time",) * 15),
-        (Kline, (*swapped[:14], "no_such_slot")),
-    ):
-        with pytest.raises((TypeError, ValueError, AttributeError)):
-            reconfigured.configure(kind, names, *_BOUNDS)
-        got = compiled(body, "BTCUSDT", "1m", Market.SPOT)
-        assert got == ref and [k.to_line() for k in got] == [k.to_line() for k in ref]
+    with pytest.raises(ValueError, match="bounds"):
+        lake_row._compiled.configure(*bounds)
+    assert check_against_reference(body, "BTCUSDT", "1m", Market.SPOT)
 
 
 @pytest.mark.parametrize(
@@ -344,7 +309,7 @@ def test_grid_arguments_beyond_the_bounds_are_refused(step: int, anchor: int) ->
     body = orjson.dumps(regular_page(2, "1m", first_open("1m")))
     fragments = lake_row._line_fragments("BTCUSDT", "1m", Market.SPOT)
     with pytest.raises(ValueError, match="step"):
-        lake_row._compiled.klines(body, "BTCUSDT", "1m", Market.SPOT, fragments, step, anchor, True)
+        lake_row._compiled.page_lines(body, fragments, step, anchor, True)
 
 
 def _round_trip(batch: KlineBatch) -> KlineBatch:
@@ -369,19 +334,20 @@ def test_every_way_the_tree_builds_a_kline_keeps_its_line_true(market: Market) -
     bulk = lake_row.regular_rest_page(body, orjson.loads(body), "BTCUSDT", "1m", market)
     assert fast is not None and bulk is not None
     made: dict[str, list[Kline]] = {
-        "compiled": fast,
+        "compiled": list(fast),
         "bulk page": bulk,
         "row by row": parse_rest_rows(orjson.loads(body), "BTCUSDT", "1m", market),
         "lake line": [lake_row.parse_lake_line(k.to_line(), market=market) for k in fast],
         "message": list(_round_trip(KlineBatch("BTCUSDT", "1m", tuple(fast), market=market)).rows),
         "copy": [copy.copy(k) for k in fast],
-        "deepcopy": copy.deepcopy(fast),
-        "pickle": pickle.loads(pickle.dumps(fast)),
+        "deepcopy": copy.deepcopy(list(fast)),
+        "pickle": pickle.loads(pickle.dumps(list(fast))),
         "replace": [dataclasses.replace(k, close="7.00000000") for k in fast],
         "replace market": [dataclasses.replace(k, market=Market.SPOT) for k in fast],
     }
     if market == Market.SPOT:
         made["simulator"] = [synthetic_kline(7, "BTCUSDT", "1m", k.open_time) for k in fast]
+    assert list(fast.lines) == [_line_of(k) for k in fast]
     for how, rows in made.items():
         lines = [_line_of(k) for k in rows]
         assert [k.to_line() for k in rows] == lines, how
@@ -406,7 +372,10 @@ def _old_encoding(batch: KlineBatch) -> bytes:
     st.sampled_from(["1s", "1m", "1h", "3d", "1w"]),
     st.sampled_from(SYMBOLS),
     st.sampled_from(list(Market)),
-    st.tuples(st.booleans(), st.sampled_from(["compiled", "row by row", "decoded", "mixed"])),
+    st.tuples(
+        st.booleans(),
+        st.sampled_from(["compiled", "compiled as Klines", "row by row", "decoded", "mixed"]),
+    ),
 )
 def test_encode_batch_writes_the_old_bytes_for_rows_from_every_source(
     n: int, interval: str, symbol: str, market: Market, how: tuple[bool, str]
@@ -418,11 +387,18 @@ def test_encode_batch_writes_the_old_bytes_for_rows_from_every_source(
     step = lake_row.NOMINAL_MS[interval]
     body = orjson.dumps(regular_page(max(n, 1), interval, first))[: None if n else 0] or b"[]"
     ref = parse_rest_rows(orjson.loads(body), symbol, interval, market)
-    fast = compiled(body, symbol, interval, market) if n else []
+    fast = (
+        compiled(body, symbol, interval, market)
+        if n
+        else StreamRows(*_no_rows(symbol, interval, market))
+    )
     assert fast is not None
     empty = ((first + n * step, first + (n + 2) * step),) if with_empty or not n else ()
-    rows = {"compiled": fast, "row by row": ref, "mixed": [*fast[: n // 2], *ref[n // 2 :]]}
-    batch = KlineBatch(symbol, interval, tuple(rows.get(source, fast)), empty, market=market)
+    rows = {
+        "compiled as Klines": tuple(fast), "row by row": tuple(ref),
+        "mixed": (*fast[: n // 2], *ref[n // 2 :]),
+    }  # fmt: skip
+    batch = KlineBatch(symbol, interval, rows.get(source, fast), empty, market=market)
     if source == "decoded":
         batch = _round_trip(batch)
         assert batch.rows == tuple(ref)
@@ -432,6 +408,10 @@ def test_encode_batch_writes_the_old_bytes_for_rows_from_every_source(
     data = encode_batch(batch, "rest").data
     assert data == _old_encoding(batch)
     assert decode_message(data, encode_batch(batch, "rest").attributes).rows == tuple(ref)
+
+
+def _no_rows(symbol: str, interval: str, market: Market) -> tuple[Any, ...]:
+    return symbol, interval, market, [], []
 
 
 def test_a_replaced_batch_does_not_keep_the_old_rows_lines() -> None:
