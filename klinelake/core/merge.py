@@ -7,7 +7,6 @@ lines lazily, so memory is bounded by the batch, never by the object.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
