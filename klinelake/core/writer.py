@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from klinelake.core import staged_merge
 from klinelake.core.contract import KlineBatch, sort_unique
@@ -52,7 +52,15 @@ from klinelake.core.merge import (
     merge_lines,
 )
 from klinelake.core.row import Kline, open_time_of_line
-from klinelake.core.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
+from klinelake.core.storage import (
+    STAGING_PREFIX,
+    AppendingStore,
+    Bounds,
+    CountingStore,
+    ObjectInfo,
+    ObjectStore,
+    appends_in_place,
+)
 from klinelake.core.symbols import object_name
 
 if TYPE_CHECKING:
@@ -220,6 +228,11 @@ class LakeWriter:
         edge = _edge_route(have, first_new, last_new)
         if edge is not None:
             action, bounds = edge
+            if action == "append" and appends_in_place(self.store):
+                # the local disk: no part to write, copy into the object and delete
+                after = cast(AppendingStore, store).append(name, lines.body(), gen, bounds)
+                self._remember(after, bounds)
+                return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)
             part = f"{STAGING_PREFIX}{name}.{uuid.uuid4().hex}.part"
             store.write(part, lines.body(), if_generation_match=0)
             sources = [name, part] if action == "append" else [part, name]
