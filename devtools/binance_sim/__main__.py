@@ -79,6 +79,12 @@ def _sim_config_options(command: Callable[..., None]) -> Callable[..., None]:
 )
 @click.option("--limit-over-max", type=click.Choice(["error", "clamp"]), default="error")
 @click.option(
+    "--gzip",
+    type=click.Choice(["off", "accepted", "always"]),
+    default="off",
+    help="gzip REST bodies: never, when the client accepts gzip (as Binance), or always",
+)
+@click.option(
     "--futures",
     multiple=True,
     help="a futures contract MARKET:SYMBOL[:onboard=T,delivery=T], e.g. um:BTCUSDT, "

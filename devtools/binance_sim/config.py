@@ -37,6 +37,10 @@ class SimConfig:
     ban_after: int = 3
     ban_seconds: tuple[float, ...] = DEFAULT_BAN_SECONDS
     limit_over_max: str = "error"  # "error" (-1130) or "clamp" (Binance's behaviour unconfirmed)
+    # REST bodies gzipped: "off"; "accepted", when the request's Accept-Encoding names gzip (as
+    # HTTP servers do, Binance's included); "always", whatever was asked (client libraries
+    # report Binance endpoints that compress unasked: docs/architecture.md).
+    gzip: str = "off"
     admin: bool = True
     shutdown_grace: float = 1.0
     forming_update_ms: int = _SPOT.update_ms  # open-kline push cadence in simulated ms (spot 2 s)

@@ -136,6 +136,7 @@ class Stats:
     responses_418: int = 0
     requests_while_banned: int = 0
     responses_5xx: int = 0
+    responses_gzipped: int = 0
     ws_opened: int = 0
     ws_active: int = 0
     ws_refused: int = 0

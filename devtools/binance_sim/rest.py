@@ -14,6 +14,7 @@ requests cost weight too. Choices where Binance's behaviour is unconfirmed (§12
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -344,9 +345,22 @@ async def serve(sim: Sim, route: Route, request: web.Request) -> web.Response:
             )
         return _response(sim, faults.rest_5xx_status, body, verdict.used)
     try:
-        return _response(sim, 200, route.handler(sim, request), verdict.used)
+        response = _response(sim, 200, route.handler(sim, request), verdict.used)
     except ApiError as exc:
         return _response(sim, exc.status, error_body(exc.code, exc.msg), verdict.used)
+    return _compressed(sim, request, response)
+
+
+def _compressed(sim: Sim, request: web.Request, response: web.Response) -> web.Response:
+    """The answer gzipped where the run's `gzip` mode says so (SimConfig.gzip)."""
+    mode = sim.config.gzip
+    accepts = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    if mode == "always" or (mode == "accepted" and accepts):
+        assert isinstance(response.body, bytes)
+        response.body = gzip.compress(response.body, compresslevel=6)
+        response.headers["Content-Encoding"] = "gzip"
+        sim.stats.responses_gzipped += 1
+    return response
 
 
 def not_found(sim: Sim) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

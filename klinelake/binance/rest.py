@@ -183,6 +183,13 @@ def _error_body(body: bytes) -> tuple[int | None, str]:
     return None, _text(body)
 
 
+# Uncompressed answers, asked for: inflating a gzipped klines page costs ~0.7 µs per row of CPU
+# (docs/BENCHMARKS.md: as much as a fifth of the backfill's whole cost per row), where the
+# bytes saved are free ingress on GCP. A server that compresses anyway is still understood
+# (aiohttp inflates any Content-Encoding it is sent: tests/backfill/test_gzip_answers.py).
+REQUEST_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+
+
 class BinanceRest:
     """`async with BinanceRest(url) as rest: await rest.klines("BTCUSDT", "1h", a, b)`.
 
@@ -237,7 +244,7 @@ class BinanceRest:
             self._http = new_session(
                 aiohttp.ClientTimeout(total=self.timeout_s),
                 limit=64,
-                headers={"Accept": "application/json"},
+                headers=REQUEST_HEADERS,
             )
         return self._http
 
