@@ -2,7 +2,7 @@
 python-binance's `Client.get_historical_klines`, side by side in one run against one simulator.
 
     .venv/bin/python bench/bench_backfill.py [--days 365] [--latency-ms 50] [--baseline DIR]
-        [--no-python-binance] [--no-ccxt] [--repeat N]
+        [--no-python-binance] [--no-ccxt] [--repeat N] [--gzip off|accepted|always]
 
 The simulator serves a synthetic BTCUSDC 1m stream with a fixed delay per REST request (50 ms by
 default), history pages from pre-rendered rows (so it is not the bottleneck; it renders each
@@ -172,13 +172,19 @@ def main() -> None:
     parser.add_argument("--no-python-binance", action="store_true", help="it takes ~4 minutes")
     parser.add_argument("--no-ccxt", action="store_true", help="ours (and the baseline) only")
     parser.add_argument("--repeat", type=int, default=1, help="runs of ours (and the baseline)")
+    parser.add_argument(
+        "--gzip",
+        choices=("off", "accepted", "always"),
+        default="off",
+        help="the simulator's compression: accepted = as Binance, when the client asks for it",
+    )
     opts = parser.parse_args()
     end_dt = START + timedelta(days=opts.days)
     start, end = ms(START), ms(end_dt) - 1
     sim_args = (
         "--synthetic", f"BTCUSDC:1m:{START.strftime('%Y-%m-%d')}",
         "--start", (end_dt + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S"),
-        "--latency-ms", str(opts.latency_ms),
+        "--latency-ms", str(opts.latency_ms), "--gzip", opts.gzip,
     )  # fmt: skip
     if opts.repeat > 1:
         # back-to-back runs would add up in one 60 s weight window and wait for it (~1,074
@@ -186,7 +192,10 @@ def main() -> None:
         sim_args += ("--weight-window", "10")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, run_simulator(None, *sim_args) as sim:
-        print(f"simulator {sim.url}: BTCUSDC 1m, {opts.days} days, {opts.latency_ms} ms/request")
+        print(
+            f"simulator {sim.url}: BTCUSDC 1m, {opts.days} days, {opts.latency_ms} ms/request, "
+            f"gzip {opts.gzip}"
+        )
         print(f"pre-rendering the pages (untimed): {prerender(sim, start, end)}", flush=True)
         # ours and the baseline alternate, `--repeat` times each: this machine is shared, so
         # CPU time per run varies; the medians of interleaved runs compare like with like
