@@ -603,6 +603,10 @@ class StreamRows(Sequence[Kline]):
     def __hash__(self) -> int:
         return hash(tuple(self))
 
+    def __reduce__(self) -> tuple[type[StreamRows], tuple[Any, ...]]:
+        # every pickle protocol, as for a tuple of Klines (slots alone need protocol 2 or more)
+        return StreamRows, (self.symbol, self.interval, self.market, self.open_times, self.lines)
+
     def __repr__(self) -> str:
         return f"StreamRows({self.market}:{self.symbol}@{self.interval}, {len(self)} rows)"
 

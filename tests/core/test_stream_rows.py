@@ -137,3 +137,19 @@ def test_joined_parts_are_the_parts_rows_in_order(
     assert joined == expected and list(joined.lines) == [k.to_line() for k in expected]
     with pytest.raises(InvalidData, match="given as"):
         StreamRows.joined("ETHUSDT", "1m", market, [*given_parts, klines(1, market)])
+
+
+@pytest.mark.parametrize("market", list(Market))
+def test_stream_rows_pickle_and_copy_like_a_tuple_of_their_klines(market: Market) -> None:
+    """Every pickle protocol a tuple of Klines takes (0 and 1 too), and copies: equal rows."""
+    import copy
+    import pickle
+
+    rows = klines(3, market)
+    sr = StreamRows.of(*STREAM, market, rows)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(tuple(rows), protocol)) == tuple(rows)
+        back = pickle.loads(pickle.dumps(sr, protocol))
+        assert type(back) is StreamRows and back == sr and back.stream == sr.stream
+    for twin in (copy.copy(sr), copy.deepcopy(sr)):
+        assert type(twin) is StreamRows and twin == sr
