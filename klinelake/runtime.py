@@ -15,3 +15,7 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 def tune_gc_for_bulk_rows() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
+    # What is alive now (modules, classes, functions: ~100,000 objects) lives until the process
+    # ends: moved out of the collector's reach, they are not traversed again by the older
+    # generations' collections nor by the one at interpreter exit (~4 % of a backfill's CPU).
+    gc.freeze()

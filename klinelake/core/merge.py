@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from klinelake.core.errors import KlineLakeError
 from klinelake.core.row import Kline, lake_lines, open_time_of_line, open_times
 
-BatchLines = Sequence[tuple[int, bytes]]
+Pairs = Sequence[tuple[int, bytes]]  # (open_time, line), ascending and unique
 
 
 class CorruptObject(KlineLakeError):
@@ -37,8 +38,47 @@ class MergeStats:
         )  # fmt: skip
 
 
-def batch_lines(rows: Sequence[Kline]) -> list[tuple[int, bytes]]:
-    return list(zip(open_times(rows), lake_lines(rows), strict=True))
+class BatchLines(Sequence[tuple[int, bytes]]):
+    """A batch's rows as (open_time, line) pairs, held as two lists: the writer's usual routes
+    (create, append, prepend) need only the first and last open times and the joined lines, so
+    no pair is built per row (issue 15); a merge reads pairs."""
+
+    __slots__ = ("lines", "times")
+
+    def __init__(self, times: Sequence[int], lines: Sequence[bytes]) -> None:
+        if len(times) != len(lines):
+            raise ValueError("times and lines differ in length")
+        self.times, self.lines = times, lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, bytes]: ...
+    @overload
+    def __getitem__(self, index: slice) -> BatchLines: ...
+    def __getitem__(self, index: int | slice) -> tuple[int, bytes] | BatchLines:
+        if isinstance(index, slice):
+            return BatchLines(self.times[index], self.lines[index])
+        return self.times[index], self.lines[index]
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return zip(self.times, self.lines, strict=True)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, like the list it replaces
+
+    def body(self) -> bytes:
+        """The lines joined: the bytes the rows take in an object."""
+        return b"".join(self.lines)
+
+
+def batch_lines(rows: Sequence[Kline]) -> BatchLines:
+    return BatchLines(open_times(rows), lake_lines(rows))
 
 
 def _ordered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -51,7 +91,7 @@ def _ordered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield t, line
 
 
-def diff_batch(existing: Iterable[bytes], batch: BatchLines) -> MergeStats:
+def diff_batch(existing: Iterable[bytes], batch: Pairs) -> MergeStats:
     """What merging `batch` would change; stops reading once past the batch's last row."""
     if not batch:
         return MergeStats(0, 0, 0)
@@ -71,7 +111,7 @@ def diff_batch(existing: Iterable[bytes], batch: BatchLines) -> MergeStats:
     return MergeStats(added, replaced, unchanged)
 
 
-def merge_lines(existing: Iterable[bytes], batch: BatchLines) -> Iterator[bytes]:
+def merge_lines(existing: Iterable[bytes], batch: Pairs) -> Iterator[bytes]:
     """All rows of object ∪ batch, ascending, one per open_time, the batch winning."""
     i, n = 0, len(batch)
     it = iter(existing)

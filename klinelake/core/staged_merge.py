@@ -111,7 +111,7 @@ class Plan:
         self.count = max(1, -(-info.size // piece_bytes))
         key = batch_key(lines, piece_bytes)
         self.prefix = f"{STAGING_PREFIX}{info.name}.g{info.generation}.{key}."
-        self._times = [t for t, _ in lines]
+        self._times = lines.times
         self._boundaries: dict[int, tuple[int, int]] = {0: (0, _LOWEST)}
 
     def name(self, k: int) -> str:
@@ -282,7 +282,7 @@ def _check(plan: Plan, have: set[str], pace: _Pace) -> tuple[int, MergeStats | N
         else:
             if not pace.may_start():
                 return i, None
-            k = plan.piece_of(plan.lines[i][0])
+            k = plan.piece_of(plan.lines.times[i])
             lo, hi = plan.share(k)
             assert lo == i, (lo, i)  # pieces partition the batch in order
             with pace.piece():

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 STAGING_PREFIX = "staging/"  # where writers stage parts before composing them onto an object
 
@@ -76,6 +76,21 @@ class ObjectStore(Protocol):
         """Objects whose name starts with `prefix`, sorted by name."""
 
 
+class AppendingStore(ObjectStore, Protocol):
+    """A store that adds bytes at the end of an object in place (the local disk). GCS has no
+    append: there the writer uploads a part and composes it onto the object."""
+
+    def append(
+        self, name: str, data: bytes, if_generation_match: int, bounds: OptBounds = None
+    ) -> ObjectInfo:
+        """What `compose(name, [name, part])` of a part holding `data` makes, atomically,
+        without the part (no upload, copy and delete of the batch)."""
+
+
+def appends_in_place(store: ObjectStore) -> bool:
+    return callable(getattr(store, "append", None))
+
+
 class CountingStore:
     """Wraps a store and counts calls per method: proves e.g. that appends never download."""
 
@@ -114,6 +129,14 @@ class CountingStore:
     ) -> ObjectInfo:
         self.calls["compose"] += 1
         return self.inner.compose(name, sources, if_generation_match, bounds)
+
+    def append(
+        self, name: str, data: bytes, if_generation_match: int, bounds: OptBounds = None
+    ) -> ObjectInfo:
+        """Only where the wrapped store appends (`appends_in_place(inner)`)."""
+        self.calls["append"] += 1
+        inner = cast(AppendingStore, self.inner)
+        return inner.append(name, data, if_generation_match, bounds)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         self.calls["delete"] += 1

@@ -21,6 +21,7 @@ in the pair, and `parse_object_name` recovers both.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from klinelake.core.errors import InvalidData, InvalidSymbol
@@ -74,6 +75,7 @@ def validate_symbol(symbol: object) -> str:
     return symbol
 
 
+@functools.lru_cache(maxsize=65536)  # asked per page and per batch; a pure function of its args
 def stream_id(symbol: str, interval: str, market: Market | str = Market.SPOT) -> str:
     """`BTCUSDC@1h` (spot) or `um:BTCUSDT@1m`: the Pub/Sub ordering key, the name in logs/state."""
     check_market_interval(market, check_interval(interval))

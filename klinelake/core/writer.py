@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import operator
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from klinelake.core import staged_merge
 from klinelake.core.contract import KlineBatch, sort_unique
@@ -43,6 +42,7 @@ from klinelake.core.errors import InvalidData, ObjectNotFound, PreconditionFaile
 from klinelake.core.lease import held
 from klinelake.core.markets import Market, spec
 from klinelake.core.merge import (
+    BatchLines,
     MergeStats,
     batch_lines,
     chunked,
@@ -52,7 +52,15 @@ from klinelake.core.merge import (
     merge_lines,
 )
 from klinelake.core.row import Kline, open_time_of_line
-from klinelake.core.storage import STAGING_PREFIX, Bounds, CountingStore, ObjectInfo, ObjectStore
+from klinelake.core.storage import (
+    STAGING_PREFIX,
+    AppendingStore,
+    Bounds,
+    CountingStore,
+    ObjectInfo,
+    ObjectStore,
+    appends_in_place,
+)
 from klinelake.core.symbols import object_name
 
 if TYPE_CHECKING:
@@ -63,8 +71,6 @@ _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of
 _CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer remembers
 
 Action = Literal["create", "append", "prepend", "merge", "noop"]
-_OPEN_TIME = operator.attrgetter("open_time")
-_LINE = operator.itemgetter(1)  # of an (open_time, line) pair
 T = TypeVar("T")
 
 
@@ -181,7 +187,7 @@ class LakeWriter:
         return self._write_lines(symbol, interval, batch_lines(ordered), market)
 
     def _write_lines(
-        self, symbol: str, interval: str, lines: Sequence[tuple[int, bytes]], market: Market
+        self, symbol: str, interval: str, lines: BatchLines, market: Market
     ) -> WriteResult:
         name = object_name(symbol, interval, market)
         counting = CountingStore(self.store)
@@ -201,18 +207,18 @@ class LakeWriter:
         self,
         store: ObjectStore,
         name: str,
-        lines: Sequence[tuple[int, bytes]],
+        lines: BatchLines,
         retries: int,
         started: float,
     ) -> WriteResult:
         if not lines:
             return WriteResult(name, "noop", 0, 0, 0, 0, None, None, retries)
         n = len(lines)
-        first_new, last_new = lines[0][0], lines[-1][0]
+        first_new, last_new = lines.times[0], lines.times[-1]
         cached = self._known.get(name)
         info = cached if cached is not None else store.stat(name)
         if info is None:
-            body = b"".join(map(_LINE, lines))
+            body = lines.body()
             bounds = Bounds(first_new, last_new)
             after = store.write(name, body, if_generation_match=0, bounds=bounds)
             self._remember(after, bounds)
@@ -222,8 +228,13 @@ class LakeWriter:
         edge = _edge_route(have, first_new, last_new)
         if edge is not None:
             action, bounds = edge
+            if action == "append" and appends_in_place(self.store):
+                # the local disk: no part to write, copy into the object and delete
+                after = cast(AppendingStore, store).append(name, lines.body(), gen, bounds)
+                self._remember(after, bounds)
+                return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)
             part = f"{STAGING_PREFIX}{name}.{uuid.uuid4().hex}.part"
-            store.write(part, b"".join(map(_LINE, lines)), if_generation_match=0)
+            store.write(part, lines.body(), if_generation_match=0)
             sources = [name, part] if action == "append" else [part, name]
             try:
                 after = store.compose(name, sources, if_generation_match=gen, bounds=bounds)
@@ -277,7 +288,7 @@ class LakeWriter:
         self,
         store: ObjectStore,
         info: ObjectInfo,
-        lines: Sequence[tuple[int, bytes]],
+        lines: BatchLines,
         bounds: Bounds,
         started: float,
         *,

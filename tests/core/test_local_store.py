@@ -90,6 +90,33 @@ def test_crash_mid_append_is_rolled_back(tmp_path: os.PathLike[str]) -> None:
     assert not journal.exists()
 
 
+def test_append_in_place_is_compose_without_the_part(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`append` makes what `compose(name, [name, part])` makes, under the same precondition,
+    and a crash after part of the bytes went in is rolled back by the next lock holder."""
+    s = LocalStore(tmp_path)
+    with pytest.raises(PreconditionFailed):
+        s.append("raw/a.jsonl", b"row1\n", if_generation_match=1)  # no such object
+    info = s.write("raw/a.jsonl", b"row1\n", if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        s.append("raw/a.jsonl", b"row2\n", if_generation_match=info.generation + 1)
+    after = s.append("raw/a.jsonl", b"row2\n", if_generation_match=info.generation)
+    assert after.generation > info.generation and after.size == 10
+    assert s.read_range("raw/a.jsonl", 0, 100, after.generation) == b"row1\nrow2\n"
+    assert s.stat("raw/a.jsonl") == after and not s.list("staging/")
+
+    def crash(fd: int) -> None:  # the process dies once the bytes are written, before fsync
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        s.append("raw/a.jsonl", b"row3\n", if_generation_match=after.generation)
+    monkeypatch.undo()
+    assert s.stat("raw/a.jsonl") == after  # the journal rolled the torn append back
+    assert s.read_range("raw/a.jsonl", 0, 100, after.generation) == b"row1\nrow2\n"
+
+
 def test_failed_write_leaves_old_object(tmp_path: os.PathLike[str]) -> None:
     s = LocalStore(tmp_path)
     info = s.write("raw/a.jsonl", b"old\n", if_generation_match=0)

@@ -89,14 +89,20 @@ def test_writer_routes_append_merge_noop(tmp_path: object) -> None:
     w = LakeWriter(store)
     assert w.write_rows("ETHUSDT", "1m", [row(k) for k in range(10, 20)]).action == "create"
     r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(20, 22)])
-    # the live path: the writer knows the generation and bounds it made: upload + compose
+    # the live path: the writer knows the generation and bounds it made; the local disk
+    # appends in place, GCS (no append) uploads a part, composes it on and deletes it
     assert r.action == "append"
-    assert r.storage_calls == {"write": 1, "compose": 1, "delete": 1}
+    assert r.storage_calls == {"append": 1}
+    from .memory_store import MemoryStore
+
+    gcs = LakeWriter(MemoryStore())
+    gcs.write_rows("ETHUSDT", "1m", [row(k) for k in range(10, 20)])
+    on_gcs = gcs.write_rows("ETHUSDT", "1m", [row(k) for k in range(20, 22)])
+    assert on_gcs.action == "append"
+    assert on_gcs.storage_calls == {"write": 1, "compose": 1, "delete": 1}
     r = LakeWriter(store).write_rows("ETHUSDT", "1m", [row(k) for k in range(22, 24)])
     # a cold writer on a backend without metadata: a stat and two small reads more, no pass
-    assert r.action == "append" and r.storage_calls == {
-        "stat": 1, "read_range": 2, "write": 1, "compose": 1, "delete": 1,
-    }  # fmt: skip
+    assert r.action == "append" and r.storage_calls == {"stat": 1, "read_range": 2, "append": 1}
     r = w.write_rows("ETHUSDT", "1m", [row(k) for k in range(0, 10)])
     assert r.action == "prepend" and "open_lines" not in r.storage_calls
     assert "replace_from" not in r.storage_calls
