@@ -22,7 +22,7 @@ from klinelake.core.publish import (
     fetch_range,
     within,
 )
-from klinelake.core.row import Kline
+from klinelake.core.row import Kline, StreamRows
 
 
 async def fetch_all(
@@ -79,7 +79,11 @@ async def fetch_all(
                         limit=settings.limit, market=page.market,
                     )  # fmt: skip
                     parts = [part async for part in pages]
-                    rows = parts[0] if len(parts) == 1 else [k for part in parts for k in part]
+                    rows = (
+                        parts[0]
+                        if len(parts) == 1  # a page in several requests keeps its lines
+                        else StreamRows.joined(page.symbol, page.interval, page.market, parts)
+                    )
             except Exception as exc:  # stop taking pages; the first failure is raised below
                 failures.append(exc)
                 slots.release()

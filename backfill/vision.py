@@ -21,7 +21,7 @@ from klinelake.binance.vision_client import VisionClient
 from klinelake.core.intervals import count_between
 from klinelake.core.markets import Market
 from klinelake.core.publish import fetch_range
-from klinelake.core.row import Kline
+from klinelake.core.row import Kline, StreamRows
 from klinelake.core.vision import Archive, cover
 
 
@@ -81,12 +81,16 @@ class VisionFetcher:
             )
         return await self.rest_pages([page])
 
-    async def rest_pages(self, pages: Sequence[Page]) -> list[Kline]:
-        rows: list[Kline] = []
+    async def rest_pages(self, pages: Sequence[Page]) -> Sequence[Kline]:
+        """The pages' rows (pages of one stream, in order), their lines as the parser made them."""
+        if not pages:
+            return []
+        parts: list[Sequence[Kline]] = []
         for p in pages:  # the core's pager: each market's paging rule (COIN-M's window)
-            parts = fetch_range(
+            pager = fetch_range(
                 self.rest, p.symbol, p.interval, p.start, p.end, limit=self.page_limit,
                 market=p.market,
             )  # fmt: skip
-            rows.extend([k async for part in parts for k in part])
-        return rows
+            parts.extend([part async for part in pager])
+        first = pages[0]
+        return StreamRows.joined(first.symbol, first.interval, first.market, parts)

@@ -127,7 +127,9 @@ class KlineBatch:
 
     symbol: str
     interval: str
-    rows: Sequence[Kline]  # a tuple, or StreamRows (the backfill's pages: no Kline per row)
+    # a tuple, or StreamRows (the backfill's pages: no Kline per row); never a list, which
+    # could change after the checks below
+    rows: tuple[Kline, ...] | StreamRows
     empty: tuple[Gap, ...] = ()
     # keyword-only: a batch of another market than spot is always named so at its call site
     market: Market = field(default=Market.SPOT, kw_only=True)

@@ -555,6 +555,20 @@ class StreamRows(Sequence[Kline]):
             )
         return cls(symbol, interval, market, open_times(rows), lake_lines(rows))
 
+    @classmethod
+    def joined(
+        cls, symbol: str, interval: str, market: Market, parts: Iterable[Sequence[Kline]]
+    ) -> StreamRows:
+        """The parts one after another as StreamRows of this stream (a page fetched in several
+        requests): their lines are taken as they are, no Kline parsed (`of` for each part)."""
+        times: list[int] = []
+        lines: list[bytes] = []
+        for part in parts:
+            rows = cls.of(symbol, interval, market, part)
+            times.extend(rows.open_times)
+            lines.extend(rows.lines)
+        return cls(symbol, interval, market, times, lines)
+
     @property
     def stream(self) -> tuple[str, str, Market]:
         return self.symbol, self.interval, self.market
@@ -588,6 +602,10 @@ class StreamRows(Sequence[Kline]):
 
     def __hash__(self) -> int:
         return hash(tuple(self))
+
+    def __reduce__(self) -> tuple[type[StreamRows], tuple[Any, ...]]:
+        # every pickle protocol, as for a tuple of Klines (slots alone need protocol 2 or more)
+        return StreamRows, (self.symbol, self.interval, self.market, self.open_times, self.lines)
 
     def __repr__(self) -> str:
         return f"StreamRows({self.market}:{self.symbol}@{self.interval}, {len(self)} rows)"

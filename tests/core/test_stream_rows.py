@@ -117,3 +117,39 @@ def test_a_row_is_parsed_from_its_line_only_when_asked_for() -> None:
     assert sr[0] == rows[0] and len(sr) == 2
     with pytest.raises(InvalidData, match="row 1"):
         sr[1]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    st.lists(st.tuples(picks, st.booleans()), max_size=4),
+    st.sampled_from(list(Market)),
+)
+def test_joined_parts_are_the_parts_rows_in_order(
+    parts: list[tuple[list[int], bool]], market: Market
+) -> None:
+    """A page fetched in several requests (StreamRows or, from an irregular page, Klines)."""
+    given_parts: list[Any] = []
+    for picked, as_stream_rows in parts:
+        rows, sr = both(picked, market)
+        given_parts.append(sr if as_stream_rows else rows)
+    joined = StreamRows.joined(*STREAM, market, given_parts)
+    expected = [k for part in given_parts for k in part]
+    assert joined == expected and list(joined.lines) == [k.to_line() for k in expected]
+    with pytest.raises(InvalidData, match="given as"):
+        StreamRows.joined("ETHUSDT", "1m", market, [*given_parts, klines(1, market)])
+
+
+@pytest.mark.parametrize("market", list(Market))
+def test_stream_rows_pickle_and_copy_like_a_tuple_of_their_klines(market: Market) -> None:
+    """Every pickle protocol a tuple of Klines takes (0 and 1 too), and copies: equal rows."""
+    import copy
+    import pickle
+
+    rows = klines(3, market)
+    sr = StreamRows.of(*STREAM, market, rows)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(tuple(rows), protocol)) == tuple(rows)
+        back = pickle.loads(pickle.dumps(sr, protocol))
+        assert type(back) is StreamRows and back == sr and back.stream == sr.stream
+    for twin in (copy.copy(sr), copy.deepcopy(sr)):
+        assert type(twin) is StreamRows and twin == sr
