@@ -18,6 +18,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from klinelake.backends.empty_ranges import EmptyRanges
 from klinelake.backends.sink import Sink
@@ -40,7 +41,7 @@ from klinelake.core.publish import (
     retry_until_done,
     send_until_durable,
 )
-from klinelake.core.row import Kline
+from klinelake.core.row import Kline, lake_lines, open_times
 from klinelake.core.symbols import stream_id
 from klinelake.logs import log_event
 from streamer.flush_window import FlushWindow
@@ -290,7 +291,8 @@ class StreamSender:
             )  # fmt: skip
 
     def _store_rest(self, rows: Sequence[Kline]) -> None:
-        self.spool.add(((self.stream, k) for k in rows), source="rest")
+        lines = zip(repeat(self.stream), open_times(rows), lake_lines(rows), strict=False)
+        self.spool.add_lines(lines, source="rest")
 
     async def _send(self, batch: KlineBatch, source: str) -> None:
         def on_retry(exc: BaseException, delay: float) -> None:

@@ -137,13 +137,16 @@ class Spool:
         """Insert closed klines in one transaction (one fsync); return the streams that got
         new rows. Rows at or before the stream's last published open_time are dropped. A
         failed write holds the rows in memory instead (never raises for a disk problem)."""
+        return self.add_lines(((s, k.open_time, k.to_line()) for s, k in items), source)
+
+    def add_lines(self, items: Iterable[tuple[str, int, bytes]], source: str = "ws") -> set[str]:
+        """`add` for rows given as (stream, open_time, lake line): a REST page held as its
+        open times and lines (row.StreamRows) is spooled without a Kline per row."""
         rows = []
-        for stream, k in items:
+        for stream, t, line in items:
             last = self._published.get(stream)
-            if (last is None or k.open_time > last) and k.open_time not in self._held.get(
-                stream, ()
-            ):
-                rows.append((stream, k.open_time, k.to_line(), source))
+            if (last is None or t > last) and t not in self._held.get(stream, ()):
+                rows.append((stream, t, line, source))
         if not rows:
             return set()
         written = self._write(rows) if self._may_try() else None
