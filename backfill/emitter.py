@@ -26,7 +26,7 @@ from backfill.plan import (
 from backfill.result import RunResult
 from klinelake.backends.empty_ranges import EmptyRanges
 from klinelake.backends.sink import Sink
-from klinelake.core.contract import Source, make_batches, with_empty
+from klinelake.core.contract import MAX_ROWS, Source, make_batches, with_empty
 from klinelake.core.errors import TransientError
 from klinelake.core.intervals import (
     Gap,
@@ -109,8 +109,9 @@ class StreamEmitter:
                 self.next += 1
                 self.slots.release()
             final = self.next == len(self.order) or self.fetching_done.is_set()
+            send_rows = self.batch_rows * self.batches_per_send
             while True:
-                n = next_send_size(len(self.times), self.batch_rows, final, bool(self.page_ends))
+                n = next_send_size(len(self.times), send_rows, final, bool(self.page_ends))
                 if n is None:
                     break
                 if n or self.halts:  # a page's halts go with the first batch sent after it
@@ -128,13 +129,22 @@ class StreamEmitter:
             await self.wakeup.wait()
             self.wakeup.clear()
 
+    @property
+    def batches_per_send(self) -> int:
+        """Contract batches per sink write: the local lake takes several at once (fewer, larger
+        writes: `Sink.rows_per_send`), Pub/Sub and GCS one."""
+        return max(1, self.sink.rows_per_send // MAX_ROWS)
+
     async def _send(self, rows: StreamRows, halts: list[Gap]) -> None:
-        batches = list(make_batches(rows))  # each ascending (make_batches sorts)
+        batches = list(make_batches(rows, self.batch_rows))  # each ascending (make_batches sorts)
         ordered = list(reversed(batches)) if self.newest_first else batches
-        for batch in with_empty(self.symbol, self.interval, ordered, halts, self.market):
-            await send_until_durable(self.sink, batch, self.source, patience=SINK_PATIENCE)
-            self.result.batches_sent += 1
-            self.result.rows_sent += len(batch.rows)
+        sendable = with_empty(self.symbol, self.interval, ordered, halts, self.market)
+        step = self.batches_per_send
+        for i in range(0, len(sendable), step):
+            group = sendable[i : i + step]
+            await send_until_durable(self.sink, group, self.source, patience=SINK_PATIENCE)
+            self.result.batches_sent += len(group)
+            self.result.rows_sent += sum(len(batch.rows) for batch in group)
         if halts:  # durable in the lake now; the local cache only spares --missing-only requests
             await asyncio.to_thread(self.empty.add, self.symbol, self.interval, halts, self.market)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from klinelake.config import check_topic
-from klinelake.core.contract import KlineBatch, Source, encode_batch
+from klinelake.core.contract import MAX_ROWS, KlineBatch, Source, encode_batch
 from klinelake.core.errors import TransientError
 
 
@@ -40,6 +41,14 @@ class PubsubSink:
                 batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.005),
             )
         return self._client
+
+    @property
+    def rows_per_send(self) -> int:
+        return MAX_ROWS  # a message holds one contract batch
+
+    async def send_all(self, batches: Sequence[KlineBatch], source: Source) -> None:
+        for batch in batches:
+            await self.send(batch, source)
 
     async def send(self, batch: KlineBatch, source: Source) -> None:
         msg = encode_batch(batch, source)

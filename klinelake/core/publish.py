@@ -122,14 +122,22 @@ async def retry_until_done(
 
 async def send_until_durable(
     sink: Sink,
-    batch: KlineBatch,
+    batch: KlineBatch | Sequence[KlineBatch],
     source: Source,
     *,
     patience: Patience = FOREVER,
     on_retry: OnRetry | None = None,
 ) -> None:
-    """Return once `sink` made `batch` durable (the one send policy of both publishers)."""
-    await retry_until_done(lambda: sink.send(batch, source), patience=patience, on_retry=on_retry)
+    """Return once `sink` made `batch` (or consecutive batches of one stream, `Sink.send_all`)
+    durable: the one send policy of both publishers."""
+    if isinstance(batch, Sequence):
+        batches = batch
+        await retry_until_done(
+            lambda: sink.send_all(batches, source), patience=patience, on_retry=on_retry
+        )
+        return
+    one = batch
+    await retry_until_done(lambda: sink.send(one, source), patience=patience, on_retry=on_retry)
 
 
 # --- the REST range pager -------------------------------------------------------------------------

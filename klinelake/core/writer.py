@@ -29,16 +29,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from klinelake.core import staged_merge
 from klinelake.core.contract import KlineBatch, sort_unique
 from klinelake.core.errors import InvalidData, ObjectNotFound, PreconditionFailed
+from klinelake.core.intervals import Gap
 from klinelake.core.lease import held
 from klinelake.core.markets import Market, spec
 from klinelake.core.merge import (
@@ -51,7 +53,7 @@ from klinelake.core.merge import (
     last_line,
     merge_lines,
 )
-from klinelake.core.row import Kline, open_time_of_line
+from klinelake.core.row import Kline, lake_lines, open_time_of_line, open_times
 from klinelake.core.storage import (
     STAGING_PREFIX,
     AppendingStore,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
 _TAIL_BYTES = 2048
 _PROBE_BYTES = 4096  # a probe of the binary search: holds several whole rows of any interval
+_COPY_BYTES = 8 << 20  # the ranged reads that copy an object's bytes as they are
 _CACHE_SIZE = 4096  # objects whose (generation, bounds) a long-lived writer remembers
 
 Action = Literal["create", "append", "prepend", "merge", "noop"]
@@ -153,14 +156,31 @@ class LakeWriter:
                 self.sleep(random.uniform(0, delay))
 
     def write_batch(self, batch: KlineBatch) -> WriteResult:
-        # A KlineBatch is already ascending, unique and of one stream (checked when built).
-        m = batch.market
-        result = self._write_ordered(batch.symbol, batch.interval, batch.rows, m)
-        if batch.empty:  # rows first: the halts write drops what lies under a row (contract 4)
+        return self.write_batches((batch,))
+
+    def write_batches(self, batches: Sequence[KlineBatch]) -> WriteResult:
+        """Consecutive batches of one stream, each above the one before, as one write of their
+        rows, then their halts (the local lake's larger writes: `LakeSink.rows_per_send`)."""
+        first = batches[0]
+        m = first.market
+        times: list[int] = []
+        lines: list[bytes] = []
+        empty: list[Gap] = []
+        for batch in batches:  # each already ascending, unique and of one stream (KlineBatch)
+            if (batch.symbol, batch.interval, batch.market) != (first.symbol, first.interval, m):
+                raise InvalidData(f"a write of {first.stream} got a batch of {batch.stream}")
+            batch_times = open_times(batch.rows)
+            if times and batch_times and batch_times[0] <= times[-1]:
+                raise InvalidData(f"{batch.stream}: batches of one write must ascend")
+            times += batch_times
+            lines += lake_lines(batch.rows)
+            empty += batch.empty
+        result = self._write_lines(first.symbol, first.interval, BatchLines(times, lines), m)
+        if empty:  # rows first: the halts write drops what lies under a row (contract 4)
             from klinelake.core.halts_writer import write_empty
 
             token = spec(m).object_token
-            halts = write_empty(self, batch.symbol, batch.interval, batch.empty, token)
+            halts = write_empty(self, first.symbol, first.interval, tuple(empty), token)
             result = dataclasses.replace(result, halts=halts)
         return result
 
@@ -271,6 +291,18 @@ class LakeWriter:
                 self._remember(info, have)
                 return WriteResult(name, "noop", n, 0, 0, stats.unchanged, gen, gen, retries)
             after = staged_after
+        elif (
+            stats is not None
+            and stats.added == n
+            and offset < info.size
+            and _open_time_at(store, info, offset) > last_new
+        ):
+            # The batch falls in a gap between two rows (history in front of newer rows): its
+            # lines, then the object's bytes from the gap on as they are, never line by line.
+            tail = _byte_range(store, info, offset)
+            after = store.replace_from(
+                name, offset, itertools.chain((lines.body(),), tail), gen, bounds=bounds
+            )
         else:
             with store.open_lines(name, gen, offset) as existing:
                 merged = chunked(merge_lines(existing, lines))
@@ -368,6 +400,20 @@ def _last_open_time(store: ObjectStore, info: ObjectInfo) -> int:
         if start == 0:
             raise InvalidData(f"{info.name}: no whole row in the object")
         nbytes *= 4
+
+
+def _open_time_at(store: ObjectStore, info: ObjectInfo, offset: int) -> int:
+    """open_time of the row starting at `offset` (a row start before the object's end)."""
+    line = first_line(store.read_range(info.name, offset, offset + _PROBE_BYTES, info.generation))
+    if line is None:  # one row longer than a probe: impossible for canonical rows
+        raise InvalidData(f"{info.name}: no whole row at byte {offset}")
+    return open_time_of_line(line)
+
+
+def _byte_range(store: ObjectStore, info: ObjectInfo, start: int) -> Iterator[bytes]:
+    """The object's bytes from `start` to its end, in large ranged reads of that generation."""
+    for at in range(start, info.size, _COPY_BYTES):
+        yield store.read_range(info.name, at, min(at + _COPY_BYTES, info.size), info.generation)
 
 
 def _offset_of(store: ObjectStore, info: ObjectInfo, open_time: int) -> int:

@@ -5,12 +5,13 @@ in the same order."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from backfill.run import run_backfill
-from klinelake.core.contract import KlineBatch
+from klinelake.core.contract import MAX_ROWS, KlineBatch
 from klinelake.core.intervals import HOUR
 from tests.http_stub import http_stub
 
@@ -23,6 +24,7 @@ class RecordingSink:
 
     history_newest_first = True
     description = "recording"
+    rows_per_send = MAX_ROWS  # one contract batch per write, as Pub/Sub
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.batches: list[KlineBatch] = []
@@ -32,6 +34,10 @@ class RecordingSink:
         if self.fail_after is not None and len(self.batches) >= self.fail_after:
             raise RuntimeError("sink crashed")
         self.batches.append(batch)
+
+    async def send_all(self, batches: Sequence[KlineBatch], source: str) -> None:
+        for batch in batches:
+            await self.send(batch, source)
 
     async def close(self) -> None:
         return None

@@ -143,7 +143,15 @@ def _check_routes(store: object, batches: list[tuple[int, int, int, int]]) -> No
     for first, length, who, variant in batches:
         keys = range(first, first + length)
         before = store.stat(NAME)  # type: ignore[attr-defined]
+        # a gap: rows on both sides of the batch, none within it (history behind newer rows)
+        in_gap = (
+            not any(k in latest for k in keys)
+            and any(k < first for k in latest)
+            and any(k >= first + length for k in latest)
+        )
         r = writers[who].write_rows("ETHUSDT", "1m", [row(k, variant) for k in keys])
+        if in_gap:  # inserted: the rows after the gap are copied as bytes, not line by line
+            assert r.action == "merge" and r.storage_calls.get("open_lines") == 1, r
         changed = any(latest.get(k) != variant for k in keys)
         for k in keys:
             latest[k] = variant
