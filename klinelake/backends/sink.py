@@ -6,7 +6,8 @@ write finished), so callers can drop their own copy (spool entry, checkpoint) af
 Callers send one stream's batches one after another, in open_time order, except history
 (backfill), which goes newest first where the lake behind the sink prepends cheaply:
 `history_newest_first` (issue 15: GCS composes a batch in front of an object in O(batch), while
-the local disk can only rewrite the rows after a batch, so it wants history oldest first).
+the local disk can only rewrite the rows after a batch, so it wants history oldest first, and
+in large writes: `rows_per_send`).
 """
 
 from __future__ import annotations
