@@ -75,7 +75,9 @@ def test_live_rows_are_appended_by_compose_without_download(h: Harness) -> None:
         assert r["stream"] == "LIVE@1h"
         assert "open_lines" not in r["storage_calls"]
         assert r["latency_ms"] >= 0
-    assert recs[1]["storage_calls"]["compose"] == 1
+    # the local disk appends in place; on GCS (tests/function/test_stack_ingest.py) the same
+    # route is an upload, a compose and a delete
+    assert recs[1]["storage_calls"] == {"append": 1}
     assert recs[1]["rows_appended"] == 1
     assert recs[1]["generation_before"] == recs[0]["generation_after"]
 
