@@ -54,7 +54,7 @@ def result_summary(result: RunResult) -> dict[str, Any]:
         "max_used_weight_1m": result.max_used_weight,
         "budget_per_minute": result.budget,
         "elapsed_s": round(result.elapsed_s, 2),
-        # the compiled REST page parser, or the pure Python path at ~2x the CPU (setup.py)
+        # the compiled REST page parser, or the pure Python path at ~3x the CPU (setup.py)
         "row_path": ROW_PATH,
     }
 

@@ -121,9 +121,10 @@ class KlineBatch:
     """1..5000 rows of one stream, ascending and unique by open_time; optionally confirmed-empty
     ranges of the stream (contract 4), and then 0..5000 rows.
 
-    Rows that a bulk parser built carry their lake lines (`Kline.to_line()`: the compiled REST
-    page parser, `regular_message_rows`), so the writer and `encode_batch` serialise nothing
-    again; a row changed by `dataclasses.replace` is a new Kline, rendered anew."""
+    The rows' lake lines (`Kline.to_line()`) are rendered once: StreamRows hold them (the
+    compiled REST page parser's pages), and the Klines of `regular_message_rows` carry theirs,
+    so the writer and `encode_batch` serialise nothing again; a row changed by
+    `dataclasses.replace` is a new Kline, rendered anew."""
 
     symbol: str
     interval: str
