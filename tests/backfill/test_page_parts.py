@@ -6,7 +6,6 @@ rows sent are every row of the page, once, in order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,12 +20,12 @@ from backfill.result import RunResult
 from backfill.vision import VisionFetcher
 from klinelake.backends.empty_ranges import EmptyRanges
 from klinelake.core import row as lake_row
-from klinelake.core.contract import MAX_ROWS, KlineBatch
 from klinelake.core.intervals import HOUR
 from klinelake.core.markets import Market
 from klinelake.core.row import Kline, StreamRows, parse_rest_page
 
 from .conftest import Quiet
+from .test_emit_order import RecordingSink as EmitOrderSink
 from .test_run_unit import T0, kline, settings
 
 pytestmark = pytest.mark.skipif(
@@ -52,23 +51,10 @@ class PagedRest:
         return parse_rest_page(body, symbol, interval, Market.SPOT)
 
 
-class RecordingSink:
+class RecordingSink(EmitOrderSink):
+    """test_emit_order's recording sink, taking history oldest first (the local lake's order)."""
+
     history_newest_first = False
-    description = "recording"
-    rows_per_send = MAX_ROWS  # one contract batch per write, as Pub/Sub
-
-    def __init__(self) -> None:
-        self.batches: list[KlineBatch] = []
-
-    async def send(self, batch: KlineBatch, source: str) -> None:
-        self.batches.append(batch)
-
-    async def send_all(self, batches: Sequence[KlineBatch], source: str) -> None:
-        for batch in batches:
-            await self.send(batch, source)
-
-    async def close(self) -> None:
-        return None
 
 
 def expected_lines(first: int, last: int) -> list[bytes]:
