@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# What all streams' send buffers may hold at once (~200 MB of 1m lines): each stream buffers
+# a whole write before sending it, so with many streams each gets smaller writes.
+SEND_BUFFER_ROWS = 500_000
+
+
+def batches_per_send(sink_batches: int, batch_rows: int, streams: int) -> int:
+    """Contract batches of `batch_rows` per sink write: as many as the sink takes at once
+    (`sink_batches`: the local lake several, Pub/Sub and GCS one), as long as `streams` send
+    buffers of that size fit SEND_BUFFER_ROWS together; never fewer than one."""
+    by_memory = SEND_BUFFER_ROWS // max(1, streams * batch_rows)
+    return max(1, min(sink_batches, by_memory))
+
 
 def next_send_size(buffered: int, batch_rows: int, final: bool, pages_pending: bool) -> int | None:
     """Rows to send now from a buffer of `buffered`: a full batch whenever there is one; once the

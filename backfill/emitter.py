@@ -26,7 +26,7 @@ from backfill.plan import (
 from backfill.result import RunResult
 from klinelake.backends.empty_ranges import EmptyRanges
 from klinelake.backends.sink import Sink
-from klinelake.core.contract import MAX_ROWS, Source, make_batches, with_empty
+from klinelake.core.contract import Source, make_batches, with_empty
 from klinelake.core.errors import TransientError
 from klinelake.core.intervals import (
     Gap,
@@ -65,6 +65,8 @@ class StreamEmitter:
     result: RunResult
     empty: EmptyRanges
     batch_rows: int
+    # contract batches per sink write (`batches_per_send`): the local lake takes several
+    batches_per_send: int = 1
     slots: asyncio.Semaphore
     fetching_done: asyncio.Event  # no more pages will come (all done, or a failure)
     # newest first: rows are buffered in descending open_time (each page reversed), so the
@@ -128,12 +130,6 @@ class StreamEmitter:
                 return
             await self.wakeup.wait()
             self.wakeup.clear()
-
-    @property
-    def batches_per_send(self) -> int:
-        """Contract batches per sink write: the local lake takes several at once (fewer, larger
-        writes: `Sink.rows_per_send`), Pub/Sub and GCS one."""
-        return max(1, self.sink.rows_per_send // MAX_ROWS)
 
     async def _send(self, rows: StreamRows, halts: list[Gap]) -> None:
         batches = list(make_batches(rows, self.batch_rows))  # each ascending (make_batches sorts)

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from backfill.checkpoint import Checkpoint
+from backfill.emit_policy import batches_per_send
 from backfill.emitter import StreamEmitter, page_halts
 from backfill.plan import (
     Page,
@@ -18,6 +19,7 @@ from backfill.settings import Settings
 from klinelake.backends.empty_ranges import EmptyRanges
 from klinelake.backends.sink import Sink
 from klinelake.binance.rest import BinanceRest
+from klinelake.core.contract import MAX_ROWS
 from klinelake.core.publish import (
     fetch_range,
     within,
@@ -54,6 +56,9 @@ async def fetch_all(
             result=result,
             empty=empty,
             batch_rows=settings.batch_rows,
+            batches_per_send=batches_per_send(
+                sink.rows_per_send // MAX_ROWS, settings.batch_rows, len(by_stream)
+            ),
             slots=slots,
             fetching_done=fetching_done,
             newest_first=sink.history_newest_first,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backfill.emit_policy import next_send_size, pages_sent
+from backfill.emit_policy import SEND_BUFFER_ROWS, batches_per_send, next_send_size, pages_sent
 
 
 def drive(sizes: list[int], batch_rows: int) -> tuple[list[int], list[tuple[str, int]]]:
@@ -48,3 +48,16 @@ def test_waits_for_a_full_batch_until_the_last_page() -> None:
 
 def test_pages_sent_shifts_the_rest() -> None:
     assert pages_sent([("a", 2), ("b", 5), ("c", 9)], 5) == (["a", "b"], [("c", 4)])
+
+
+def test_writes_shrink_with_the_number_of_streams_never_below_one_batch() -> None:
+    """The local lake takes 20 batches per write; the send buffers of every stream together
+    stay within SEND_BUFFER_ROWS, or one batch each (what Pub/Sub and GCS always get)."""
+    assert batches_per_send(20, 5000, 1) == 20
+    assert batches_per_send(20, 5000, 30) == 3
+    assert batches_per_send(20, 5000, 500) == 1
+    assert batches_per_send(1, 5000, 1) == 1  # Pub/Sub, GCS
+    assert batches_per_send(20, 24, 1) == 20
+    for streams in range(1, 300):
+        n = batches_per_send(20, 5000, streams)
+        assert 1 <= n <= 20 and (n == 1 or streams * n * 5000 <= SEND_BUFFER_ROWS)
