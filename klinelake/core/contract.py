@@ -46,6 +46,7 @@ from klinelake.core.row import (
     StreamRows,
     kline_from_dict,
     lake_lines,
+    of_one_stream,
     open_times,
     regular_message_rows,
 )
@@ -67,7 +68,6 @@ DATA_KEYS: dict[str, type] = {
 }  # fmt: skip
 REQUIRED_DATA_KEYS = ("symbol", "interval", "klines")
 _JSON_NAMES = {str: "string", list: "array", dict: "object", int: "integer"}
-_STREAM_OF_ROW = operator.attrgetter("symbol", "interval", "market")
 
 
 def _ascending(times: Sequence[int]) -> bool:
@@ -78,11 +78,7 @@ def _rows_of_one_stream_ascending(rows: Sequence[Kline], stream: tuple[str, str,
     """Every row of `stream`, open times strictly ascending: what KlineBatch checks row by row,
     in C-level passes (a 5,000-row batch is built for every backfill message); StreamRows are of
     one stream by construction."""
-    if isinstance(rows, StreamRows):
-        return rows.stream == stream and _ascending(rows.open_times)
-    return list(map(_STREAM_OF_ROW, rows)).count(stream) == len(rows) and _ascending(
-        open_times(rows)
-    )
+    return of_one_stream(rows, stream) and _ascending(open_times(rows))
 
 
 # What the function adds to a dead-lettered copy, and `klinelake deadletters` reads back.
@@ -327,7 +323,7 @@ def decode_message(data: bytes, attributes: Mapping[str, str] | None = None) -> 
         # every market (COIN-M rows have their own keys: regular_message_rows checks them).
         regular = regular_message_rows(klines, symbol, interval, market)
         if regular is not None:
-            rows = tuple(regular[0])  # each carrying its lake line
+            rows = tuple(regular)  # each carrying its lake line
         else:
             rows = tuple(kline_from_dict(r, f"klines[{i}]", market) for i, r in enumerate(klines))
     except InvalidMessage:

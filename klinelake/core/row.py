@@ -547,7 +547,7 @@ class StreamRows(Sequence[Kline]):
             if rows.stream != stream:
                 raise InvalidData(f"rows of {rows.stream} given as rows of {stream}")
             return rows
-        if list(map(_STREAM_OF_ROW, rows)).count(stream) != len(rows):
+        if not of_one_stream(rows, stream):
             other = next(r for r in rows if (r.symbol, r.interval, r.market) != stream)
             raise InvalidData(
                 f"row {other.market}:{other.symbol}@{other.interval} given as a row of "
@@ -614,6 +614,14 @@ class StreamRows(Sequence[Kline]):
 _CACHED_LINE = attrgetter("_line")
 _OPEN_TIME = attrgetter("open_time")
 _STREAM_OF_ROW = attrgetter("symbol", "interval", "market")
+
+
+def of_one_stream(rows: Sequence[Kline], stream: tuple[str, str, str]) -> bool:
+    """Every row is of `stream` (symbol, interval, market): one C-level pass; StreamRows are of
+    one stream by construction."""
+    if isinstance(rows, StreamRows):
+        return rows.stream == stream
+    return list(map(_STREAM_OF_ROW, rows)).count(stream) == len(rows)
 
 
 def open_times(rows: Sequence[Kline]) -> Sequence[int]:
@@ -735,9 +743,9 @@ def _message_row_shape(symbol: str, interval: str, market: Market = Market.SPOT)
 
 def regular_message_rows(
     klines: list[Any], symbol: str, interval: str, market: Market = Market.SPOT
-) -> tuple[list[Kline], list[bytes]] | None:
-    """The Klines of a message's `klines` array, and their lake lines (`Kline.to_line()`, cut
-    from the bytes the check read), if it is regular (each row an object with
+) -> list[Kline] | None:
+    """The Klines of a message's `klines` array, each carrying its lake line (`Kline.to_line()`,
+    cut from the bytes the check read), if it is regular (each row an object with
     exactly the contract's keys in contract order, this stream's symbol and interval, decimals
     with a fractional part, contiguous full-length candles), else None. Never raises for bad
     data: `kline_from_dict` row by row then decides and names what is wrong. Accepts only what
@@ -781,7 +789,7 @@ def regular_message_rows(
     # Each row's bytes are orjson's dump of its dict, keys in contract order: what to_line
     # writes. Braces occur nowhere else (the shape check), so "},{" separates rows.
     lines = (b"{" + body[2:-2].replace(b"},{", b"}\n{") + b"}\n").splitlines(keepends=True)
-    return _trusted_klines_from_values(map(dict.values, klines), Market(market), lines), lines
+    return _trusted_klines_from_values(map(dict.values, klines), Market(market), lines)
 
 
 def parse_lake_line(line: bytes, where: str = "", market: Market = Market.SPOT) -> Kline:

@@ -249,7 +249,8 @@ class LakeWriter:
         if edge is not None:
             action, bounds = edge
             if action == "append" and appends_in_place(self.store):
-                # the local disk: no part to write, copy into the object and delete
+                # the local disk writes the lines at the object's end: no part to upload,
+                # compose and delete
                 after = cast(AppendingStore, store).append(name, lines.body(), gen, bounds)
                 self._remember(after, bounds)
                 return WriteResult(name, action, n, n, 0, 0, gen, after.generation, retries)

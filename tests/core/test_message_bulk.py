@@ -156,7 +156,8 @@ def test_a_publishers_message_takes_the_bulk_path(symbol: str, interval: str) ->
     """The bulk path is not dead code: what `encode_batch` writes from REST rows is regular."""
     rows = [Kline(**dict(r)) for r in regular_rows(500, symbol, interval)]
     klines = [r.to_dict() for r in rows]
-    assert regular_message_rows(klines, symbol, interval) == (rows, [r.to_line() for r in rows])
+    regular = regular_message_rows(klines, symbol, interval)
+    assert regular == rows and [k._line for k in regular] == [r.to_line() for r in rows]
     assert KlineBatch(symbol, interval, tuple(rows)).rows == tuple(rows)
 
 
